@@ -1,0 +1,29 @@
+# Each target sets up its own virtual environment in .venv (idempotent: redone only when
+# pyproject.toml or constraints.txt change), so `make sweep` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup sweep test lint bench
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## The default sweep: Adam vs SGD on the bundled digits data, recorded under mlruns/.
+sweep: $(STAMP)
+	$(PY) -m sweeps.run optimizer=adam,sgd -m $(ARGS)
+
+## The whole test suite (what CI runs).
+test: $(STAMP)
+	$(PY) -m pytest $(ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+bench: $(STAMP)
+	$(PY) bench/overhead.py

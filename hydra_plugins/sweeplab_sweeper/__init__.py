@@ -1,0 +1,27 @@
+"""Hydra's entry point for sweeplab's sweeper.
+
+Hydra only accepts sweeper classes from the ``hydra_plugins`` namespace and imports every module here at
+start-up, so this class stays thin and light: the logic, and the heavy imports, live in ``sweeps.sweeper``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+class SweeplabSweeper(Sweeper):
+    def __init__(self, **settings: Any) -> None:
+        self.settings = settings
+        self.impl: Any = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from sweeps.sweeper import Sweep
+
+        self.impl = Sweep(self.settings, hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> Any:
+        return self.impl.sweep(arguments)

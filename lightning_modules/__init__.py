@@ -1,0 +1,1 @@
+"""Plain Lightning code: models, losses, data and the LightningModule. No Hydra, Optuna or MLflow here."""

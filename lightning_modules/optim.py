@@ -1,0 +1,127 @@
+"""Optimizer and learning-rate schedule factories.
+
+They exist so that configs can expose each hyperparameter as its own sweepable key (``beta1`` and ``beta2``
+rather than a ``betas`` tuple) and so that every optimizer shares the one top-level ``lr``.
+Schedule factories return Lightning's scheduler dict: ``{"scheduler": ..., "interval": "epoch" | "step"}``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+
+Params = Iterable[torch.Tensor] | Iterable[dict[str, Any]]
+Schedule = dict[str, Any]
+
+
+def sgd(
+    params: Params, lr: float, weight_decay: float = 0.0, momentum: float = 0.0, nesterov: bool = False
+) -> Optimizer:
+    """SGD; with ``momentum`` > 0 it is the momentum method, optionally Nesterov's."""
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+
+
+def adam(
+    params: Params,
+    lr: float,
+    weight_decay: float = 0.0,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+    amsgrad: bool = False,
+) -> Optimizer:
+    """Adam with L2 weight decay added to the gradient."""
+    return torch.optim.Adam(
+        params, lr=lr, betas=(beta1, beta2), eps=eps, amsgrad=amsgrad, weight_decay=weight_decay
+    )
+
+
+def adamw(
+    params: Params,
+    lr: float,
+    weight_decay: float = 0.0,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+    amsgrad: bool = False,
+) -> Optimizer:
+    """AdamW: Adam with decoupled weight decay."""
+    return torch.optim.AdamW(
+        params, lr=lr, betas=(beta1, beta2), eps=eps, amsgrad=amsgrad, weight_decay=weight_decay
+    )
+
+
+def rmsprop(
+    params: Params,
+    lr: float,
+    weight_decay: float = 0.0,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    momentum: float = 0.0,
+) -> Optimizer:
+    return torch.optim.RMSprop(params, lr=lr, alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay)
+
+
+def adagrad(params: Params, lr: float, weight_decay: float = 0.0, eps: float = 1e-10) -> Optimizer:
+    return torch.optim.Adagrad(params, lr=lr, eps=eps, weight_decay=weight_decay)
+
+
+def constant(optimizer: Optimizer, max_epochs: int, steps_per_epoch: int) -> Schedule | None:
+    """No schedule."""
+    return None
+
+
+def step(
+    optimizer: Optimizer, max_epochs: int, steps_per_epoch: int, step_size: int = 10, gamma: float = 0.1
+) -> Schedule:
+    return {"scheduler": torch.optim.lr_scheduler.StepLR(optimizer, step_size, gamma), "interval": "epoch"}
+
+
+def cosine(optimizer: Optimizer, max_epochs: int, steps_per_epoch: int, min_lr: float = 0.0) -> Schedule:
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, max_epochs), eta_min=min_lr)
+    return {"scheduler": sched, "interval": "epoch"}
+
+
+def warmup_cosine(
+    optimizer: Optimizer, max_epochs: int, steps_per_epoch: int, warmup_epochs: float = 2, min_lr: float = 0.0
+) -> Schedule:
+    """Linear warm-up from 0, then cosine decay to ``min_lr``; stepped per batch."""
+    total = max(1, max_epochs * steps_per_epoch)
+    warmup = min(total - 1, int(warmup_epochs * steps_per_epoch))
+    base = optimizer.param_groups[0]["lr"]
+    floor = min_lr / base if base > 0 else 0.0
+
+    def factor(i: int) -> float:
+        if i < warmup:
+            return (i + 1) / (warmup + 1)
+        progress = (i - warmup) / max(1, total - warmup)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return {"scheduler": LambdaLR(optimizer, factor), "interval": "step"}
+
+
+def onecycle(
+    optimizer: Optimizer,
+    max_epochs: int,
+    steps_per_epoch: int,
+    pct_start: float = 0.3,
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
+) -> Schedule:
+    """One-cycle policy peaking at each parameter group's configured lr; stepped per batch."""
+    peaks = [g["lr"] for g in optimizer.param_groups]
+    sched: LRScheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=peaks,
+        total_steps=max(2, max_epochs * steps_per_epoch),
+        pct_start=pct_start,
+        div_factor=div_factor,
+        final_div_factor=final_div_factor,
+        cycle_momentum=False,
+    )
+    return {"scheduler": sched, "interval": "step"}

@@ -1,0 +1,1 @@
+"""Orchestration: compose configs, build and run trainings, drive sweeps, record them."""

@@ -1,0 +1,53 @@
+"""Static checks of a composed config: values that would train badly or not at all, caught before training."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from sweeps.errors import ConfigError
+
+PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
+MODES = ("auto", "min", "max")
+PROGRESS = ("epoch", "bar", "none")
+
+
+def _number(cfg: DictConfig, key: str) -> float | None:
+    value = OmegaConf.select(cfg, key, default=None)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key}={value!r} must be a number")
+    return float(value)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first invalid value, naming the key and the allowed range."""
+    rules: list[tuple[str, Any, str]] = [
+        ("lr", lambda v: v > 0, "must be > 0"),
+        ("weight_decay", lambda v: v >= 0, "must be >= 0"),
+        ("l1", lambda v: v >= 0, "must be >= 0"),
+        ("grad_clip", lambda v: v >= 0, "must be >= 0 (0 = off)"),
+        ("early_stopping_patience", lambda v: v >= 0 and v == int(v), "must be a whole number >= 0 (0 = off)"),
+        ("optimizer.beta1", lambda v: 0 <= v < 1, "must be in [0, 1)"),
+        ("optimizer.beta2", lambda v: 0 <= v < 1, "must be in [0, 1)"),
+        ("optimizer.eps", lambda v: v > 0, "must be > 0"),
+        ("optimizer.momentum", lambda v: 0 <= v < 1, "must be in [0, 1)"),
+        ("optimizer.alpha", lambda v: 0 <= v < 1, "must be in [0, 1)"),
+        ("trainer.max_epochs", lambda v: v >= 1 and v == int(v), "must be a whole number >= 1"),
+    ]
+    for key, ok, allowed in rules:
+        value = _number(cfg, key)
+        if value is not None and not ok(value):
+            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)} {allowed}")
+    trainer = cfg.get("trainer", {})
+    precision = str(trainer.get("precision", "32-true"))
+    if precision not in PRECISIONS:
+        raise ConfigError(f"trainer.precision={precision}: allowed are {', '.join(PRECISIONS[:4])}")
+    progress = str(trainer.get("progress", "epoch"))
+    if progress not in PROGRESS:
+        raise ConfigError(f"trainer.progress={progress}: allowed are {', '.join(PROGRESS)}")
+    mode = str(cfg.objective.get("mode", "auto"))
+    if mode not in MODES:
+        raise ConfigError(f"objective.mode={mode}: allowed are {', '.join(MODES)}")

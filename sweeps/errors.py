@@ -1,0 +1,9 @@
+"""The error type for bad input: reported as one line, exit code 2, before anything trains."""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A config value, file or combination that cannot work. The message names the key and what is allowed."""
+
+    exit_code = 2

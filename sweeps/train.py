@@ -1,0 +1,120 @@
+"""Train one configuration and return its objective (the function every sweeper calls)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
+
+from lightning_modules.callbacks import EpochProgress
+from sweeps.build import Built, build
+from sweeps.checks import check_config
+
+OUR_TRAINER_KEYS = ("num_threads", "progress")
+NOISY_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
+
+
+class RunResult(float):
+    """A run's objective: a float, so that any Hydra sweeper can use it, carrying the run's details."""
+
+    metric: str
+    mode: str
+    epochs: int
+    seconds: float
+    metrics: dict[str, float]
+    checkpoint: str | None
+
+    def __new__(cls, value: float, **details: Any) -> RunResult:
+        obj = super().__new__(cls, value)
+        obj.__dict__.update(details)
+        return obj
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (float(self), dict(self.__dict__)))
+
+
+def _rebuild(value: float, details: dict[str, Any]) -> RunResult:
+    return RunResult(value, **details)
+
+
+def quiet_lightning() -> None:
+    """Drop Lightning's start-up banners and known-harmless warnings; real warnings still show."""
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (".*does not have many workers.*", ".*LeafSpec.*", ".*isinstance\\(treespec, LeafSpec\\).*"):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def make_trainer(cfg: DictConfig, built: Built, output_dir: Path | None, prefix: str = "") -> pl.Trainer:
+    """A Trainer from ``cfg.trainer`` (any Trainer argument passes through) plus our callbacks."""
+    options = {k: v for k, v in cfg.trainer.items() if k not in OUR_TRAINER_KEYS}
+    progress = str(cfg.trainer.get("progress", "epoch"))
+    callbacks: list[Callback] = []
+    if progress == "epoch":
+        callbacks.append(EpochProgress(prefix))
+    elif progress == "bar":
+        callbacks.append(TQDMProgressBar())
+    if int(cfg.early_stopping_patience) > 0:
+        callbacks.append(
+            EarlyStopping(monitor=built.metric, mode=built.mode, patience=int(cfg.early_stopping_patience))
+        )
+    if cfg.checkpoint and output_dir is not None:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=output_dir / "checkpoints",
+                filename="best",
+                monitor=built.metric,
+                mode=built.mode,
+                save_top_k=1,
+                enable_version_counter=False,
+            )
+        )
+    return pl.Trainer(
+        logger=False,
+        enable_progress_bar=progress == "bar",
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(output_dir) if output_dir else None,
+        callbacks=callbacks,
+        **options,
+    )
+
+
+def train(cfg: DictConfig, output_dir: Path | None = None, prefix: str = "") -> RunResult:
+    """Check, build and fit one configuration; return the best value of the objective metric."""
+    quiet_lightning()
+    check_config(cfg)
+    if cfg.trainer.get("num_threads"):
+        torch.set_num_threads(int(cfg.trainer.num_threads))
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    built = build(cfg)
+    trainer = make_trainer(cfg, built, output_dir, prefix)
+    start = time.perf_counter()
+    trainer.fit(built.module, datamodule=built.datamodule)
+    seconds = time.perf_counter() - start
+
+    ckpt = trainer.checkpoint_callback
+    best = ckpt.best_model_score if isinstance(ckpt, ModelCheckpoint) else None
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    value = float(best) if best is not None else metrics.get(built.metric, float("nan"))
+    best_path = ckpt.best_model_path if isinstance(ckpt, ModelCheckpoint) and ckpt.best_model_path else None
+    if best_path:
+        tested = trainer.test(built.module, datamodule=built.datamodule, ckpt_path=best_path,
+                              weights_only=True, verbose=False)
+        metrics.update({k: float(v) for k, v in (tested[0] if tested else {}).items()})
+    return RunResult(
+        value,
+        metric=built.metric,
+        mode=built.mode,
+        epochs=int(trainer.current_epoch),
+        seconds=seconds,
+        metrics=metrics,
+        checkpoint=best_path,
+    )
