@@ -9,14 +9,14 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -qq --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)
 
 ## The default sweep: Adam vs SGD on the bundled digits data, recorded under mlruns/.
 sweep: $(STAMP)
-	$(PY) -m sweeps.run optimizer=adam,sgd -m $(ARGS)
+	$(PY) -m sweeps.run -m optimizer=adam,sgd $(ARGS)
 
 ## The whole test suite (what CI runs).
 test: $(STAMP)

@@ -229,7 +229,7 @@ class SyntheticDataModule(ArrayDataModule):
 
 
 class TableDataModule(ArrayDataModule):
-    """A user's CSV or Parquet file: numeric (or categorical, one-hot encoded) features and a target column."""
+    """A user's CSV or Parquet file: numeric or categorical (one-hot encoded) features, one target."""
 
     def __init__(self, path: str, target: str, task: str = "auto", **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -255,7 +255,9 @@ class TableDataModule(ArrayDataModule):
             raise ValueError(f"data.path={self.path}: allowed file types are .csv and .parquet")
         if self.target not in frame.columns:
             cols = ", ".join(map(str, frame.columns[:20]))
-            raise ValueError(f"data.target={self.target!r} is not a column of {self.path.name}; columns: {cols}")
+            raise ValueError(
+                f"data.target={self.target!r} is not a column of {self.path.name}; columns: {cols}"
+            )
         target = frame.pop(self.target)
         if target.isna().any():
             raise ValueError(f"data.target={self.target!r} has missing values")

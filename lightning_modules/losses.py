@@ -117,11 +117,15 @@ class Huber(_Regression):
 class LogLoss(nn.Module):
     """Binary cross-entropy on a single logit (binary classification only)."""
 
-    def __init__(self, task: str = "classification", n_classes: int = 2, pos_weight: float | None = None) -> None:
+    def __init__(
+        self, task: str = "classification", n_classes: int = 2, pos_weight: float | None = None
+    ) -> None:
         super().__init__()
         if task != "classification" or n_classes != 2:
             what = f"{n_classes} classes" if task == "classification" else f"a {task} task"
-            raise IncompatibleTask(f"loss=log_loss needs binary classification (2 classes), the data has {what}")
+            raise IncompatibleTask(
+                f"loss=log_loss needs binary classification (2 classes), the data has {what}"
+            )
         self.out_features = 1
         pw = None if pos_weight is None else torch.tensor([float(pos_weight)])
         self.register_buffer("pos_weight", pw, persistent=False)

@@ -70,7 +70,7 @@ class LitModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    # -- optimisation -----------------------------------------------------------------------------------------
+    # -- optimisation ---
     def parameter_groups(self) -> Any:
         """What the optimizer factory receives; subclasses return param groups (e.g. per-layer lr)."""
         return self.model.parameters()
@@ -107,7 +107,7 @@ class LitModule(pl.LightningModule):
         self._batches += 1
         self._samples += x.shape[0]
 
-    # -- per-epoch bookkeeping --------------------------------------------------------------------------------
+    # -- per-epoch bookkeeping ---
     def _reset_epoch(self) -> None:
         self._loss_sum: torch.Tensor | float = 0.0
         self._batches = 0
@@ -140,7 +140,7 @@ class LitModule(pl.LightningModule):
         if self._schedule is not None and self._schedule["interval"] == "epoch":
             self._schedule["scheduler"].step()
 
-    # -- evaluation -------------------------------------------------------------------------------------------
+    # -- evaluation ---
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         x, y = batch
         out = self.model(x)
@@ -177,7 +177,9 @@ def predictions(out: torch.Tensor) -> torch.Tensor:
     return out.argmax(dim=-1)
 
 
-def task_metrics(out: torch.Tensor, y: torch.Tensor, task: str, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+def task_metrics(
+    out: torch.Tensor, y: torch.Tensor, task: str, loss: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Loss plus accuracy and macro F1 (classification, lm) or RMSE, MAE and R^2 (regression)."""
     metrics = {"loss": loss}
     if task == "regression":

@@ -64,7 +64,9 @@ def rmsprop(
     eps: float = 1e-8,
     momentum: float = 0.0,
 ) -> Optimizer:
-    return torch.optim.RMSprop(params, lr=lr, alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay)
+    return torch.optim.RMSprop(
+        params, lr=lr, alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay
+    )
 
 
 def adagrad(params: Params, lr: float, weight_decay: float = 0.0, eps: float = 1e-10) -> Optimizer:

@@ -77,7 +77,9 @@ def objective(cfg: DictConfig, task: str) -> tuple[str, str]:
         metric = "val_rmse" if task == "regression" else "val_acc"
     allowed = METRICS[task]
     if metric not in allowed:
-        raise ConfigError(f"objective.metric={metric} is not produced by a {task} task; allowed: {', '.join(allowed)}")
+        raise ConfigError(
+            f"objective.metric={metric} is not produced by a {task} task; allowed: {', '.join(allowed)}"
+        )
     mode = str(cfg.objective.mode)
     if mode == "auto":
         mode = "min" if any(word in metric for word in LOWER_IS_BETTER) else "max"

@@ -8,7 +8,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweeps.errors import ConfigError
 
-PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
+PRECISIONS = (
+    "32-true",
+    "32",
+    "16-mixed",
+    "bf16-mixed",
+    "bf16-true",
+    "16-true",
+    "64-true",
+    "transformer-engine",
+)
 MODES = ("auto", "min", "max")
 PROGRESS = ("epoch", "bar", "none")
 
@@ -29,7 +38,11 @@ def check_config(cfg: DictConfig) -> None:
         ("weight_decay", lambda v: v >= 0, "must be >= 0"),
         ("l1", lambda v: v >= 0, "must be >= 0"),
         ("grad_clip", lambda v: v >= 0, "must be >= 0 (0 = off)"),
-        ("early_stopping_patience", lambda v: v >= 0 and v == int(v), "must be a whole number >= 0 (0 = off)"),
+        (
+            "early_stopping_patience",
+            lambda v: v >= 0 and v == int(v),
+            "must be a whole number >= 0 (0 = off)",
+        ),
         ("optimizer.beta1", lambda v: 0 <= v < 1, "must be in [0, 1)"),
         ("optimizer.beta2", lambda v: 0 <= v < 1, "must be in [0, 1)"),
         ("optimizer.eps", lambda v: v > 0, "must be > 0"),

@@ -36,8 +36,15 @@ def _cells(rows: Sequence[Row], metric: str) -> tuple[list[str], list[list[str]]
         value = "" if math.isnan(r.objective) else f"{r.objective:.4f}"
         state = r.state if not r.reason else f"{r.state}: {r.reason}"
         body.append(
-            [str(i), str(r.job), *(r.overrides.get(k, "") for k in keys), value, str(r.epochs),
-             f"{r.seconds:.1f}s", state]
+            [
+                str(i),
+                str(r.job),
+                *(r.overrides.get(k, "") for k in keys),
+                value,
+                str(r.epochs),
+                f"{r.seconds:.1f}s",
+                state,
+            ]
         )
     return head, body
 
@@ -45,7 +52,9 @@ def _cells(rows: Sequence[Row], metric: str) -> tuple[list[str], list[list[str]]
 def table(rows: Sequence[Row], metric: str) -> str:
     head, body = _cells(rows, metric)
     widths = [max(len(c) for c in col) for col in zip(head, *body, strict=False)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=False)).rstrip() for line in [head, *body]]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=False)).rstrip() for line in [head, *body]
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from sweeps.checks import check_config
 from sweeps.errors import ConfigError
 
 log = logging.getLogger("sweeplab")
@@ -29,13 +30,14 @@ def format_metrics(metrics: dict[str, float]) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    from sweeps.train import train  # torch and Lightning load here, not for --help or --cfg
-
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     prefix = f"[job {hc.job.num}] " if multirun else ""
     output_dir = Path(hc.runtime.output_dir)
     try:
+        check_config(cfg)  # cheap checks first: bad values fail before torch is even imported
+        from sweeps.train import train  # torch and Lightning load here, not for --help or --cfg
+
         result = train(cfg, output_dir=output_dir, prefix=prefix)
     except ConfigError as err:
         if multirun:
@@ -50,10 +52,19 @@ def main(cfg: DictConfig) -> float:
         log.error("%sFAILED: %s: %s", prefix, type(err).__name__, err)
         raise
     if multirun:
-        log.info("%sdone: %s = %.4f (%d epochs, %.1fs)", prefix, result.metric, result, result.epochs, result.seconds)
+        log.info(
+            "%sdone: %s = %.4f (%d epochs, %.1fs)",
+            prefix,
+            result.metric,
+            result,
+            result.epochs,
+            result.seconds,
+        )
     else:
-        print(f"{result.metric} ({result.mode}) = {float(result):.4f} after {result.epochs} epochs "
-              f"in {result.seconds:.1f}s\n{format_metrics(result.metrics)}")
+        print(
+            f"{result.metric} ({result.mode}) = {float(result):.4f} after {result.epochs} epochs "
+            f"in {result.seconds:.1f}s\n{format_metrics(result.metrics)}"
+        )
     return result
 
 

@@ -48,7 +48,11 @@ def quiet_lightning() -> None:
     """Drop Lightning's start-up banners and known-harmless warnings; real warnings still show."""
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    for pattern in (".*does not have many workers.*", ".*LeafSpec.*", ".*isinstance\\(treespec, LeafSpec\\).*"):
+    for pattern in (
+        ".*does not have many workers.*",
+        ".*LeafSpec.*",
+        ".*isinstance\\(treespec, LeafSpec\\).*",
+    ):
         warnings.filterwarnings("ignore", message=pattern)
 
 
@@ -106,8 +110,9 @@ def train(cfg: DictConfig, output_dir: Path | None = None, prefix: str = "") -> 
     value = float(best) if best is not None else metrics.get(built.metric, float("nan"))
     best_path = ckpt.best_model_path if isinstance(ckpt, ModelCheckpoint) and ckpt.best_model_path else None
     if best_path:
-        tested = trainer.test(built.module, datamodule=built.datamodule, ckpt_path=best_path,
-                              weights_only=True, verbose=False)
+        tested = trainer.test(
+            built.module, datamodule=built.datamodule, ckpt_path=best_path, weights_only=True, verbose=False
+        )
         metrics.update({k: float(v) for k, v in (tested[0] if tested else {}).items()})
     return RunResult(
         value,

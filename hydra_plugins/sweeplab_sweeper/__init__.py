@@ -21,7 +21,9 @@ class SweeplabSweeper(Sweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from sweeps.sweeper import Sweep
 
-        self.impl = Sweep(self.settings, hydra_context=hydra_context, task_function=task_function, config=config)
+        self.impl = Sweep(
+            self.settings, hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     def sweep(self, arguments: list[str]) -> Any:
         return self.impl.sweep(arguments)

@@ -1,0 +1,75 @@
+"""Every option of every config group composes and trains for one batch.
+
+The options are read from conf/, not listed by hand. An option that does not fit the defaults (say
+``loss=log_loss`` on 10-class digits) is tried with the other data, loss and model options, defaults first,
+until it fits; an option that fits none fails the test.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sweeps.build import build
+from sweeps.errors import ConfigError
+from sweeps.train import train
+from tests.conftest import CONF, ONE_BATCH, compose_cfg
+
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
+OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml"))]
+CONTEXT_GROUPS = ("data", "loss", "model")
+
+
+def contexts(group: str) -> list[list[str]]:
+    """Override lists to try an option in: the defaults first, then other data/loss/model choices."""
+    others = [g for g in CONTEXT_GROUPS if g != group] if group != "experiment" else []
+    choices = [[None, *sorted(f.stem for f in (CONF / g).glob("*.yaml"))] for g in others]
+    combos = sorted(itertools.product(*choices), key=lambda c: sum(x is not None for x in c))
+    return [[f"{g}={x}" for g, x in zip(others, combo, strict=True) if x is not None] for combo in combos]
+
+
+@pytest.fixture(scope="module")
+def table_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A user CSV file for the ``csv`` data option (its path and target are mandatory keys)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 5))
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(5)])
+    frame["colour"] = rng.choice(["red", "green"], 200)
+    frame["label"] = (x[:, 0] + x[:, 1] > 0).astype(int)
+    path = tmp_path_factory.mktemp("table") / "table.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_groups_are_found():
+    assert {"data", "loss", "model", "optimizer", "scheduler", "trainer", "experiment"} <= set(GROUPS)
+    assert len(OPTIONS) >= 30
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_option_composes_and_trains_one_batch(group: str, option: str, table_file: Path, tmp_path: Path):
+    if group == "trainer" and option == "gpu" and not torch.cuda.is_available():
+        cfg = compose_cfg([f"{group}={option}"])
+        assert cfg.trainer.accelerator == "gpu"
+        pytest.skip("composes; training needs a GPU")
+    errors = []
+    for context in contexts(group):
+        overrides = [f"{group}={option}", *context, *ONE_BATCH]
+        if "data=csv" in overrides:
+            overrides += [f"data.path={table_file}", "data.target=label"]
+        cfg = compose_cfg(overrides)
+        try:
+            build(cfg)
+        except ConfigError as err:
+            errors.append(f"{context}: {err}")
+            continue
+        result = train(cfg, output_dir=tmp_path)
+        assert result.epochs == 1
+        assert np.isfinite(result.metrics["train_loss"])
+        return
+    pytest.fail(f"{group}={option} fits no data option: {errors}")
