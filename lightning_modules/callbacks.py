@@ -22,21 +22,21 @@ class EpochProgress(pl.Callback):
         self.prefix = prefix
         self._pending = False
 
-    def _emit(self, trainer: pl.Trainer) -> None:
+    def _emit(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._pending or not trainer.is_global_zero:
             return
         self._pending = False
-        m = trainer.callback_metrics
+        m = {**trainer.callback_metrics, **getattr(pl_module, "epoch_metrics", {})}
         values = "  ".join(f"{k} {float(m[k]):.4g}" for k in SHOWN if k in m)
         seconds = float(m["epoch_time"]) if "epoch_time" in m else 0.0
         log.info("%sepoch %d/%d  %s  (%.2fs)", self.prefix, self._epoch, trainer.max_epochs, values, seconds)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._emit(trainer)
+        self._emit(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._pending = True
         self._epoch = trainer.current_epoch + 1
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._emit(trainer)
+        self._emit(trainer, pl_module)

@@ -119,6 +119,8 @@ def build(cfg: DictConfig, dm: ArrayDataModule | None = None) -> Built:
     sched_factory = make("scheduler", cfg.scheduler)
     _dry_run(optimizer, sched_factory, int(cfg.trainer.max_epochs))
 
+    steps_per_batch = int(cfg.trainer.get("steps_per_batch", 1))
+    dm.steps_per_batch = steps_per_batch
     module = LitModule(
         model=model,
         loss_fn=loss,
@@ -128,6 +130,8 @@ def build(cfg: DictConfig, dm: ArrayDataModule | None = None) -> Built:
         n_classes=dm.n_classes,
         l1=float(cfg.l1),
         grad_clip=float(cfg.grad_clip),
+        steps_per_batch=steps_per_batch,
+        log_keys=(metric,),
     )
     return Built(dm, module, task, metric, mode)
 

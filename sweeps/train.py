@@ -12,12 +12,13 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.plugins.io import AsyncCheckpointIO
 
 from lightning_modules.callbacks import EpochProgress
 from sweeps.build import Built, build
 from sweeps.checks import check_config
 
-OUR_TRAINER_KEYS = ("num_threads", "progress")
+OUR_TRAINER_KEYS = ("num_threads", "progress", "steps_per_batch")
 NOISY_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
 
 
@@ -77,13 +78,16 @@ def make_trainer(cfg: DictConfig, built: Built, output_dir: Path | None, prefix:
                 monitor=built.metric,
                 mode=built.mode,
                 save_top_k=1,
+                save_weights_only=True,
                 enable_version_counter=False,
             )
         )
     return pl.Trainer(
         logger=False,
+        plugins=[AsyncCheckpointIO()],  # checkpoints are written in a thread, off the training path
         enable_progress_bar=progress == "bar",
         enable_model_summary=False,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         num_sanity_val_steps=0,
         default_root_dir=str(output_dir) if output_dir else None,
         callbacks=callbacks,
@@ -106,14 +110,13 @@ def train(cfg: DictConfig, output_dir: Path | None = None, prefix: str = "") -> 
 
     ckpt = trainer.checkpoint_callback
     best = ckpt.best_model_score if isinstance(ckpt, ModelCheckpoint) else None
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics = built.module.epoch_metrics
     value = float(best) if best is not None else metrics.get(built.metric, float("nan"))
     best_path = ckpt.best_model_path if isinstance(ckpt, ModelCheckpoint) and ckpt.best_model_path else None
-    if best_path:
-        tested = trainer.test(
+    if best_path:  # test metrics of the best weights land in epoch_metrics as test_*
+        trainer.test(
             built.module, datamodule=built.datamodule, ckpt_path=best_path, weights_only=True, verbose=False
         )
-        metrics.update({k: float(v) for k, v in (tested[0] if tested else {}).items()})
     return RunResult(
         value,
         metric=built.metric,

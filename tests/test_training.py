@@ -63,3 +63,28 @@ def test_classic_setups_are_config_only(experiment, shapes, loss, optimizer, lr)
     assert _linear_shapes([f"experiment={experiment}"]) == shapes
     assert type(built.module.loss_fn).__name__ == loss
     assert cfg.optimizer._target_.endswith(f".{optimizer}") and cfg.lr == lr
+
+
+def test_grouped_steps_match_one_step_per_batch():
+    """steps_per_batch only changes how steps are handed to Lightning, never what is computed."""
+    base = ["trainer.max_epochs=2", "checkpoint=false", "scheduler=onecycle", *QUIET]
+    results = [train(compose_cfg([*base, f"trainer.steps_per_batch={k}"])) for k in (1, 5, 64)]
+    timing = ("epoch_time", "samples_per_sec")
+    learnt = [{k: v for k, v in r.metrics.items() if k not in timing} for r in results]
+    # Identical updates; only the order of summing the epoch's mean training loss differs.
+    assert learnt[1] == pytest.approx(learnt[0], rel=1e-6)
+    assert learnt[2] == pytest.approx(learnt[0], rel=1e-6)
+    assert {k: v for k, v in learnt[0].items() if k != "train_loss"} == {
+        k: v for k, v in learnt[2].items() if k != "train_loss"
+    }
+
+
+def test_global_step_counts_optimizer_steps():
+    from sweeps.train import make_trainer
+
+    cfg = compose_cfg(["trainer.max_epochs=2", "checkpoint=false", *QUIET])
+    built = build(cfg)
+    trainer = make_trainer(cfg, built, None)
+    trainer.fit(built.module, datamodule=built.datamodule)
+    steps = built.datamodule.train_dataloader().steps
+    assert trainer.global_step == built.module.steps_done == 2 * steps
