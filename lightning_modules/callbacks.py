@@ -3,40 +3,57 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import pytorch_lightning as pl
 
 log = logging.getLogger("sweeplab")
 
 SHOWN = ("train_loss", "val_loss", "val_acc", "val_f1", "val_rmse", "val_r2")
+EpochFn = Callable[[int, dict[str, float]], None]
 
 
-class EpochProgress(pl.Callback):
-    """One log line per epoch: a cheap alternative to a per-step progress bar for many short runs.
+class EpochEnd(pl.Callback):
+    """Calls ``fn(epoch, metrics)`` once per finished training epoch, on rank 0, with all of its metrics.
 
-    The line for an epoch is written when the next epoch starts (or training ends) because Lightning calls
-    callbacks' ``on_train_epoch_end`` before the module's, where the epoch's training metrics are logged.
+    The call for an epoch happens when the next epoch starts (or training ends or fails) because Lightning
+    calls callbacks' ``on_train_epoch_end`` before the module's, where the epoch's training metrics appear.
     """
 
-    def __init__(self, prefix: str = "") -> None:
-        self.prefix = prefix
-        self._pending = False
+    def __init__(self, fn: EpochFn) -> None:
+        self.fn = fn
+        self._pending: int | None = None
 
     def _emit(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._pending or not trainer.is_global_zero:
+        epoch, self._pending = self._pending, None
+        if epoch is None or not trainer.is_global_zero:
             return
-        self._pending = False
-        m = {**trainer.callback_metrics, **getattr(pl_module, "epoch_metrics", {})}
-        values = "  ".join(f"{k} {float(m[k]):.4g}" for k in SHOWN if k in m)
-        seconds = float(m["epoch_time"]) if "epoch_time" in m else 0.0
-        log.info("%sepoch %d/%d  %s  (%.2fs)", self.prefix, self._epoch, trainer.max_epochs, values, seconds)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        metrics.update(getattr(pl_module, "epoch_metrics", {}))
+        self.fn(epoch, metrics)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._emit(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._pending = True
-        self._epoch = trainer.current_epoch + 1
+        self._pending = trainer.current_epoch + 1
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._emit(trainer, pl_module)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self._emit(trainer, pl_module)
+
+
+def progress_line(prefix: str, max_epochs: int | None) -> EpochFn:
+    """One log line per epoch: a cheap alternative to a per-step progress bar for many short runs."""
+
+    def show(epoch: int, metrics: dict[str, float]) -> None:
+        values = "  ".join(f"{k} {metrics[k]:.4g}" for k in SHOWN if k in metrics)
+        log.info(
+            "%sepoch %d/%s  %s  (%.2fs)", prefix, epoch, max_epochs, values, metrics.get("epoch_time", 0.0)
+        )
+
+    return show

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -18,7 +18,7 @@ class Row:
     epochs: int = 0
     seconds: float = 0.0
     reason: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
+    run_id: str = ""
 
 
 def rank(rows: Sequence[Row], mode: str) -> list[Row]:
@@ -30,7 +30,7 @@ def rank(rows: Sequence[Row], mode: str) -> list[Row]:
 
 def _cells(rows: Sequence[Row], metric: str) -> tuple[list[str], list[list[str]]]:
     keys = list(dict.fromkeys(k for r in rows for k in r.overrides))
-    head = ["rank", "job", *keys, metric, "epochs", "time", "state"]
+    head = ["rank", "job", "run", *keys, metric, "epochs", "time", "state"]
     body = []
     for i, r in enumerate(rows, 1):
         value = "" if math.isnan(r.objective) else f"{r.objective:.4f}"
@@ -39,6 +39,7 @@ def _cells(rows: Sequence[Row], metric: str) -> tuple[list[str], list[list[str]]
             [
                 str(i),
                 str(r.job),
+                r.run_id[:8],
                 *(r.overrides.get(k, "") for k in keys),
                 value,
                 str(r.epochs),
@@ -72,3 +73,18 @@ def write_csv(rows: Sequence[Row], metric: str, path: Path) -> None:
         writer = csv.writer(f)
         writer.writerow(head)
         writer.writerows(body)
+
+
+def summary(ranked: Sequence[Row], metric: str) -> dict:
+    """What the parent run of a sweep records: counts, the best value and the configuration that gave it."""
+    counts = {state: sum(r.state == state for r in ranked) for state in ("FINISHED", "FAILED", "PRUNED")}
+    metrics = {"runs_total": float(len(ranked)), **{f"runs_{k.lower()}": float(v) for k, v in counts.items()}}
+    tags = {}
+    best_overrides = ""
+    best = ranked[0] if ranked and not math.isnan(ranked[0].objective) else None
+    if best is not None:
+        metrics[f"best_{metric}"] = best.objective
+        tags = {"sweeplab.best_run_id": best.run_id, "sweeplab.best_job": str(best.job)}
+        best_overrides = "\n".join(f"{k}={v}" for k, v in best.overrides.items()) + "\n"
+        tags["sweeplab.best_config"] = " ".join(f"{k}={v}" for k, v in best.overrides.items())
+    return {"metrics": metrics, "tags": tags, "best_overrides": best_overrides}

@@ -8,17 +8,21 @@ Examples:
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from sweeps import tracking
 from sweeps.checks import check_config
 from sweeps.errors import ConfigError
+from sweeps.secrets import redact_override
 
 log = logging.getLogger("sweeplab")
 
@@ -32,26 +36,63 @@ def format_metrics(metrics: dict[str, float]) -> str:
 def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
-    prefix = f"[job {hc.job.num}] " if multirun else ""
+    job = int(hc.job.num) if multirun else None
     output_dir = Path(hc.runtime.output_dir)
+    session = tracking.active() if multirun else None
     try:
-        check_config(cfg)  # cheap checks first: bad values fail before torch is even imported
-        from sweeps.train import train  # torch and Lightning load here, not for --help or --cfg
+        try:
+            check_config(cfg)  # cheap checks first: bad values fail before torch is even imported
+            if not multirun:
+                session = tracking.start(cfg.tracking)  # the store opens while torch loads
+            from sweeps.train import prepare  # torch and Lightning load here, not for --help
 
-        result = train(cfg, output_dir=output_dir, prefix=prefix)
-    except ConfigError as err:
-        if multirun:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
-    except Exception as err:
-        if not multirun:
-            raise
-        # The sweep goes on: keep the traceback beside the job's outputs, say it in one line.
-        (output_dir / "error.txt").write_text(traceback.format_exc())
-        log.error("%sFAILED: %s: %s", prefix, type(err).__name__, err)
+            built = prepare(cfg)
+            record = None
+            if session:
+                overrides = list(hc.overrides.task)
+                choices = OmegaConf.to_container(hc.runtime.choices)
+                record = session.begin_run(cfg, run_name(job, overrides), job, overrides, choices)
+        except ConfigError as err:
+            if multirun:
+                raise
+            _discard(output_dir)
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(err.exit_code)
+        result = run_tracked(cfg, built, output_dir, job, record)
+    finally:
+        if session and not multirun:
+            session.close()
+    if not multirun:
+        print(
+            f"{result.metric} ({result.mode}) = {float(result):.4f} after {result.epochs} epochs "
+            f"in {result.seconds:.1f}s\n{format_metrics(result.metrics)}"
+        )
+        if record:
+            print(f"recorded as MLflow run {record.run_id} in {session.shown_uri}")
+    return result
+
+
+def run_tracked(cfg: DictConfig, built: Any, output_dir: Path, job: int | None, record: Any) -> Any:
+    """Fit, and close the MLflow run with the outcome: FINISHED, FAILED (with the reason) or KILLED."""
+    from lightning_modules.callbacks import EpochEnd
+    from sweeps.train import fit
+
+    prefix = "" if job is None else f"[job {job}] "
+    try:
+        result = fit(cfg, built, output_dir, prefix, [EpochEnd(record.epoch)] if record else [])
+    except BaseException as err:
+        if record:
+            record.fail(err, "FAILED" if isinstance(err, Exception) else "KILLED")
+            err.sweeplab_run_id = record.run_id  # type: ignore[attr-defined]
+        if job is not None and isinstance(err, Exception):
+            # The sweep goes on: keep the traceback beside the job's outputs, say it in one line.
+            (output_dir / "error.txt").write_text(traceback.format_exc())
+            log.error("%sFAILED: %s: %s", prefix, type(err).__name__, err)
         raise
-    if multirun:
+    if record:
+        record.finish(result)
+        result.run_id = record.run_id
+    if job is not None:
         log.info(
             "%sdone: %s = %.4f (%d epochs, %.1fs)",
             prefix,
@@ -60,12 +101,19 @@ def main(cfg: DictConfig) -> float:
             result.epochs,
             result.seconds,
         )
-    else:
-        print(
-            f"{result.metric} ({result.mode}) = {float(result):.4f} after {result.epochs} epochs "
-            f"in {result.seconds:.1f}s\n{format_metrics(result.metrics)}"
-        )
     return result
+
+
+def run_name(job: int | None, overrides: list[str]) -> str:
+    """What the MLflow UI lists: the job number and its overrides (secrets masked)."""
+    shown = " ".join(redact_override(o) for o in overrides) or "defaults"
+    return (shown if job is None else f"{job}: {shown}")[:250]
+
+
+def _discard(output_dir: Path) -> None:
+    """Bad input: leave no run folder behind (Hydra made it before we could check anything)."""
+    if output_dir.is_dir() and all(p.suffix == ".log" for p in output_dir.iterdir()):
+        shutil.rmtree(output_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ job (recording why it failed) and ends with a leaderboard.
 from __future__ import annotations
 
 import logging
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,9 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps import report
+from sweeps import report, tracking
 from sweeps.errors import ConfigError
+from sweeps.secrets import redact, redact_override, redact_text
 
 log = logging.getLogger("sweeplab")
 
@@ -53,7 +53,7 @@ class Sweep:
         return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
 
     def check(self, jobs: list[list[str]]) -> None:
-        """Every job's config, checked before any trains; bad input exits with one line and code 2."""
+        """Every job's config, checked before any trains (raises ConfigError naming the job)."""
         from sweeps.build import validate
 
         cache: dict[str, Any] = {}
@@ -61,45 +61,87 @@ class Sweep:
             try:
                 validate(self.job_config(overrides), cache)
             except ConfigError as err:
-                where = f" (job {' '.join(overrides)})" if len(jobs) > 1 else ""
-                print(f"error: {err}{where}", file=sys.stderr)
-                raise SystemExit(err.exit_code) from None
+                where = f" (job {' '.join(redact_override(o) for o in overrides)})" if len(jobs) > 1 else ""
+                raise ConfigError(f"{err}{where}") from err
 
     def sweep(self, arguments: list[str]) -> list[list[JobReturn]]:
         jobs = self.plan(arguments)
+        session = None
+        try:
+            session = tracking.start(self.config.tracking)  # the store opens while configs are checked
+            if self.settings.get("validate_all", True):
+                self.check(jobs)
+            if session:
+                session.ready()
+        except ConfigError as err:
+            if session:
+                session.close()
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(err.exit_code) from None
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        if self.settings.get("validate_all", True):
-            self.check(jobs)
-        log.info("sweep: %d runs -> %s", len(jobs), sweep_dir)
-        results = list(self.launcher.launch(jobs, initial_job_idx=0))
-        self.summarise(jobs, results, sweep_dir)
+        (sweep_dir / "multirun.yaml").write_text(
+            OmegaConf.to_yaml(OmegaConf.create(redact(OmegaConf.to_container(self.config, resolve=False))))
+        )
+        name = f"sweep {sweep_dir.parent.name}/{sweep_dir.name}"
+        parent = session.start_sweep(name, arguments, sweep_dir) if session else None
+        log.info("sweep: %d runs -> %s%s", len(jobs), sweep_dir, f" (MLflow run {parent})" if parent else "")
+        status = "KILLED"
+        try:
+            results = list(self.launcher.launch(jobs, initial_job_idx=0))
+            rows, metric, mode = self.rows(jobs, results)
+            self.report(rows, metric, mode, sweep_dir, session)
+            status = "FINISHED"
+        finally:
+            if session and parent:
+                session.send("end_run", run_id=parent, status=status)
+                session.close()
+        if rows and all(r.state == "FAILED" for r in rows):
+            raise SystemExit(1)
         return [results]
 
-    def summarise(self, jobs: list[list[str]], results: list[JobReturn], sweep_dir: Path) -> None:
+    def rows(self, jobs: list[list[str]], results: list[JobReturn]) -> tuple[list[report.Row], str, str]:
+        """One leaderboard row per job, with the objective's name and direction."""
         swept = _swept_keys(jobs)
         rows, metric, mode = [], "objective", "max"
         for i, (overrides, ret) in enumerate(zip(jobs, results, strict=True)):
             pairs = dict(o.split("=", 1) for o in overrides if "=" in o)
-            shown = {k.lstrip("+~"): v for k, v in pairs.items() if k in swept}
+            shown = {
+                k.lstrip("+~"): redact_override(f"{k}={v}").split("=", 1)[1]
+                for k, v in pairs.items()
+                if k in swept
+            }
             if ret.status == JobStatus.COMPLETED:
                 value = ret.return_value
                 metric, mode = getattr(value, "metric", metric), getattr(value, "mode", mode)
-                objective = float(value) if value is not None else math.nan
                 rows.append(
                     report.Row(
                         i,
                         shown,
                         "FINISHED",
-                        objective,
+                        float(value),
                         getattr(value, "epochs", 0),
                         getattr(value, "seconds", 0.0),
+                        run_id=getattr(value, "run_id", ""),
                     )
                 )
             else:
                 err = ret._return_value
-                rows.append(report.Row(i, shown, "FAILED", reason=f"{type(err).__name__}: {err}"[:200]))
+                reason = redact_text(f"{type(err).__name__}: {err}".splitlines()[0])[:200]
+                rows.append(
+                    report.Row(i, shown, "FAILED", reason=reason, run_id=getattr(err, "sweeplab_run_id", ""))
+                )
+        return rows, metric, mode
+
+    def report(
+        self,
+        rows: list[report.Row],
+        metric: str,
+        mode: str,
+        sweep_dir: Path,
+        session: tracking.Session | None,
+    ) -> None:
+        """The leaderboard on the console and in the sweep folder, and the summary on the parent run."""
         ranked = report.rank(rows, mode)
         print(f"\n{report.table(ranked, metric)}\n", flush=True)
         report.write_csv(ranked, metric, sweep_dir / "leaderboard.csv")
@@ -107,8 +149,18 @@ class Sweep:
         failed = sum(r.state == "FAILED" for r in rows)
         if failed:
             log.warning("%d of %d runs failed; errors are in each job's error.txt", failed, len(rows))
-        if rows and failed == len(rows):
-            raise SystemExit(1)
+        if session and session.parent_id:
+            summary = report.summary(ranked, metric)
+            parent = session.parent_id
+            session.send("log", run_id=parent, metrics=summary["metrics"], tags=summary["tags"])
+            for name in ("leaderboard.csv", "leaderboard.md"):
+                session.send("artifact", run_id=parent, path=str(sweep_dir / name))
+            if summary["best_overrides"]:
+                session.send("text", run_id=parent, text=summary["best_overrides"], name="best_config.txt")
+            if {"loss", "optimizer"} <= set(ranked[0].overrides if ranked else {}):
+                session.send(
+                    "heatmap", run_id=parent, rows=[r.__dict__ for r in ranked], metric=metric, mode=mode
+                )
 
 
 def _swept_keys(jobs: list[list[str]]) -> set[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.plugins.io import AsyncCheckpointIO
 
-from lightning_modules.callbacks import EpochProgress
+from lightning_modules.callbacks import EpochEnd, progress_line
 from sweeps.build import Built, build
 from sweeps.checks import check_config
 
@@ -63,7 +64,7 @@ def make_trainer(cfg: DictConfig, built: Built, output_dir: Path | None, prefix:
     progress = str(cfg.trainer.get("progress", "epoch"))
     callbacks: list[Callback] = []
     if progress == "epoch":
-        callbacks.append(EpochProgress(prefix))
+        callbacks.append(EpochEnd(progress_line(prefix, cfg.trainer.max_epochs)))
     elif progress == "bar":
         callbacks.append(TQDMProgressBar())
     if int(cfg.early_stopping_patience) > 0:
@@ -95,15 +96,26 @@ def make_trainer(cfg: DictConfig, built: Built, output_dir: Path | None, prefix:
     )
 
 
-def train(cfg: DictConfig, output_dir: Path | None = None, prefix: str = "") -> RunResult:
-    """Check, build and fit one configuration; return the best value of the objective metric."""
+def prepare(cfg: DictConfig) -> Built:
+    """Check and build one configuration (seeded); bad input raises ConfigError before anything trains."""
     quiet_lightning()
     check_config(cfg)
     if cfg.trainer.get("num_threads"):
         torch.set_num_threads(int(cfg.trainer.num_threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    built = build(cfg)
+    return build(cfg)
+
+
+def fit(
+    cfg: DictConfig,
+    built: Built,
+    output_dir: Path | None = None,
+    prefix: str = "",
+    callbacks: Sequence[Callback] = (),
+) -> RunResult:
+    """Train a prepared run; return the best value of the objective metric with the run's details."""
     trainer = make_trainer(cfg, built, output_dir, prefix)
+    trainer.callbacks.extend(callbacks)
     start = time.perf_counter()
     trainer.fit(built.module, datamodule=built.datamodule)
     seconds = time.perf_counter() - start
@@ -123,6 +135,11 @@ def train(cfg: DictConfig, output_dir: Path | None = None, prefix: str = "") -> 
         mode=built.mode,
         epochs=int(trainer.current_epoch),
         seconds=seconds,
-        metrics=metrics,
+        metrics=dict(metrics),
         checkpoint=best_path,
     )
+
+
+def train(cfg: DictConfig, output_dir: Path | None = None, prefix: str = "") -> RunResult:
+    """Check, build and fit one configuration (no tracking): the plain function for tests and scripts."""
+    return fit(cfg, prepare(cfg), output_dir, prefix)

@@ -1,0 +1,214 @@
+"""The tracking process: the only place that imports MLflow and writes to the store.
+
+Why a process of its own: importing MLflow and opening a store costs 2-3 s on these machines, and each
+write several milliseconds. In a separate process that work overlaps the torch import and the training
+instead of adding to them. It also outlives a crash of the training process long enough to close its runs:
+when the pipe to its parent breaks, every run still open is ended as KILLED.
+
+Requests arrive as ``(name, kwargs)`` tuples; those sent with ``reply=True`` get ``("ok", value)`` or
+``("error", message)`` back. Everything is redacted before it gets here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from sweeps.secrets import redact_text
+
+MAX_PARAM_VALUE = 6000
+BATCH = 100
+
+
+class Service:
+    def __init__(self) -> None:
+        from mlflow.tracking import MlflowClient
+
+        for name in ("mlflow", "alembic"):  # "Creating initial MLflow database tables..." and the like
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+        self.client_type = MlflowClient
+        self.client: Any = None
+        self.experiment_id = ""
+        self.open_runs: set[str] = set()
+
+    # -- requests ---
+    def open(self, uri: str, experiment: str, artifact_root: str | None, check_url: str | None) -> dict:
+        """Reach the store, create the experiment if needed, close runs whose process died."""
+        if check_url:
+            _probe(check_url)
+        self.client = self.client_type(tracking_uri=uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            location = Path(artifact_root).resolve().as_uri() if artifact_root else None
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        else:
+            self.experiment_id = found.experiment_id
+        reaped = self.reap()
+        return {"experiment_id": self.experiment_id, "reaped": reaped}
+
+    def reap(self) -> list[str]:
+        """End as KILLED the RUNNING runs of this host whose process is gone (killed, crashed, lost power)."""
+        host = socket.gethostname()
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+        )
+        reaped = []
+        for run in runs:
+            tags = run.data.tags
+            if tags.get("sweeplab.host") != host or not tags.get("sweeplab.pid"):
+                continue
+            if _alive(int(tags["sweeplab.pid"]), tags.get("sweeplab.pid_start", "")):
+                continue
+            self.client.set_tag(run.info.run_id, "sweeplab.state", "KILLED")
+            self.client.set_tag(
+                run.info.run_id, "sweeplab.reason", "its process ended without closing the run"
+            )
+            self.client.set_terminated(run.info.run_id, "KILLED")
+            reaped.append(run.info.run_id)
+        return reaped
+
+    def start_run(self, name: str, tags: dict[str, str], parent: str | None = None) -> str:
+        if parent:
+            tags = {**tags, "mlflow.parentRunId": parent}
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        self.open_runs.add(run.info.run_id)
+        return run.info.run_id
+
+    def log(
+        self,
+        run_id: str,
+        metrics: dict[str, float] | None = None,
+        step: int = 0,
+        params: dict[str, str] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        metric_list = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()]
+        param_list = [Param(k, str(v)[:MAX_PARAM_VALUE]) for k, v in (params or {}).items()]
+        tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        for i in range(0, max(len(metric_list), len(param_list), len(tag_list)), BATCH):
+            self.client.log_batch(
+                run_id,
+                metrics=metric_list[i : i + BATCH],
+                params=param_list[i : i + BATCH],
+                tags=tag_list[i : i + BATCH],
+                synchronous=True,
+            )
+
+    def artifact(self, run_id: str, path: str, folder: str | None = None) -> None:
+        if Path(path).exists():
+            self.client.log_artifact(run_id, path, folder)
+
+    def text(self, run_id: str, text: str, name: str) -> None:
+        self.client.log_text(run_id, text, name)
+
+    def heatmap(self, run_id: str, rows: list[dict], metric: str, mode: str) -> None:
+        import tempfile
+
+        from sweeps.plots import heatmap
+
+        with tempfile.TemporaryDirectory() as tmp:
+            self.client.log_artifact(run_id, str(heatmap(rows, metric, mode, Path(tmp) / "heatmap.png")))
+
+    def end_run(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status)
+        self.open_runs.discard(run_id)
+
+    def runs(self, parent: str) -> list[dict]:
+        """The child runs of ``parent``: id, status, params, metrics and tags."""
+        found = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'", max_results=5000
+        )
+        return [
+            {
+                "run_id": r.info.run_id,
+                "status": r.info.status,
+                "params": r.data.params,
+                "metrics": r.data.metrics,
+                "tags": r.data.tags,
+            }
+            for r in found
+        ]
+
+    def abandon(self) -> None:
+        """The parent process is gone: no run of ours may stay RUNNING."""
+        for run_id in list(self.open_runs):
+            try:
+                self.client.set_tag(run_id, "sweeplab.state", "KILLED")
+                self.client.set_tag(
+                    run_id, "sweeplab.reason", "the training process ended without closing the run"
+                )
+                self.end_run(run_id, "KILLED")
+            except Exception:  # noqa: BLE001 - best effort while going down
+                pass
+
+
+def _probe(url: str) -> None:
+    """Fail fast (one clear line) when a tracking server cannot be reached."""
+    try:
+        urllib.request.urlopen(url, timeout=5).close()  # noqa: S310 - http(s) only, checked by the caller
+    except urllib.error.HTTPError:
+        return  # it answered: reachable
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise ConnectionError(f"cannot reach the tracking server ({reason})") from None
+
+
+def _alive(pid: int, start: str) -> bool:
+    """Whether process ``pid`` still runs and is the one that started (same start time, where known)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not start or process_start(pid) == start
+
+
+def process_start(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def serve(conn: Connection) -> None:
+    """Answer requests until the parent says ``close`` or goes away."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    service: Service | None = None
+    while True:
+        try:
+            name, kwargs, reply = conn.recv()
+        except (EOFError, OSError):
+            if service is not None and service.client is not None:
+                service.abandon()
+            return
+        if name == "close":
+            conn.send(("ok", None))
+            return
+        try:
+            if service is None:
+                service = Service()
+            value = getattr(service, name)(**kwargs)
+            if reply:
+                conn.send(("ok", value))
+        except Exception as err:  # noqa: BLE001 - reported to the parent, which decides
+            message = f"{type(err).__name__}: {err}".splitlines()[0]
+            if reply:
+                conn.send(("error", message))
+            else:
+                print(f"tracking: {redact_text(message)}", file=sys.stderr, flush=True)

@@ -1,0 +1,277 @@
+"""MLflow records of runs and sweeps, written by a separate tracking process (see tracker_service.py).
+
+A ``Session`` owns that process for one command: a sweep (one parent run, a child run per job) or a single
+run. A ``RunRecord`` is one training run: params, tags, per-epoch metrics, artifacts and its final state.
+Nothing here imports MLflow, and everything is redacted before it leaves this process.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import multiprocessing as mp
+import os
+import platform
+import shlex
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from sweeps.errors import ConfigError
+from sweeps.secrets import redact, redact_override, redact_text
+from sweeps.tracker_service import process_start, serve
+
+_active: Session | None = None
+
+
+class Session:
+    """The tracking process of one command, and the sweep's parent run if there is one."""
+
+    def __init__(self, tracking: DictConfig) -> None:
+        uri = str(tracking.uri)
+        self.shown_uri = redact_text(uri)
+        check_url = None
+        if uri.startswith("sqlite:///"):
+            path = Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            uri = f"sqlite:///{path}"
+        elif uri.startswith(("http://", "https://")):
+            check_url = uri.rstrip("/") + "/health"
+        else:
+            raise ConfigError(f"tracking.uri={self.shown_uri}: allowed are sqlite:///PATH and http(s)://HOST")
+        self.log_checkpoint = bool(tracking.log_checkpoint)
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=serve, args=(child,), name="sweeplab-tracking", daemon=True)
+        self.process.start()
+        child.close()
+        artifacts = str(tracking.artifacts) if tracking.get("artifacts") else None
+        self._send(
+            "open",
+            True,
+            uri=uri,
+            experiment=str(tracking.experiment),
+            artifact_root=artifacts,
+            check_url=check_url,
+        )
+        self._ready: dict[str, Any] | None = None
+        self.parent_id: str | None = None
+
+    # -- the pipe ---
+    def _send(self, request: str, reply: bool = False, **kwargs: Any) -> None:
+        self.conn.send((request, kwargs, reply))
+
+    def _answer(self) -> Any:
+        try:
+            status, value = self.conn.recv()
+        except EOFError:
+            raise ConfigError(f"tracking.uri={self.shown_uri}: the tracking process stopped") from None
+        if status != "ok":
+            raise ConfigError(f"tracking.uri={self.shown_uri}: {redact_text(str(value))}")
+        return value
+
+    def call(self, request: str, **kwargs: Any) -> Any:
+        """A request whose answer we wait for."""
+        self.ready()
+        self._send(request, reply=True, **kwargs)
+        return self._answer()
+
+    def send(self, request: str, **kwargs: Any) -> None:
+        """Fire and forget: the tracking process works through it while training goes on."""
+        self._send(request, **kwargs)
+
+    def ready(self) -> dict[str, Any]:
+        """Wait until the store is open (raises ConfigError with one line if it cannot be)."""
+        if self._ready is None:
+            self._ready = self._answer()
+        return self._ready
+
+    def close(self) -> None:
+        """Wait for every queued write, then stop the tracking process."""
+        global _active
+        try:
+            self._send("close", reply=True)
+            self.conn.recv()
+        except (EOFError, OSError):
+            pass
+        self.process.join(timeout=60)
+        if _active is self:
+            _active = None
+
+    # -- sweeps ---
+    def start_sweep(self, name: str, arguments: Sequence[str], sweep_dir: Path) -> str:
+        tags = {
+            **environment_tags(),
+            "sweeplab.kind": "sweep",
+            "sweeplab.command": command(["-m", *arguments]),
+            "sweeplab.pid": str(os.getpid()),
+            "sweeplab.pid_start": process_start(os.getpid()),
+            "sweeplab.sweep_dir": str(sweep_dir),
+        }
+        self.parent_id = self.call("start_run", name=name, tags=tags)
+        self.send("log", run_id=self.parent_id, tags={"sweeplab.sweep_id": self.parent_id})
+        return self.parent_id
+
+    def begin_run(
+        self, cfg: DictConfig, name: str, job: int | None, overrides: Sequence[str], choices: dict[str, str]
+    ) -> RunRecord:
+        return RunRecord(self, cfg, name, job, overrides, choices)
+
+
+def start(tracking: DictConfig) -> Session | None:
+    """Start the tracking process for this command (None when tracking is off)."""
+    global _active
+    if not tracking.get("enabled", False):
+        return None
+    _active = Session(tracking)
+    return _active
+
+
+def active() -> Session | None:
+    """The session a sweeper started in this process, if any."""
+    return _active
+
+
+class RunRecord:
+    """One training run in MLflow: created before training, closed with its final state whatever happens."""
+
+    def __init__(
+        self,
+        session: Session,
+        cfg: DictConfig,
+        name: str,
+        job: int | None,
+        overrides: Sequence[str],
+        choices: dict[str, str],
+    ) -> None:
+        """``choices`` are the config group options (``loss: cross_entropy``), logged as params too."""
+        self.session = session
+        self.step = 0
+        tags = {
+            **environment_tags(),
+            "sweeplab.kind": "run",
+            "sweeplab.command": command(overrides),
+            "sweeplab.pid": str(os.getpid()),
+            "sweeplab.pid_start": process_start(os.getpid()),
+            "sweeplab.state": "RUNNING",
+        }
+        if session.parent_id:
+            tags["sweeplab.sweep_id"] = session.parent_id
+        if job is not None:
+            tags["sweeplab.job"] = str(job)
+        self.run_id: str = session.call("start_run", name=name, tags=tags, parent=session.parent_id)
+        resolved = redact(OmegaConf.to_container(cfg, resolve=True))
+        params = {**flatten(resolved), **{k: v for k, v in choices.items() if not k.startswith("hydra")}}
+        session.send("log", run_id=self.run_id, params={k: _text(v) for k, v in params.items()})
+        session.send(
+            "text", run_id=self.run_id, text=OmegaConf.to_yaml(OmegaConf.create(resolved)), name="config.yaml"
+        )
+        session.send(
+            "text",
+            run_id=self.run_id,
+            text="\n".join(redact_override(o) for o in overrides) + "\n",
+            name="overrides.txt",
+        )
+
+    def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """One epoch's metrics, sent in one batch (for ``lightning_modules.callbacks.EpochEnd``)."""
+        self.session.send("log", run_id=self.run_id, metrics=metrics, step=epoch)
+
+    def finish(self, result: Any) -> None:
+        metric = result.metric
+        final = {
+            f"best_{metric}": float(result),
+            "epochs": float(result.epochs),
+            "train_seconds": result.seconds,
+        }
+        if metric in result.metrics:
+            final[f"final_{metric}"] = result.metrics[metric]
+        final.update({k: v for k, v in result.metrics.items() if k.startswith("test_")})
+        self.session.send(
+            "log",
+            run_id=self.run_id,
+            metrics=final,
+            step=result.epochs,
+            tags={"sweeplab.state": "FINISHED", "sweeplab.objective": metric},
+        )
+        if self.session.log_checkpoint and result.checkpoint:
+            self.session.send("artifact", run_id=self.run_id, path=result.checkpoint, folder="checkpoints")
+        self.session.send("end_run", run_id=self.run_id, status="FINISHED")
+
+    def fail(self, err: BaseException, state: str = "FAILED") -> None:
+        reason = redact_text(f"{type(err).__name__}: {err}".splitlines()[0])[:500]
+        self.session.send(
+            "log", run_id=self.run_id, tags={"sweeplab.state": state, "sweeplab.reason": reason}
+        )
+        self.session.send("end_run", run_id=self.run_id, status="KILLED" if state == "KILLED" else "FAILED")
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as dotted keys (``optimizer.beta1``); lists stay values."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _text(value: Any) -> str:
+    return "null" if value is None else str(value)
+
+
+def command(overrides: Sequence[str]) -> str:
+    """The command that re-runs this configuration (secrets masked)."""
+    return shlex.join(
+        [Path(sys.executable).name, "-m", "sweeps.run", *(redact_override(o) for o in overrides)]
+    )
+
+
+_env_tags: dict[str, str] = {}
+
+
+def environment_tags() -> dict[str, str]:
+    """Host, versions and the git commit (with whether the tree had uncommitted changes), read once."""
+    if not _env_tags:
+        _env_tags.update(
+            {
+                "sweeplab.host": socket.gethostname(),
+                "sweeplab.python": platform.python_version(),
+                **{
+                    f"sweeplab.{name}": _version(name)
+                    for name in ("torch", "pytorch-lightning", "mlflow", "optuna")
+                },
+                **git_state(),
+            }
+        )
+    return dict(_env_tags)
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def git_state() -> dict[str, str]:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"mlflow.source.git.commit": "unknown"}
+    return {"mlflow.source.git.commit": commit, "sweeplab.git_dirty": str(bool(dirty)).lower()}
