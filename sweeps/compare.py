@@ -124,11 +124,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", default=DEFAULT_STORE, help=f"tracking URI (default: {DEFAULT_STORE})")
     args = parser.parse_args(argv)
 
-    from mlflow.tracking import MlflowClient
+    from sweeps.tracker_service import Service
 
     if args.store.startswith("sqlite:///") and not _exists(args.store):
         raise SystemExit(f"error: --store {args.store}: no such database (run a sweep first)")
-    client = MlflowClient(tracking_uri=args.store)
+    service = Service()
+    client = service.connect(args.store)
+    if client.get_experiment_by_name(args.experiment) is not None:
+        service.open(
+            args.store, args.experiment, None, None
+        )  # closes runs whose process died, as every command
     parent = find_sweep(client, args.experiment, args.sweep)
     head, body, differing = leaderboard(client, parent)
     info = parent.info

@@ -22,9 +22,10 @@ from omegaconf import DictConfig, OmegaConf
 from sweeps import tracking
 from sweeps.checks import check_config
 from sweeps.errors import ConfigError
-from sweeps.secrets import redact_override
+from sweeps.secrets import redact_log_records, redact_override, redact_text
 
 log = logging.getLogger("sweeplab")
+redact_log_records()  # before Hydra's launcher logs the job overrides
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
@@ -86,7 +87,7 @@ def run_tracked(cfg: DictConfig, built: Any, output_dir: Path, job: int | None, 
             err.sweeplab_run_id = record.run_id  # type: ignore[attr-defined]
         if job is not None and isinstance(err, Exception):
             # The sweep goes on: keep the traceback beside the job's outputs, say it in one line.
-            (output_dir / "error.txt").write_text(traceback.format_exc())
+            (output_dir / "error.txt").write_text(redact_text(traceback.format_exc()))
             log.error("%sFAILED: %s: %s", prefix, type(err).__name__, err)
         raise
     if record:

@@ -11,12 +11,14 @@ Requests arrive as ``(name, kwargs)`` tuples; those sent with ``reply=True`` get
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import socket
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -45,15 +47,32 @@ class Service:
         """Reach the store, create the experiment if needed, close runs whose process died."""
         if check_url:
             _probe(check_url)
-        self.client = self.client_type(tracking_uri=uri)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is None:
-            location = Path(artifact_root).resolve().as_uri() if artifact_root else None
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-        else:
-            self.experiment_id = found.experiment_id
+        with _store_lock(uri):  # schema and experiment creation race between processes otherwise
+            self.connect(uri)
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                location = Path(artifact_root).resolve().as_uri() if artifact_root else None
+                self.experiment_id = self.client.create_experiment(
+                    experiment,
+                    artifact_location=location,
+                    tags={
+                        "mlflow.experimentKind": "custom_model_development"
+                    },  # the UI opens on training runs
+                )
+            else:
+                self.experiment_id = found.experiment_id
         reaped = self.reap()
         return {"experiment_id": self.experiment_id, "reaped": reaped}
+
+    def connect(self, uri: str) -> Any:
+        """A client for ``uri``; credentials in it move to MLflow's variables, out of every URL it prints."""
+        parts = urllib.parse.urlsplit(uri)
+        if parts.scheme.startswith("http") and parts.username is not None:
+            os.environ["MLFLOW_TRACKING_USERNAME"] = urllib.parse.unquote(parts.username)
+            os.environ["MLFLOW_TRACKING_PASSWORD"] = urllib.parse.unquote(parts.password or "")
+            uri = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+        self.client = self.client_type(tracking_uri=uri)
+        return self.client
 
     def reap(self) -> list[str]:
         """End as KILLED the RUNNING runs of this host whose process is gone (killed, crashed, lost power)."""
@@ -154,10 +173,27 @@ class Service:
                 pass
 
 
+def _store_lock(uri: str) -> Any:
+    """An inter-process lock beside a SQLite store (a no-op for servers, which serialise this themselves)."""
+    import contextlib
+
+    from filelock import FileLock
+
+    if uri.startswith("sqlite:///"):
+        return FileLock(uri.removeprefix("sqlite:///") + ".lock", timeout=300)
+    return contextlib.nullcontext()
+
+
 def _probe(url: str) -> None:
     """Fail fast (one clear line) when a tracking server cannot be reached."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else parts.netloc
+    request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=netloc)))
+    if parts.username is not None:
+        token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
     try:
-        urllib.request.urlopen(url, timeout=5).close()  # noqa: S310 - http(s) only, checked by the caller
+        urllib.request.urlopen(request, timeout=5).close()  # noqa: S310 - http(s) only, checked by the caller
     except urllib.error.HTTPError:
         return  # it answered: reachable
     except (urllib.error.URLError, OSError) as err:
@@ -187,6 +223,7 @@ def process_start(pid: int) -> str:
 
 def serve(conn: Connection) -> None:
     """Answer requests until the parent says ``close`` or goes away."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "View run at ..." lines
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     service: Service | None = None

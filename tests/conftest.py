@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -47,3 +52,43 @@ def run_cli(args: Sequence[str], cwd: Path, timeout: float = 240, env: dict | No
 def workdir(tmp_path: Path) -> Path:
     """An empty folder to run the CLI in; its mlruns/ is the store."""
     return tmp_path
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(folder: Path, store: Path | None = None, timeout: float = 90) -> Iterator[str]:
+    """A real ``mlflow server`` on loopback over a SQLite store (``store``, or a new one in ``folder``)."""
+    port = free_port()
+    log = (folder / "server.log").open("w")
+    backend = f"sqlite:///{store or folder / 'server.db'}"
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--backend-store-uri", backend, "--artifacts-destination", str(folder / "artifacts")]
+    proc = subprocess.Popen(
+        command + ["--workers", "1"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2).close()
+                break
+            except OSError as err:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log_text = (folder / "server.log").read_text()
+                    raise RuntimeError(f"mlflow server did not start: {log_text}") from err
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
