@@ -89,21 +89,23 @@ class Sweep:
         status = "KILLED"
         try:
             results = list(self.launcher.launch(jobs, initial_job_idx=0))
-            rows, metric, mode = self.rows(jobs, results)
+            rows, metric, mode = self.rows(jobs, results, session)
             self.report(rows, metric, mode, sweep_dir, session)
             status = "FINISHED"
         finally:
             if session and parent:
-                session.send("end_run", run_id=parent, status=status)
+                session.send("end_run", run=session.parent, status=status)
                 session.close()
         if rows and all(r.state == "FAILED" for r in rows):
             raise SystemExit(1)
         return [results]
 
-    def rows(self, jobs: list[list[str]], results: list[JobReturn]) -> tuple[list[report.Row], str, str]:
+    def rows(
+        self, jobs: list[list[str]], results: list[JobReturn], session: tracking.Session | None
+    ) -> tuple[list[report.Row], str, str]:
         """One leaderboard row per job, with the objective's name and direction."""
         swept = _swept_keys(jobs)
-        rows, metric, mode = [], "objective", "max"
+        rows, handles, metric, mode = [], [], "objective", "max"
         for i, (overrides, ret) in enumerate(zip(jobs, results, strict=True)):
             pairs = dict(o.split("=", 1) for o in overrides if "=" in o)
             shown = {
@@ -114,23 +116,16 @@ class Sweep:
             if ret.status == JobStatus.COMPLETED:
                 value = ret.return_value
                 metric, mode = getattr(value, "metric", metric), getattr(value, "mode", mode)
-                rows.append(
-                    report.Row(
-                        i,
-                        shown,
-                        "FINISHED",
-                        float(value),
-                        getattr(value, "epochs", 0),
-                        getattr(value, "seconds", 0.0),
-                        run_id=getattr(value, "run_id", ""),
-                    )
-                )
+                epochs, seconds = getattr(value, "epochs", 0), getattr(value, "seconds", 0.0)
+                rows.append(report.Row(i, shown, "FINISHED", float(value), epochs, seconds))
             else:
-                err = ret._return_value
-                reason = redact_text(f"{type(err).__name__}: {err}".splitlines()[0])[:200]
-                rows.append(
-                    report.Row(i, shown, "FAILED", reason=reason, run_id=getattr(err, "sweeplab_run_id", ""))
-                )
+                value = ret._return_value
+                reason = redact_text(f"{type(value).__name__}: {value}".splitlines()[0])[:200]
+                rows.append(report.Row(i, shown, "FAILED", reason=reason))
+            handles.append(getattr(value, "run_handle", None) or getattr(value, "sweeplab_run", None))
+        ids = session.run_ids([h for h in handles if h]) if session else {}
+        for row, handle in zip(rows, handles, strict=True):
+            row.run_id = ids.get(handle, "")
         return rows, metric, mode
 
     def report(
@@ -149,17 +144,17 @@ class Sweep:
         failed = sum(r.state == "FAILED" for r in rows)
         if failed:
             log.warning("%d of %d runs failed; errors are in each job's error.txt", failed, len(rows))
-        if session and session.parent_id:
+        if session and session.parent:
             summary = report.summary(ranked, metric)
-            parent = session.parent_id
-            session.send("log", run_id=parent, metrics=summary["metrics"], tags=summary["tags"])
+            parent = session.parent
+            session.send("log", run=parent, metrics=summary["metrics"], tags=summary["tags"])
             for name in ("leaderboard.csv", "leaderboard.md"):
-                session.send("artifact", run_id=parent, path=str(sweep_dir / name))
+                session.send("artifact", run=parent, path=str(sweep_dir / name))
             if summary["best_overrides"]:
-                session.send("text", run_id=parent, text=summary["best_overrides"], name="best_config.txt")
+                session.send("text", run=parent, text=summary["best_overrides"], name="best_config.txt")
             if {"loss", "optimizer"} <= set(ranked[0].overrides if ranked else {}):
                 session.send(
-                    "heatmap", run_id=parent, rows=[r.__dict__ for r in ranked], metric=metric, mode=mode
+                    "heatmap", run=parent, rows=[r.__dict__ for r in ranked], metric=metric, mode=mode
                 )
 
 

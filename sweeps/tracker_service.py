@@ -28,9 +28,14 @@ from sweeps.secrets import redact_text
 
 MAX_PARAM_VALUE = 6000
 BATCH = 100
+FLUSH_SECONDS = 2.0
 
 
 class Service:
+    """MLflow writes for one command. Runs are named by handles the caller chose (so that it never waits
+    for a run to be created); ``ids`` maps them to MLflow run ids. Metrics are held back and written in
+    batches: when the caller goes quiet, after ``FLUSH_SECONDS``, or before anything else about the run."""
+
     def __init__(self) -> None:
         from mlflow.tracking import MlflowClient
 
@@ -40,7 +45,10 @@ class Service:
         self.client_type = MlflowClient
         self.client: Any = None
         self.experiment_id = ""
+        self.ids: dict[str, str] = {}
         self.open_runs: set[str] = set()
+        self.pending: dict[str, list[Any]] = {}
+        self.pending_since = 0.0
 
     # -- requests ---
     def open(self, uri: str, experiment: str, artifact_root: str | None, check_url: str | None) -> dict:
@@ -52,12 +60,9 @@ class Service:
             found = self.client.get_experiment_by_name(experiment)
             if found is None:
                 location = Path(artifact_root).resolve().as_uri() if artifact_root else None
+                kind = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens on training runs
                 self.experiment_id = self.client.create_experiment(
-                    experiment,
-                    artifact_location=location,
-                    tags={
-                        "mlflow.experimentKind": "custom_model_development"
-                    },  # the UI opens on training runs
+                    experiment, artifact_location=location, tags=kind
                 )
             else:
                 self.experiment_id = found.experiment_id
@@ -87,24 +92,30 @@ class Service:
                 continue
             if _alive(int(tags["sweeplab.pid"]), tags.get("sweeplab.pid_start", "")):
                 continue
-            self.client.set_tag(run.info.run_id, "sweeplab.state", "KILLED")
-            self.client.set_tag(
-                run.info.run_id, "sweeplab.reason", "its process ended without closing the run"
-            )
-            self.client.set_terminated(run.info.run_id, "KILLED")
+            self._kill(run.info.run_id, "its process ended without closing the run")
             reaped.append(run.info.run_id)
         return reaped
 
-    def start_run(self, name: str, tags: dict[str, str], parent: str | None = None) -> str:
+    def _kill(self, run_id: str, reason: str) -> None:
+        self.client.set_tag(run_id, "sweeplab.state", "KILLED")
+        self.client.set_tag(run_id, "sweeplab.reason", reason)
+        self.client.set_terminated(run_id, "KILLED")
+        self.open_runs.discard(run_id)
+
+    def start_run(self, handle: str, name: str, tags: dict[str, str], parent: str | None = None) -> str:
         if parent:
-            tags = {**tags, "mlflow.parentRunId": parent}
+            tags = {**tags, "mlflow.parentRunId": self.ids[parent]}
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        self.ids[handle] = run.info.run_id
         self.open_runs.add(run.info.run_id)
         return run.info.run_id
 
+    def resolve(self, handles: list[str]) -> dict[str, str]:
+        return {h: self.ids[h] for h in handles if h in self.ids}
+
     def log(
         self,
-        run_id: str,
+        run: str,
         metrics: dict[str, float] | None = None,
         step: int = 0,
         params: dict[str, str] | None = None,
@@ -113,62 +124,57 @@ class Service:
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
-        metric_list = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()]
-        param_list = [Param(k, str(v)[:MAX_PARAM_VALUE]) for k, v in (params or {}).items()]
-        tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
-        for i in range(0, max(len(metric_list), len(param_list), len(tag_list)), BATCH):
-            self.client.log_batch(
-                run_id,
-                metrics=metric_list[i : i + BATCH],
-                params=param_list[i : i + BATCH],
-                tags=tag_list[i : i + BATCH],
-                synchronous=True,
+        if metrics:
+            if not self.pending:
+                self.pending_since = time.monotonic()
+            self.pending.setdefault(run, []).extend(
+                Metric(k, float(v), now, step) for k, v in metrics.items()
             )
+        if params or tags:
+            params_list = [Param(k, str(v)[:MAX_PARAM_VALUE]) for k, v in (params or {}).items()]
+            tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+            for i in range(0, max(len(params_list), len(tag_list)), BATCH):
+                self.client.log_batch(
+                    self.ids[run], params=params_list[i : i + BATCH], tags=tag_list[i : i + BATCH]
+                )
 
-    def artifact(self, run_id: str, path: str, folder: str | None = None) -> None:
+    def flush(self, run: str | None = None) -> None:
+        """Write the held-back metrics (of one run, or all)."""
+        for handle in [run] if run else list(self.pending):
+            metrics = self.pending.pop(handle, [])
+            for i in range(0, len(metrics), 1000):
+                self.client.log_batch(self.ids[handle], metrics=metrics[i : i + 1000])
+
+    def due(self) -> bool:
+        return bool(self.pending) and time.monotonic() - self.pending_since > FLUSH_SECONDS
+
+    def artifact(self, run: str, path: str, folder: str | None = None) -> None:
         if Path(path).exists():
-            self.client.log_artifact(run_id, path, folder)
+            self.client.log_artifact(self.ids[run], path, folder)
 
-    def text(self, run_id: str, text: str, name: str) -> None:
-        self.client.log_text(run_id, text, name)
+    def text(self, run: str, text: str, name: str) -> None:
+        self.client.log_text(self.ids[run], text, name)
 
-    def heatmap(self, run_id: str, rows: list[dict], metric: str, mode: str) -> None:
+    def heatmap(self, run: str, rows: list[dict], metric: str, mode: str) -> None:
         import tempfile
 
         from sweeps.plots import heatmap
 
         with tempfile.TemporaryDirectory() as tmp:
-            self.client.log_artifact(run_id, str(heatmap(rows, metric, mode, Path(tmp) / "heatmap.png")))
+            self.client.log_artifact(
+                self.ids[run], str(heatmap(rows, metric, mode, Path(tmp) / "heatmap.png"))
+            )
 
-    def end_run(self, run_id: str, status: str) -> None:
-        self.client.set_terminated(run_id, status)
-        self.open_runs.discard(run_id)
-
-    def runs(self, parent: str) -> list[dict]:
-        """The child runs of ``parent``: id, status, params, metrics and tags."""
-        found = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'", max_results=5000
-        )
-        return [
-            {
-                "run_id": r.info.run_id,
-                "status": r.info.status,
-                "params": r.data.params,
-                "metrics": r.data.metrics,
-                "tags": r.data.tags,
-            }
-            for r in found
-        ]
+    def end_run(self, run: str, status: str) -> None:
+        self.flush(run)
+        self.client.set_terminated(self.ids[run], status)
+        self.open_runs.discard(self.ids[run])
 
     def abandon(self) -> None:
         """The parent process is gone: no run of ours may stay RUNNING."""
         for run_id in list(self.open_runs):
             try:
-                self.client.set_tag(run_id, "sweeplab.state", "KILLED")
-                self.client.set_tag(
-                    run_id, "sweeplab.reason", "the training process ended without closing the run"
-                )
-                self.end_run(run_id, "KILLED")
+                self._kill(run_id, "the training process ended without closing the run")
             except Exception:  # noqa: BLE001 - best effort while going down
                 pass
 
@@ -224,17 +230,24 @@ def process_start(pid: int) -> str:
 def serve(conn: Connection) -> None:
     """Answer requests until the parent says ``close`` or goes away."""
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "View run at ..." lines
+    # No usage reports leave the machine (and none hold up the exit trying to reach a server).
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     service: Service | None = None
     while True:
         try:
+            if service is not None and service.pending and (service.due() or not conn.poll(0.25)):
+                service.flush()  # the caller went quiet, or metrics have waited long enough
             name, kwargs, reply = conn.recv()
         except (EOFError, OSError):
             if service is not None and service.client is not None:
+                service.flush()
                 service.abandon()
             return
         if name == "close":
+            if service is not None and service.client is not None:
+                service.flush()
             conn.send(("ok", None))
             return
         try:
@@ -249,3 +262,7 @@ def serve(conn: Connection) -> None:
                 conn.send(("error", message))
             else:
                 print(f"tracking: {redact_text(message)}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    serve(Connection(int(sys.argv[1])))  # the socket the parent passed (sweeps.tracking.Session)

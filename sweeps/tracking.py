@@ -8,7 +8,6 @@ Nothing here imports MLflow, and everything is redacted before it leaves this pr
 from __future__ import annotations
 
 import importlib.metadata
-import multiprocessing as mp
 import os
 import platform
 import shlex
@@ -16,6 +15,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweeps.errors import ConfigError
 from sweeps.secrets import redact, redact_override, redact_text
-from sweeps.tracker_service import process_start, serve
+from sweeps.tracker_service import process_start
 
 _active: Session | None = None
 
@@ -44,11 +44,21 @@ class Session:
         else:
             raise ConfigError(f"tracking.uri={self.shown_uri}: allowed are sqlite:///PATH and http(s)://HOST")
         self.log_checkpoint = bool(tracking.log_checkpoint)
-        ctx = mp.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=serve, args=(child,), name="sweeplab-tracking", daemon=True)
-        self.process.start()
-        child.close()
+        # A plain interpreter on one end of a socket pair: multiprocessing's spawn would first re-import
+        # this command's __main__ (Hydra and all) in the child.
+        ours, theirs = socket.socketpair()
+        root = str(Path(__file__).resolve().parents[1])
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sweeps.tracker_service", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            env=env,
+        )
+        theirs.close()
+        self.conn = Connection(ours.detach())
         artifacts = str(tracking.artifacts) if tracking.get("artifacts") else None
         self._send(
             "open",
@@ -59,7 +69,8 @@ class Session:
             check_url=check_url,
         )
         self._ready: dict[str, Any] | None = None
-        self.parent_id: str | None = None
+        self.parent: str | None = None  # the sweep's run handle
+        self._handles = 0
 
     # -- the pipe ---
     def _send(self, request: str, reply: bool = False, **kwargs: Any) -> None:
@@ -95,14 +106,32 @@ class Session:
         global _active
         try:
             self._send("close", reply=True)
-            self.conn.recv()
+            self.conn.recv()  # every write before it is done
         except (EOFError, OSError):
             pass
-        self.process.join(timeout=60)
+        # Its interpreter shutdown (MLflow, SQLAlchemy) takes a second and has nothing left to do.
+        try:
+            self.process.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.conn.close()
         if _active is self:
             _active = None
 
     # -- sweeps ---
+    def new_run(self, name: str, tags: dict[str, str], parent: str | None = None) -> str:
+        """Create a run without waiting for it: returns our handle for it (see ``run_ids``)."""
+        self.ready()
+        self._handles += 1
+        handle = f"run{self._handles}"
+        self.send("start_run", handle=handle, name=name, tags=tags, parent=parent)
+        return handle
+
+    def run_ids(self, handles: Sequence[str]) -> dict[str, str]:
+        """MLflow's run ids for our handles (waits for the writes queued so far)."""
+        return self.call("resolve", handles=list(handles)) if handles else {}
+
     def start_sweep(self, name: str, arguments: Sequence[str], sweep_dir: Path) -> str:
         tags = {
             **environment_tags(),
@@ -112,9 +141,11 @@ class Session:
             "sweeplab.pid_start": process_start(os.getpid()),
             "sweeplab.sweep_dir": str(sweep_dir),
         }
-        self.parent_id = self.call("start_run", name=name, tags=tags)
-        self.send("log", run_id=self.parent_id, tags={"sweeplab.sweep_id": self.parent_id})
-        return self.parent_id
+        self.parent = self.new_run(name, tags)
+        sweep_id = self.run_ids([self.parent])[self.parent]  # once per sweep: its children are tagged with it
+        self.sweep_id = sweep_id
+        self.send("log", run=self.parent, tags={"sweeplab.sweep_id": sweep_id})
+        return sweep_id
 
     def begin_run(
         self, cfg: DictConfig, name: str, job: int | None, overrides: Sequence[str], choices: dict[str, str]
@@ -159,27 +190,27 @@ class RunRecord:
             "sweeplab.pid_start": process_start(os.getpid()),
             "sweeplab.state": "RUNNING",
         }
-        if session.parent_id:
-            tags["sweeplab.sweep_id"] = session.parent_id
+        if session.parent:
+            tags["sweeplab.sweep_id"] = session.sweep_id
         if job is not None:
             tags["sweeplab.job"] = str(job)
-        self.run_id: str = session.call("start_run", name=name, tags=tags, parent=session.parent_id)
+        self.handle = session.new_run(name, tags, parent=session.parent)
         resolved = redact(OmegaConf.to_container(cfg, resolve=True))
         params = {**flatten(resolved), **{k: v for k, v in choices.items() if not k.startswith("hydra")}}
-        session.send("log", run_id=self.run_id, params={k: _text(v) for k, v in params.items()})
+        session.send("log", run=self.handle, params={k: _text(v) for k, v in params.items()})
         session.send(
-            "text", run_id=self.run_id, text=OmegaConf.to_yaml(OmegaConf.create(resolved)), name="config.yaml"
+            "text", run=self.handle, text=OmegaConf.to_yaml(OmegaConf.create(resolved)), name="config.yaml"
         )
         session.send(
             "text",
-            run_id=self.run_id,
+            run=self.handle,
             text="\n".join(redact_override(o) for o in overrides) + "\n",
             name="overrides.txt",
         )
 
     def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """One epoch's metrics, sent in one batch (for ``lightning_modules.callbacks.EpochEnd``)."""
-        self.session.send("log", run_id=self.run_id, metrics=metrics, step=epoch)
+        self.session.send("log", run=self.handle, metrics=metrics, step=epoch)
 
     def finish(self, result: Any) -> None:
         metric = result.metric
@@ -193,21 +224,23 @@ class RunRecord:
         final.update({k: v for k, v in result.metrics.items() if k.startswith("test_")})
         self.session.send(
             "log",
-            run_id=self.run_id,
+            run=self.handle,
             metrics=final,
             step=result.epochs,
             tags={"sweeplab.state": "FINISHED", "sweeplab.objective": metric},
         )
         if self.session.log_checkpoint and result.checkpoint:
-            self.session.send("artifact", run_id=self.run_id, path=result.checkpoint, folder="checkpoints")
-        self.session.send("end_run", run_id=self.run_id, status="FINISHED")
+            self.session.send("artifact", run=self.handle, path=result.checkpoint, folder="checkpoints")
+        self.session.send("end_run", run=self.handle, status="FINISHED")
+
+    @property
+    def run_id(self) -> str:
+        return self.session.run_ids([self.handle])[self.handle]
 
     def fail(self, err: BaseException, state: str = "FAILED") -> None:
         reason = redact_text(f"{type(err).__name__}: {err}".splitlines()[0])[:500]
-        self.session.send(
-            "log", run_id=self.run_id, tags={"sweeplab.state": state, "sweeplab.reason": reason}
-        )
-        self.session.send("end_run", run_id=self.run_id, status="KILLED" if state == "KILLED" else "FAILED")
+        self.session.send("log", run=self.handle, tags={"sweeplab.state": state, "sweeplab.reason": reason})
+        self.session.send("end_run", run=self.handle, status="KILLED" if state == "KILLED" else "FAILED")
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
