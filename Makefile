@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup sweep test lint bench
+.PHONY: setup sweep test lint bench ui compare
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +27,14 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/overhead.py
+	$(PY) bench/tracking.py
+
+## The MLflow UI over the local store, on this machine only (127.0.0.1). PORT=5000 by default.
+PORT ?= 5000
+ui: $(STAMP)
+	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m mlflow ui --host 127.0.0.1 --port $(PORT) \
+		--backend-store-uri sqlite:///mlruns/mlflow.db
+
+## The latest sweep's leaderboard from the store (ARGS="<sweep run id>" for another).
+compare: $(STAMP)
+	$(PY) -m sweeps.compare $(ARGS)

@@ -55,6 +55,7 @@ def main() -> None:
     print(f"  tracking off                   {t_off:7.2f} s")
     print(f"  tracking on (existing store)   {t_on:7.2f} s   ratio {t_on / t_off:.3f}")
     print(f"  tracking on (new store, once)  {first:7.2f} s   ratio {first / t_off:.3f}")
+    print(f"  (each round, off: {' '.join(f'{t:.2f}' for t in off)}; on: {' '.join(f'{t:.2f}' for t in on)})")
 
 
 if __name__ == "__main__":

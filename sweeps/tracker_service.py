@@ -12,9 +12,12 @@ Requests arrive as ``(name, kwargs)`` tuples; those sent with ``reply=True`` get
 from __future__ import annotations
 
 import base64
+import importlib.metadata
 import logging
 import os
+import platform
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -103,6 +106,7 @@ class Service:
         self.open_runs.discard(run_id)
 
     def start_run(self, handle: str, name: str, tags: dict[str, str], parent: str | None = None) -> str:
+        tags = {**environment_tags(), **tags}
         if parent:
             tags = {**tags, "mlflow.parentRunId": self.ids[parent]}
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
@@ -177,6 +181,48 @@ class Service:
                 self._kill(run_id, "the training process ended without closing the run")
             except Exception:  # noqa: BLE001 - best effort while going down
                 pass
+
+
+_env_tags: dict[str, str] = {}
+
+
+def environment_tags() -> dict[str, str]:
+    """Host, versions and the git commit (with whether the tree had uncommitted changes), read once."""
+    if not _env_tags:
+        versions = {
+            f"sweeplab.{name}": _version(name) for name in ("torch", "pytorch-lightning", "mlflow", "optuna")
+        }
+        _env_tags.update(
+            {"sweeplab.host": socket.gethostname(), "sweeplab.python": platform.python_version(), **versions}
+        )
+        _env_tags.update(git_state())
+    return dict(_env_tags)
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def git_state() -> dict[str, str]:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"mlflow.source.git.commit": "unknown"}
+    return {"mlflow.source.git.commit": commit, "sweeplab.git_dirty": str(bool(dirty)).lower()}
 
 
 def _store_lock(uri: str) -> Any:
@@ -265,4 +311,5 @@ def serve(conn: Connection) -> None:
 
 
 if __name__ == "__main__":
+    os.nice(5)  # training comes first where the two compete for a core
     serve(Connection(int(sys.argv[1])))  # the socket the parent passed (sweeps.tracking.Session)

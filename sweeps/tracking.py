@@ -7,9 +7,7 @@ Nothing here imports MLflow, and everything is redacted before it leaves this pr
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
-import platform
 import shlex
 import socket
 import subprocess
@@ -110,11 +108,8 @@ class Session:
         except (EOFError, OSError):
             pass
         # Its interpreter shutdown (MLflow, SQLAlchemy) takes a second and has nothing left to do.
-        try:
-            self.process.wait(timeout=0.2)
-        except subprocess.TimeoutExpired:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+        self.process.terminate()
+        self.process.wait(timeout=10)
         self.conn.close()
         if _active is self:
             _active = None
@@ -134,7 +129,6 @@ class Session:
 
     def start_sweep(self, name: str, arguments: Sequence[str], sweep_dir: Path) -> str:
         tags = {
-            **environment_tags(),
             "sweeplab.kind": "sweep",
             "sweeplab.command": command(["-m", *arguments]),
             "sweeplab.pid": str(os.getpid()),
@@ -183,7 +177,6 @@ class RunRecord:
         self.session = session
         self.step = 0
         tags = {
-            **environment_tags(),
             "sweeplab.kind": "run",
             "sweeplab.command": command(overrides),
             "sweeplab.pid": str(os.getpid()),
@@ -262,49 +255,3 @@ def command(overrides: Sequence[str]) -> str:
     return shlex.join(
         [Path(sys.executable).name, "-m", "sweeps.run", *(redact_override(o) for o in overrides)]
     )
-
-
-_env_tags: dict[str, str] = {}
-
-
-def environment_tags() -> dict[str, str]:
-    """Host, versions and the git commit (with whether the tree had uncommitted changes), read once."""
-    if not _env_tags:
-        _env_tags.update(
-            {
-                "sweeplab.host": socket.gethostname(),
-                "sweeplab.python": platform.python_version(),
-                **{
-                    f"sweeplab.{name}": _version(name)
-                    for name in ("torch", "pytorch-lightning", "mlflow", "optuna")
-                },
-                **git_state(),
-            }
-        )
-    return dict(_env_tags)
-
-
-def _version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def git_state() -> dict[str, str]:
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return {"mlflow.source.git.commit": "unknown"}
-    return {"mlflow.source.git.commit": commit, "sweeplab.git_dirty": str(bool(dirty)).lower()}
