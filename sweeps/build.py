@@ -148,10 +148,11 @@ def _dry_run(optimizer: Callable[..., Any], scheduler: Callable[..., Any], max_e
         raise ConfigError(_message("scheduler", err)) from err
 
 
-def validate(cfg: DictConfig, data_cache: dict[str, ArrayDataModule] | None = None) -> None:
+def validate(cfg: DictConfig, data_cache: dict[str, ArrayDataModule] | None = None) -> tuple[str, str]:
     """Everything ``build`` checks, with the model built on the meta device (no memory, no time).
 
     ``data_cache`` shares loaded data between the jobs of a sweep that use the same data config.
+    Returns the objective (metric, mode).
     """
     check_config(cfg)
     key = OmegaConf.to_yaml(cfg.data)
@@ -159,4 +160,5 @@ def validate(cfg: DictConfig, data_cache: dict[str, ArrayDataModule] | None = No
     if key not in cache:
         cache[key] = build_datamodule(cfg)
     with torch.device("meta"):
-        build(cfg, copy.copy(cache[key]))
+        built = build(cfg, copy.copy(cache[key]))
+    return built.metric, built.mode

@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps import tracking
+from sweeps import current_trial, tracking
 from sweeps.checks import check_config
 from sweeps.errors import ConfigError
 from sweeps.secrets import redact_log_records, redact_override, redact_text
@@ -54,7 +54,9 @@ def main(cfg: DictConfig) -> float:
             if session:
                 overrides = list(hc.overrides.task)
                 choices = OmegaConf.to_container(hc.runtime.choices)
-                record = session.begin_run(cfg, run_name(job, overrides), job, overrides, choices)
+                trial = current_trial.current()
+                tags = {"sweeplab.trial": str(trial[0].number), "sweeplab.study": trial[1]} if trial else {}
+                record = session.begin_run(cfg, run_name(job, overrides), job, overrides, choices, tags)
         except ConfigError as err:
             if multirun:
                 raise
@@ -81,13 +83,22 @@ def run_tracked(cfg: DictConfig, built: Any, output_dir: Path, job: int | None, 
     from sweeps.train import fit
 
     prefix = "" if job is None else f"[job {job}] "
+    callbacks = [EpochEnd(record.epoch)] if record else []
+    trial = current_trial.current()
+    if trial:
+        from sweeps.pruning import OptunaPruning
+
+        callbacks.append(OptunaPruning(trial[0], built.metric))
     try:
-        result = fit(cfg, built, output_dir, prefix, [EpochEnd(record.epoch)] if record else [])
+        result = fit(cfg, built, output_dir, prefix, callbacks)
     except BaseException as err:
+        pruned = type(err).__name__ == "Pruned"
         if record:
-            record.fail(err, "FAILED" if isinstance(err, Exception) else "KILLED")
+            record.fail(err, "PRUNED" if pruned else "FAILED" if isinstance(err, Exception) else "KILLED")
             err.sweeplab_run = record.handle  # type: ignore[attr-defined]
-        if job is not None and isinstance(err, Exception):
+        if pruned:
+            log.info("%s%s", prefix, err)
+        elif job is not None and isinstance(err, Exception):
             # The sweep goes on: keep the traceback beside the job's outputs, say it in one line.
             (output_dir / "error.txt").write_text(redact_text(traceback.format_exc()))
             log.error("%sFAILED: %s: %s", prefix, type(err).__name__, err)

@@ -52,25 +52,35 @@ class Sweep:
     def job_config(self, overrides: list[str]) -> DictConfig:
         return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
 
-    def check(self, jobs: list[list[str]]) -> None:
-        """Every job's config, checked before any trains (raises ConfigError naming the job)."""
+    def check(self, jobs: list[list[str]]) -> tuple[str, str]:
+        """Every job's config, checked before any trains (raises ConfigError naming the job).
+
+        Returns the objective (metric, mode) of the first job.
+        """
         from sweeps.build import validate
 
         cache: dict[str, Any] = {}
+        objectives = []
         for overrides in jobs:
             try:
-                validate(self.job_config(overrides), cache)
+                objectives.append(validate(self.job_config(overrides), cache))
             except ConfigError as err:
                 where = f" (job {' '.join(redact_override(o) for o in overrides)})" if len(jobs) > 1 else ""
                 raise ConfigError(f"{err}{where}") from err
+        return objectives[0] if objectives else ("objective", "max")
 
-    def sweep(self, arguments: list[str]) -> list[list[JobReturn]]:
-        jobs = self.plan(arguments)
+    def start(
+        self, arguments: list[str], jobs: list[list[str]], prepare: Any = None
+    ) -> tuple[Any, Any, Path]:
+        """Open the store (in the background) while every job is checked; then the sweep folder, parent run.
+
+        Bad input of any kind exits here with one line and code 2, before anything is created.
+        """
         session = None
         try:
-            session = tracking.start(self.config.tracking)  # the store opens while configs are checked
-            if self.settings.get("validate_all", True):
-                self.check(jobs)
+            session = tracking.start(self.config.tracking)
+            objective = self.check(jobs) if self.settings.get("validate_all", True) else ("objective", "max")
+            prepared = prepare(objective) if prepare else None
             if session:
                 session.ready()
         except ConfigError as err:
@@ -80,12 +90,26 @@ class Sweep:
             raise SystemExit(err.exit_code) from None
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / "multirun.yaml").write_text(
-            OmegaConf.to_yaml(OmegaConf.create(redact(OmegaConf.to_container(self.config, resolve=False))))
+        config = redact(OmegaConf.to_container(self.config, resolve=False))
+        (sweep_dir / "multirun.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+        if session:
+            session.start_sweep(f"sweep {sweep_dir.parent.name}/{sweep_dir.name}", arguments, sweep_dir)
+        return session, prepared, sweep_dir
+
+    def sweep(self, arguments: list[str]) -> list[list[JobReturn]]:
+        params = self.settings.get("params")
+        if bool(params) or any("interval(" in a for a in arguments):  # a search space: Optuna
+            from sweeps.optuna_sweep import run_search
+
+            return run_search(self, arguments, params)
+        jobs = self.plan(arguments)
+        session, _, sweep_dir = self.start(arguments, jobs)
+        log.info(
+            "sweep: %d runs -> %s%s",
+            len(jobs),
+            sweep_dir,
+            f" (MLflow run {session.sweep_id})" if session else "",
         )
-        name = f"sweep {sweep_dir.parent.name}/{sweep_dir.name}"
-        parent = session.start_sweep(name, arguments, sweep_dir) if session else None
-        log.info("sweep: %d runs -> %s%s", len(jobs), sweep_dir, f" (MLflow run {parent})" if parent else "")
         status = "KILLED"
         try:
             results = list(self.launcher.launch(jobs, initial_job_idx=0))
@@ -93,12 +117,17 @@ class Sweep:
             self.report(rows, metric, mode, sweep_dir, session)
             status = "FINISHED"
         finally:
-            if session and parent:
-                session.send("end_run", run=session.parent, status=status)
-                session.close()
+            self.finish(session, status)
         if rows and all(r.state == "FAILED" for r in rows):
             raise SystemExit(1)
         return [results]
+
+    @staticmethod
+    def finish(session: tracking.Session | None, status: str) -> None:
+        if session and session.parent:
+            session.send("end_run", run=session.parent, status=status)
+        if session:
+            session.close()
 
     def rows(
         self, jobs: list[list[str]], results: list[JobReturn], session: tracking.Session | None

@@ -169,6 +169,42 @@ class Service:
                 self.ids[run], str(heatmap(rows, metric, mode, Path(tmp) / "heatmap.png"))
             )
 
+    def optuna_plots(self, run: str, storage: str, study: str, params: list[str]) -> None:
+        """Optimisation history, parameter importances, a contour of lr against beta1 (or the first two
+        parameters) and the intermediate values (the pruning picture), as PNG files on the run."""
+        import tempfile
+        import warnings
+
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import optuna
+        from optuna.visualization import matplotlib as plots
+
+        from sweeps.search import storage as open_storage
+
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        loaded = optuna.load_study(study_name=study, storage=open_storage(storage))
+        pair = ["lr", "optimizer.beta1"] if {"lr", "optimizer.beta1"} <= set(params) else params[:2]
+        figures = {
+            "optimization_history.png": lambda: plots.plot_optimization_history(loaded),
+            "param_importances.png": lambda: plots.plot_param_importances(loaded),
+            "contour.png": lambda: plots.plot_contour(loaded, params=pair),
+            "intermediate_values.png": lambda: plots.plot_intermediate_values(loaded),
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, draw in figures.items():
+                try:
+                    drawn = draw()
+                except Exception as err:  # noqa: BLE001 - e.g. too few trials for importances
+                    print(f"tracking: no {name}: {redact_text(str(err))[:200]}", file=sys.stderr, flush=True)
+                    continue
+                figure = getattr(drawn, "figure", None) or drawn.flat[0].figure
+                figure.set_size_inches(8, 6)
+                figure.savefig(Path(tmp) / name, dpi=100, bbox_inches="tight")
+                matplotlib.pyplot.close(figure)
+                self.client.log_artifact(self.ids[run], str(Path(tmp) / name), "optuna")
+
     def end_run(self, run: str, status: str) -> None:
         self.flush(run)
         self.client.set_terminated(self.ids[run], status)
@@ -299,15 +335,16 @@ def serve(conn: Connection) -> None:
         try:
             if service is None:
                 service = Service()
-            value = getattr(service, name)(**kwargs)
-            if reply:
-                conn.send(("ok", value))
+            answer = ("ok", getattr(service, name)(**kwargs))
         except Exception as err:  # noqa: BLE001 - reported to the parent, which decides
-            message = f"{type(err).__name__}: {err}".splitlines()[0]
-            if reply:
-                conn.send(("error", message))
-            else:
-                print(f"tracking: {redact_text(message)}", file=sys.stderr, flush=True)
+            answer = ("error", f"{type(err).__name__}: {err}".splitlines()[0])
+            if not reply:
+                print(f"tracking: {redact_text(answer[1])}", file=sys.stderr, flush=True)
+        if reply:
+            try:
+                conn.send(answer)
+            except OSError:  # the parent is gone: the next recv() ends the loop
+                pass
 
 
 if __name__ == "__main__":

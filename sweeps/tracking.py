@@ -142,9 +142,15 @@ class Session:
         return sweep_id
 
     def begin_run(
-        self, cfg: DictConfig, name: str, job: int | None, overrides: Sequence[str], choices: dict[str, str]
+        self,
+        cfg: DictConfig,
+        name: str,
+        job: int | None,
+        overrides: Sequence[str],
+        choices: dict[str, str],
+        tags: dict[str, str] | None = None,
     ) -> RunRecord:
-        return RunRecord(self, cfg, name, job, overrides, choices)
+        return RunRecord(self, cfg, name, job, overrides, choices, tags or {})
 
 
 def start(tracking: DictConfig) -> Session | None:
@@ -172,6 +178,7 @@ class RunRecord:
         job: int | None,
         overrides: Sequence[str],
         choices: dict[str, str],
+        extra_tags: dict[str, str],
     ) -> None:
         """``choices`` are the config group options (``loss: cross_entropy``), logged as params too."""
         self.session = session
@@ -187,6 +194,7 @@ class RunRecord:
             tags["sweeplab.sweep_id"] = session.sweep_id
         if job is not None:
             tags["sweeplab.job"] = str(job)
+        tags.update(extra_tags)
         self.handle = session.new_run(name, tags, parent=session.parent)
         resolved = redact(OmegaConf.to_container(cfg, resolve=True))
         params = {**flatten(resolved), **{k: v for k, v in choices.items() if not k.startswith("hydra")}}
@@ -231,9 +239,11 @@ class RunRecord:
         return self.session.run_ids([self.handle])[self.handle]
 
     def fail(self, err: BaseException, state: str = "FAILED") -> None:
+        """End the run as FAILED or KILLED, or as PRUNED (FINISHED, tagged so: stopped early on purpose)."""
         reason = redact_text(f"{type(err).__name__}: {err}".splitlines()[0])[:500]
         self.session.send("log", run=self.handle, tags={"sweeplab.state": state, "sweeplab.reason": reason})
-        self.session.send("end_run", run=self.handle, status="KILLED" if state == "KILLED" else "FAILED")
+        status = {"KILLED": "KILLED", "PRUNED": "FINISHED"}.get(state, "FAILED")
+        self.session.send("end_run", run=self.handle, status=status)
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -1,0 +1,33 @@
+"""Pruning: each epoch's objective goes to the Optuna trial, which may stop the run there.
+
+optuna-integration's Lightning callback imports ``lightning.pytorch``, whose classes do not mix with a
+``pytorch_lightning.Trainer`` (see shared/DESIGN.md), hence these few lines.
+"""
+
+from __future__ import annotations
+
+import optuna
+import pytorch_lightning as pl
+
+
+class Pruned(optuna.TrialPruned):
+    """The trial was stopped early by the pruner; ``epoch`` is the last epoch it ran."""
+
+    def __init__(self, epoch: int, metric: str, value: float) -> None:
+        super().__init__(f"pruned after epoch {epoch} ({metric}={value:.4g})")
+        self.epoch = epoch
+
+
+class OptunaPruning(pl.Callback):
+    def __init__(self, trial: optuna.Trial, metric: str) -> None:
+        self.trial = trial
+        self.metric = metric
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or self.metric not in trainer.callback_metrics:
+            return
+        epoch = trainer.current_epoch + 1
+        value = float(trainer.callback_metrics[self.metric])
+        self.trial.report(value, epoch)
+        if self.trial.should_prune():
+            raise Pruned(epoch, self.metric, value)

@@ -1,0 +1,193 @@
+"""Optuna search for the sweeper: the search space from Hydra's sweep syntax, a persistent study that
+resumes, and the trial currently running in this process (for pruning).
+
+Why not the published ``hydra-optuna-sweeper``: it pins ``optuna<3`` and has neither pruning nor resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
+from hydra.errors import HydraException
+from hydra.utils import instantiate
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from sweeps.errors import ConfigError
+from sweeps.secrets import redact_text
+from sweeps.tracker_service import process_start
+
+DEFAULT_STORAGE = "mlruns/optuna.journal"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass
+class Space:
+    """What each trial overrides: sampled parameters and fixed values."""
+
+    distributions: dict[str, BaseDistribution] = field(default_factory=dict)
+    fixed: list[str] = field(default_factory=list)
+
+    def overrides(self, params: dict[str, Any]) -> list[str]:
+        return [*self.fixed, *(f"{k}={_format(v)}" for k, v in params.items())]
+
+
+def _format(value: Any) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def is_search(arguments: Sequence[str], params: dict[str, str] | None) -> bool:
+    """A search (Optuna) rather than a grid: a ``params`` space, or an interval on the command line."""
+    return bool(params) or any("interval(" in a for a in arguments)
+
+
+def parse_space(parser: OverridesParser, arguments: Sequence[str], params: dict[str, str] | None) -> Space:
+    """``params`` from the config, then the command line (which wins for the same key)."""
+    merged: dict[str, Override] = {}
+    texts = [f"{k}={v}" for k, v in (params or {}).items()] + list(arguments)
+    for text in texts:
+        try:
+            override = parser.parse_overrides([text])[0]
+        except HydraException as err:
+            raise ConfigError(f"malformed search expression {text!r}: {str(err).splitlines()[0]}") from None
+        merged[override.get_key_element()] = override
+    space = Space()
+    for key, override in merged.items():
+        if override.is_sweep_override():
+            space.distributions[key] = distribution(key, override.value())
+        else:
+            space.fixed.append(f"{key}={override.get_value_element_as_str()}")
+    if not space.distributions:
+        raise ConfigError(
+            "the search has no parameter to search (use interval(...), choice(...) or range(...))"
+        )
+    return space
+
+
+def distribution(key: str, sweep: Any) -> BaseDistribution:
+    """Hydra's sweep objects as Optuna distributions; a ``log`` tag asks for a log scale."""
+    log = "log" in getattr(sweep, "tags", set())
+    if isinstance(sweep, IntervalSweep):
+        low, high = sweep.start, sweep.end
+        if not low < high:
+            raise ConfigError(
+                f"{key}: empty interval({low}, {high}); the lower bound must be below the upper"
+            )
+        if log and low <= 0:
+            raise ConfigError(f"{key}: a log interval must be above 0, got interval({low}, {high})")
+        if isinstance(low, int) and isinstance(high, int) and not isinstance(low, bool):
+            return IntDistribution(low, high, log=log)
+        return FloatDistribution(float(low), float(high), log=log)
+    if isinstance(sweep, RangeSweep):
+        values = list(_range_values(sweep))
+        if not values:
+            raise ConfigError(f"{key}: empty range({sweep.start}, {sweep.stop}, {sweep.step})")
+        if log and values[0] <= 0:
+            raise ConfigError(f"{key}: a log range must be above 0")
+        if all(isinstance(v, int) for v in values):
+            step = int(sweep.step) if not log else 1
+            return IntDistribution(values[0], values[-1], step=step, log=log)
+        return CategoricalDistribution(values)
+    if isinstance(sweep, ChoiceSweep):
+        if not sweep.list:
+            raise ConfigError(f"{key}: empty choice()")
+        return CategoricalDistribution([str(v) if not isinstance(v, int | float) else v for v in sweep.list])
+    raise ConfigError(f"{key}: unsupported search expression")
+
+
+def _range_values(sweep: RangeSweep) -> Sequence[float]:
+    start, stop, step = sweep.start, sweep.stop, sweep.step or 1
+    count = max(0, math.ceil((stop - start) / step))
+    return [start + i * step for i in range(count)]
+
+
+def study_name(space: Space, arguments: Sequence[str]) -> str:
+    """The same search (space and fixed overrides) gets the same name, so that rerunning resumes it."""
+    key = repr((sorted((k, repr(d)) for k, d in space.distributions.items()), sorted(space.fixed)))
+    return "sweeplab-" + hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+def storage(url: str | None) -> Any:
+    """A journal file by default (safe for several processes on one machine); any RDB URL otherwise."""
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    url = url or DEFAULT_STORAGE
+    try:
+        if "://" in url:
+            return RDBStorage(url, heartbeat_interval=None)
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(url))
+    except Exception as err:  # noqa: BLE001 - SQLAlchemy and drivers raise many kinds
+        reason = redact_text(f"{type(err).__name__}: {err}".splitlines()[0])
+        raise ConfigError(f"hydra.sweeper.storage={redact_text(url)} cannot be opened: {reason}") from None
+
+
+def make(kind: str, node: dict[str, Any] | None, space: Space) -> Any:
+    """The sampler or pruner from its config; a grid sampler gets the search space's choices."""
+    if not node:
+        return None
+    node = dict(node)
+    try:
+        if str(node.get("_target_", "")).endswith("GridSampler"):
+            grid = {}
+            for key, dist in space.distributions.items():
+                if not isinstance(dist, CategoricalDistribution):
+                    raise ConfigError(f"hydra/sweeper/sampler=grid needs choice(...) or range(...) for {key}")
+                grid[key] = list(dist.choices)
+            node["search_space"] = grid
+        return instantiate(node)
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - Hydra wraps the sampler's own errors
+        raise ConfigError(f"hydra.sweeper.{kind}: {str(err).splitlines()[0]}") from None
+
+
+def open_study(
+    settings: dict[str, Any], space: Space, name: str, direction: str, sampler: Any, pruner: Any
+) -> optuna.Study:
+    """Create or load the study, and fail (and re-queue) the trials that a dead process left RUNNING."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage(settings.get("storage")),
+        direction="maximize" if direction == "max" else "minimize",
+        sampler=sampler,
+        pruner=pruner,
+        load_if_exists=True,
+    )
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        attrs = trial.user_attrs
+        if attrs.get("sweeplab.host") == socket.gethostname() and not _alive(attrs):
+            study.tell(trial.number, state=TrialState.FAIL)
+            study.enqueue_trial(trial.params, user_attrs={"sweeplab.retry_of": trial.number})
+    return study
+
+
+def claim(trial: optuna.Trial) -> None:
+    """Mark the trial as this process's, so that a later run can tell it was left behind."""
+    trial.set_user_attr("sweeplab.host", socket.gethostname())
+    trial.set_user_attr("sweeplab.pid", os.getpid())
+    trial.set_user_attr("sweeplab.pid_start", process_start(os.getpid()))
+
+
+def _alive(attrs: dict[str, Any]) -> bool:
+    from sweeps.tracker_service import _alive as alive
+
+    return bool(attrs.get("sweeplab.pid")) and alive(
+        int(attrs["sweeplab.pid"]), attrs.get("sweeplab.pid_start", "")
+    )
+
+
+def finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
