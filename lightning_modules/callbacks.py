@@ -24,13 +24,17 @@ class EpochEnd(pl.Callback):
         self.fn = fn
         self._pending: int | None = None
 
+    def _metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        metrics.update(getattr(pl_module, "epoch_metrics", {}))
+        return metrics
+
     def _emit(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch, self._pending = self._pending, None
         if epoch is None or not trainer.is_global_zero:
             return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        metrics.update(getattr(pl_module, "epoch_metrics", {}))
-        self.fn(epoch, metrics)
+        self._last = self._metrics(trainer, pl_module)
+        self.fn(epoch, self._last)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._emit(trainer, pl_module)
@@ -44,7 +48,13 @@ class EpochEnd(pl.Callback):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
+        """Also the epoch that was stopped part-way (say, pruned after its validation): what it produced."""
         self._emit(trainer, pl_module)
+        if trainer.is_global_zero:
+            last = getattr(self, "_last", {})
+            partial = {k: v for k, v in self._metrics(trainer, pl_module).items() if last.get(k) != v}
+            if partial:
+                self.fn(trainer.current_epoch + 1, partial)
 
 
 def progress_line(prefix: str, max_epochs: int | None) -> EpochFn:
