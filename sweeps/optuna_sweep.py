@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
@@ -51,17 +51,29 @@ def run_search(sweep: Any, arguments: list[str], params: Any) -> list[list[JobRe
         )
     already = search.finished(study)
     log.info("search: study %s, %d of %d trials finished before -> %s", name, already, n_trials, sweep_dir)
+    ledger = Ledger(study, n_trials, settings, metric)
+    n_jobs = int(settings.get("n_jobs") or 1)
     status = "KILLED"
+    results: list[JobReturn] = []
     try:
-        rows, results, gave_up = trials(sweep, study, space, name, n_trials, settings, metric)
-        _resolve_runs(rows, results, session)
-        sweep.report(rows, metric, mode, sweep_dir, session)
+        if n_jobs > 1:
+            setup = {
+                "tracking": OmegaConf.to_container(sweep.config.tracking, resolve=True),
+                "sweep_id": session.sweep_id if session else None,
+                "study": name,
+                "storage": settings.get("storage") or search.DEFAULT_STORAGE,
+            }
+            parallel_trials(sweep, study, space, name, ledger, n_jobs, setup)
+        else:
+            results = trials(sweep, study, space, name, ledger)
+        _resolve_runs(ledger, session)
+        sweep.report(ledger.rows, metric, mode, sweep_dir, session)
         best(study, space, name, metric, sweep_dir, session, settings)
         status = "FINISHED"
     finally:
         sweep.finish(session, status)
-    if gave_up:
-        print(f"error: {gave_up}", file=sys.stderr)
+    if ledger.gave_up:
+        print(f"error: {ledger.gave_up}", file=sys.stderr)
         raise SystemExit(1)
     return [results]
 
@@ -86,28 +98,78 @@ def probes(space: search.Space) -> list[list[str]]:
     return jobs
 
 
+class Ledger:
+    """Tells Optuna each trial's outcome, keeps the leaderboard rows, and watches the failure budget."""
+
+    def __init__(self, study: optuna.Study, n_trials: int, settings: dict[str, Any], metric: str) -> None:
+        self.study, self.n_trials, self.metric = study, n_trials, metric
+        self.max_failures = settings.get("max_failures")
+        self.fail_fast = bool(settings.get("fail_fast"))
+        self.timeout = settings.get("timeout")
+        self.start = time.monotonic()
+        self.done = search.finished(study)
+        self.failures = 0
+        self.rows: list[report.Row] = []
+        self.handles: list[tuple[report.Row, str]] = []
+        self.gave_up = ""
+
+    def may_start(self, running: int = 0) -> bool:
+        if self.gave_up or self.done + running >= self.n_trials:
+            return False
+        if self.timeout and time.monotonic() - self.start > float(self.timeout):
+            if not running:
+                log.info("search: timeout (%ss) reached, no new trial starts", self.timeout)
+            return False
+        return True
+
+    def settle(
+        self,
+        trial: optuna.Trial,
+        state: TrialState,
+        value: float | None,
+        reason: str,
+        epochs: int,
+        began: float,
+    ) -> report.Row:
+        if reason:
+            trial.set_user_attr("sweeplab.reason", reason)
+        self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+        self.done += state in search.FINISHED
+        self.failures += state == TrialState.FAIL
+        shown = {k: search._format(v) for k, v in trial.params.items()}
+        label = {TrialState.COMPLETE: "FINISHED"}.get(state, state.name)
+        row = report.Row(
+            trial.number,
+            shown,
+            label,
+            value if value is not None else math.nan,
+            epochs,
+            time.monotonic() - began,
+            reason,
+        )
+        self.rows.append(row)
+        log.info(
+            "search: trial %d %s%s (%d/%d finished)",
+            trial.number,
+            label.lower(),
+            f" {self.metric}={value:.4f}" if value is not None else f": {reason}",
+            self.done,
+            self.n_trials,
+        )
+        if self.failures and (
+            self.fail_fast or (self.max_failures is not None and self.failures >= int(self.max_failures))
+        ):
+            budget = "fail_fast" if self.fail_fast else f"max_failures={self.max_failures}"
+            self.gave_up = f"the search gave up after {self.failures} failed trials ({budget})"
+        return row
+
+
 def trials(
-    sweep: Any,
-    study: optuna.Study,
-    space: search.Space,
-    name: str,
-    n_trials: int,
-    settings: dict[str, Any],
-    metric: str,
-) -> tuple[list[report.Row], list[JobReturn], str]:
-    """Run trials one at a time until the study is complete; returns rows, job returns, why it gave up."""
-    timeout = settings.get("timeout")
-    max_failures = settings.get("max_failures")
-    fail_fast = bool(settings.get("fail_fast"))
-    start = time.monotonic()
-    rows: list[report.Row] = []
+    sweep: Any, study: optuna.Study, space: search.Space, name: str, ledger: Ledger
+) -> list[JobReturn]:
+    """One trial at a time, in this process, through Hydra's launcher."""
     results: list[JobReturn] = []
-    failures = 0
-    done = search.finished(study)
-    while done < n_trials:
-        if timeout and time.monotonic() - start > float(timeout):
-            log.info("search: timeout (%ss) reached, no new trial starts", timeout)
-            break
+    while ledger.may_start():
         trial = study.ask(space.distributions)
         search.claim(trial)
         current_trial.set_current(trial, name)
@@ -121,38 +183,68 @@ def trials(
         finally:
             current_trial.set_current(None)
         state, value, reason = outcome(ret)
-        if reason:
-            trial.set_user_attr("sweeplab.reason", reason)
-        study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
-        results.append(ret)
-        done += state in search.FINISHED
-        failures += state == TrialState.FAIL
-        shown = {k: search._format(v) for k, v in trial.params.items()}
         epochs = getattr(ret.return_value, "epochs", 0) if state == TrialState.COMPLETE else 0
-        label = {TrialState.COMPLETE: "FINISHED"}.get(state, state.name)
-        rows.append(
-            report.Row(
-                trial.number,
-                shown,
-                label,
-                value if value is not None else math.nan,
-                epochs,
-                time.monotonic() - began,
-                reason,
-            )
-        )
-        log.info(
-            "search: trial %d %s%s (%d/%d finished)",
-            trial.number,
-            label.lower(),
-            f" {metric}={value:.4f}" if value is not None else f": {reason}",
-            done,
-            n_trials,
-        )
-        if failures and (fail_fast or (max_failures is not None and failures >= int(max_failures))):
-            budget = "fail_fast" if fail_fast else f"max_failures={max_failures}"
-            return rows, results, f"the search gave up after {failures} failed trials ({budget})"
-    return rows, results, ""
+        row = ledger.settle(trial, state, value, reason, epochs, began)
+        returned = ret.return_value if ret.status == JobStatus.COMPLETED else ret._return_value
+        handle = getattr(returned, "run_handle", None) or getattr(returned, "sweeplab_run", None)
+        if handle:
+            ledger.handles.append((row, handle))
+        results.append(ret)
+    return results
+
+
+def parallel_trials(
+    sweep: Any, study: optuna.Study, space: search.Space, name: str, ledger: Ledger, n_jobs: int, setup: dict
+) -> None:
+    """``n_jobs`` trials at once in worker processes; a new one starts as soon as any finishes."""
+    from sweeps.run import run_name
+    from sweeps.workers import Workers
+
+    sweep_dir = Path(sweep.config.hydra.sweep.dir)
+    workers = Workers(n_jobs, setup)
+    running: dict[int, tuple[optuna.Trial, float]] = {}
+    try:
+        while True:
+            for i in workers.idle():
+                if not ledger.may_start(len(running)):
+                    break
+                trial = study.ask(space.distributions)
+                search.claim(trial)
+                overrides = space.overrides(trial.params)
+                job_cfg = sweep.job_config(overrides)
+                choices = OmegaConf.to_container(job_cfg.hydra.runtime.choices) if "hydra" in job_cfg else {}
+                with open_dict(job_cfg):
+                    del job_cfg["hydra"]
+                workers.submit(
+                    i,
+                    {
+                        "trial_id": trial._trial_id,
+                        "config": OmegaConf.to_container(job_cfg, resolve=True),
+                        "output_dir": str(sweep_dir / str(trial.number)),
+                        "overrides": overrides,
+                        "choices": choices,
+                        "name": run_name(trial.number, overrides),
+                    },
+                )
+                running[i] = (trial, time.monotonic())
+            if not running:
+                return
+            for i, answer in workers.wait():
+                trial, began = running.pop(i)
+                kind, *rest = answer
+                if kind == "ok":
+                    value, epochs, _, run_id = rest
+                    row = ledger.settle(trial, TrialState.COMPLETE, value, "", epochs, began)
+                elif kind == "pruned":
+                    row = ledger.settle(trial, TrialState.PRUNED, None, rest[0], 0, began)
+                    run_id = rest[1]
+                else:
+                    reason = redact_text(rest[0])[:200]
+                    row = ledger.settle(trial, TrialState.FAIL, None, reason, 0, began)
+                    run_id = rest[1] if len(rest) > 1 else ""
+                row.run_id = run_id
+    finally:
+        workers.close()
 
 
 def outcome(ret: JobReturn) -> tuple[TrialState, float | None, str]:
@@ -168,14 +260,11 @@ def outcome(ret: JobReturn) -> tuple[TrialState, float | None, str]:
     return TrialState.FAIL, None, redact_text(f"{type(err).__name__}: {err}".splitlines()[0])[:200]
 
 
-def _resolve_runs(rows: list[report.Row], results: list[JobReturn], session: Any) -> None:
-    if not session:
-        return
-    values = [r.return_value if r.status == JobStatus.COMPLETED else r._return_value for r in results]
-    handles = [getattr(v, "run_handle", None) or getattr(v, "sweeplab_run", None) for v in values]
-    ids = session.run_ids([h for h in handles if h])
-    for row, handle in zip(rows, handles, strict=True):
-        row.run_id = ids.get(handle, "")
+def _resolve_runs(ledger: Ledger, session: Any) -> None:
+    if session and ledger.handles:
+        ids = session.run_ids([h for _, h in ledger.handles])
+        for row, handle in ledger.handles:
+            row.run_id = ids.get(handle, "")
 
 
 def best(

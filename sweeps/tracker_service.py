@@ -108,7 +108,7 @@ class Service:
     def start_run(self, handle: str, name: str, tags: dict[str, str], parent: str | None = None) -> str:
         tags = {**environment_tags(), **tags}
         if parent:
-            tags = {**tags, "mlflow.parentRunId": self.ids[parent]}
+            tags = {**tags, "mlflow.parentRunId": self.ids.get(parent, parent)}  # a handle, or a run id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self.ids[handle] = run.info.run_id
         self.open_runs.add(run.info.run_id)

@@ -141,6 +141,10 @@ class Session:
         self.send("log", run=self.parent, tags={"sweeplab.sweep_id": sweep_id})
         return sweep_id
 
+    def join_sweep(self, sweep_id: str) -> None:
+        """Record runs as children of a sweep that another process started (parallel trial workers)."""
+        self.parent = self.sweep_id = sweep_id
+
     def begin_run(
         self,
         cfg: DictConfig,

@@ -173,3 +173,48 @@ def test_unknown_sampler_or_pruner_lists_the_options(workdir: Path, group: str):
     assert proc.returncode != 0
     assert f"Could not find 'hydra/sweeper/{group}/nope'" in proc.stderr
     assert ("tpe" if group == "sampler" else "median") in proc.stderr
+
+
+def test_parallel_trials_survive_a_trial_that_kills_its_process(workdir: Path):
+    args = [
+        "-m",
+        "lr=interval(1e-3, 1e-2)",
+        "model._target_=tests.helpers.SelfKillingMLP",
+        "+model.die=choice(true, false)",
+        "hydra/sweeper/sampler=random",
+        "hydra/sweeper/pruner=none",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.n_jobs=2",
+        "trainer.max_epochs=8",
+        "checkpoint=false",
+        "early_stopping_patience=0",
+    ]
+    proc = run_cli(args, cwd=workdir, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (study,) = studies(workdir)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    died = study.get_trials(states=(TrialState.FAIL,))
+    assert len(complete) == 3 and all(t.params["+model.die"] is False for t in complete)
+    assert died and all("process died" in t.user_attrs["sweeplab.reason"] for t in died)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert not [r for r in children(workdir) if r.info.status == "RUNNING"]
+
+
+def test_parallel_trials_run_at_the_same_time(workdir: Path):
+    args = [
+        "-m",
+        "lr=interval(1e-3, 1e-2)",
+        "hydra/sweeper/pruner=none",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=2",
+        "trainer.max_epochs=15",
+        "checkpoint=false",
+        "early_stopping_patience=0",
+    ]
+    proc = run_cli(args, cwd=workdir, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = children(workdir)
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    spans = [(r.info.start_time, r.info.end_time) for r in runs]
+    overlapping = [(a, b) for a in spans for b in spans if a < b and b[0] < a[1]]
+    assert overlapping, spans

@@ -1,0 +1,29 @@
+"""Components that tests point configs at with ``_target_``."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Sequence
+
+import torch
+
+from lightning_modules.models import MLP
+
+
+class SelfKillingMLP(MLP):
+    """An MLP whose process kills itself (SIGKILL) when built with ``die=True`` outside a dry run."""
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        out_features: int,
+        hidden: Sequence[int] = (128,),
+        activation: str = "relu",
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        die: bool = False,
+    ) -> None:
+        if die and torch.empty(0).device.type != "meta":  # the sweeper's config check builds on meta
+            os.kill(os.getpid(), signal.SIGKILL)
+        super().__init__(input_shape, out_features, hidden, activation, dropout, batch_norm)
