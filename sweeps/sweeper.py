@@ -8,6 +8,7 @@ job (recording why it failed) and ends with a leaderboard.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -78,8 +79,10 @@ class Sweep:
         """
         session = None
         try:
-            session = tracking.start(self.config.tracking)
-            objective = self.check(jobs) if self.settings.get("validate_all", True) else ("objective", "max")
+            ours = "data" in self.config and "trainer" in self.config  # sweeplab's config, not another app's
+            session = tracking.start(self.config.tracking) if "tracking" in self.config else None
+            validate = ours and self.settings.get("validate_all", True)
+            objective = self.check(jobs) if validate else ("objective", "max")
             prepared = prepare(objective) if prepare else None
             if session:
                 session.ready()
@@ -146,7 +149,8 @@ class Sweep:
                 value = ret.return_value
                 metric, mode = getattr(value, "metric", metric), getattr(value, "mode", mode)
                 epochs, seconds = getattr(value, "epochs", 0), getattr(value, "seconds", 0.0)
-                rows.append(report.Row(i, shown, "FINISHED", float(value), epochs, seconds))
+                objective = float(value) if isinstance(value, int | float) else math.nan  # any task's return
+                rows.append(report.Row(i, shown, "FINISHED", objective, epochs, seconds))
             else:
                 value = ret._return_value
                 reason = redact_text(f"{type(value).__name__}: {value}".splitlines()[0])[:200]

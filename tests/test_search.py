@@ -218,3 +218,40 @@ def test_parallel_trials_run_at_the_same_time(workdir: Path):
     spans = [(r.info.start_time, r.info.end_time) for r in runs]
     overlapping = [(a, b) for a in spans for b in spans if a < b and b[0] < a[1]]
     assert overlapping, spans
+
+
+def test_timeout_stops_starting_trials(workdir: Path):
+    args = [
+        "-m",
+        "lr=interval(1e-3, 1e-2)",
+        "hydra.sweeper.n_trials=100",
+        "hydra.sweeper.timeout=3",
+        "trainer.max_epochs=10",
+        "checkpoint=false",
+        "early_stopping_patience=0",
+    ]
+    start = time.monotonic()
+    proc = run_cli(args, cwd=workdir, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "timeout (3s) reached" in proc.stderr + proc.stdout
+    (study,) = studies(workdir)
+    assert 1 <= len(study.get_trials()) < 100
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert time.monotonic() - start < 120
+
+
+def test_fail_fast_gives_up_at_the_first_failed_trial(workdir: Path):
+    args = [
+        "-m",
+        "optimizer=sgd",
+        "lr=interval(50.0, 100.0)",
+        "hydra.sweeper.n_trials=5",
+        "hydra.sweeper.fail_fast=true",
+        "trainer.max_epochs=2",
+        "checkpoint=false",
+    ]
+    proc = run_cli(args, cwd=workdir, timeout=600)
+    assert proc.returncode == 1
+    assert "gave up after 1 failed trials (fail_fast)" in proc.stderr
+    (study,) = studies(workdir)
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL]

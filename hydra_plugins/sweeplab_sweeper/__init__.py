@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
@@ -27,3 +28,27 @@ class SweeplabSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         return self.impl.sweep(arguments)
+
+
+# The same defaults as conf/hydra/sweeper/sweeplab.yaml, for apps outside this repo (and Hydra's own sweeper
+# test suites) that select it with hydra/sweeper=sweeplab. The project's YAML, first in the search path, wins.
+ConfigStore.instance().store(
+    group="hydra/sweeper",
+    name="sweeplab",
+    node={
+        "_target_": "hydra_plugins.sweeplab_sweeper.SweeplabSweeper",
+        "_recursive_": False,
+        "validate_all": True,
+        "params": None,
+        "n_trials": 20,
+        "n_jobs": 1,
+        "timeout": None,
+        "storage": None,
+        "study_name": None,
+        "max_failures": None,
+        "fail_fast": False,
+        "sampler": {"_target_": "optuna.samplers.TPESampler", "seed": None},
+        "pruner": {"_target_": "optuna.pruners.MedianPruner"},
+    },
+    provider="sweeplab",
+)
