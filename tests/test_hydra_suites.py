@@ -1,4 +1,5 @@
-"""Hydra's own sweeper and launcher test suites, run against sweeplab's sweeper (hydra/sweeper=sweeplab).
+"""Hydra's own sweeper and launcher test suites, run against sweeplab's sweeper
+(hydra/sweeper=sweeplab_standalone: the project's sweeper config without its sampler and pruner groups).
 
 BatchedSweeperTestSuite does not apply: sweeplab launches a grid as one batch (max_batch_size does not exist).
 """
@@ -9,14 +10,14 @@ from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, Launche
 from pytest import mark
 
 
-@mark.parametrize(("launcher_name", "overrides"), [("basic", ["hydra/sweeper=sweeplab"])])
+@mark.parametrize(("launcher_name", "overrides"), [("basic", ["hydra/sweeper=sweeplab_standalone"])])
 class TestSweeplabSweeperWithBasicLauncher(LauncherTestSuite):
     pass
 
 
 @mark.parametrize(
     ("task_launcher_cfg", "extra_flags"),
-    [({"defaults": [{"override hydra/sweeper": "sweeplab"}, "_self_"]}, ["-m"])],
+    [({"defaults": [{"override hydra/sweeper": "sweeplab_standalone"}, "_self_"]}, ["-m"])],
 )
 class TestSweeplabSweeperIntegration(IntegrationTestSuite):
     pass

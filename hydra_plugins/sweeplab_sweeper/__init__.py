@@ -30,11 +30,12 @@ class SweeplabSweeper(Sweeper):
         return self.impl.sweep(arguments)
 
 
-# The same defaults as conf/hydra/sweeper/sweeplab.yaml, for apps outside this repo (and Hydra's own sweeper
-# test suites) that select it with hydra/sweeper=sweeplab. The project's YAML, first in the search path, wins.
+# For Hydra apps outside this repo (and Hydra's own sweeper test suites): hydra/sweeper=sweeplab_standalone,
+# conf/hydra/sweeper/sweeplab.yaml without its sampler and pruner groups. (Named apart from that YAML, which
+# Hydra would otherwise validate against it, with a deprecation warning at every start.)
 ConfigStore.instance().store(
     group="hydra/sweeper",
-    name="sweeplab",
+    name="sweeplab_standalone",
     node={
         "_target_": "hydra_plugins.sweeplab_sweeper.SweeplabSweeper",
         "_recursive_": False,

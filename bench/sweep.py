@@ -1,0 +1,158 @@
+"""Costs of sweeplab's Optuna sweep, side by side in one run.
+
+1. Fixed cost per trial: our sweep (``python -m sweeps.run -m ...``, Hydra launcher, MLflow records, pruning
+   hooks) against a bare ``optuna`` loop calling the same training function (``sweeps.train.train``) on the
+   same trials. Each is run for N and 3N trials; the slope (seconds per extra trial) removes start-up costs.
+2. Pruning: training epochs a study with the median pruner spends to reach the best value of the same study
+   without pruning (same sampler and seed), as a ratio.
+
+    .venv/bin/python bench/sweep.py [--trials 6] [--pruning-trials 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+from hydra import compose, initialize_config_dir
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sweeps.train import train  # noqa: E402
+
+TRAINING = ["trainer.max_epochs=3", "checkpoint=false", "early_stopping_patience=0", "trainer.progress=none"]
+SPACE = {"lr": (1e-4, 1e-1), "optimizer.beta1": (0.8, 0.99), "optimizer.beta2": (0.9, 0.9999)}
+
+
+def ours(folder: Path, n: int, extra: list[str]) -> float:
+    args = [
+        "-m",
+        "search=lr_betas",
+        f"hydra.sweeper.n_trials={n}",
+        "hydra/sweeper/pruner=none",
+        f"hydra.sweeper.study_name=bench-{n}-{time.time_ns()}",
+        *TRAINING,
+        *extra,
+    ]
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeps.run", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    if proc.returncode:
+        raise SystemExit(proc.stderr[-2000:])
+    return time.perf_counter() - start
+
+
+def bare(n: int) -> float:
+    """The reference: optuna.optimize over the same training function, nothing else."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=42, n_startup_trials=5)
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        overrides = [
+            f"lr={trial.suggest_float('lr', *SPACE['lr'], log=True)}",
+            f"optimizer.beta1={trial.suggest_float('optimizer.beta1', *SPACE['optimizer.beta1'])}",
+            f"optimizer.beta2={trial.suggest_float('optimizer.beta2', *SPACE['optimizer.beta2'])}",
+        ]
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose(
+                config_name="config", overrides=["optimizer=adam", "tracking=off", *TRAINING, *overrides]
+            )
+        return float(train(cfg))
+
+    start = time.perf_counter()
+    study.optimize(objective, n_trials=n)
+    return time.perf_counter() - start
+
+
+def epochs_to_reach(trials: list, target: float) -> int | None:
+    spent = 0
+    for trial in trials:
+        spent += len(trial.intermediate_values)
+        if trial.value is not None and trial.value >= target:
+            return spent
+    return None
+
+
+def pruning(folder: Path, n: int) -> None:
+    journal = folder / "mlruns" / "optuna.journal"
+    common = [
+        "-m",
+        "search=lr_betas",
+        f"hydra.sweeper.n_trials={n}",
+        "trainer.max_epochs=10",
+        "checkpoint=false",
+        "early_stopping_patience=0",
+        "tracking=off",
+    ]
+    for pruner in ("none", "median"):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sweeps.run",
+                *common,
+                f"hydra/sweeper/pruner={pruner}",
+                f"hydra.sweeper.study_name=prune-{pruner}",
+            ],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        if proc.returncode:
+            raise SystemExit(proc.stderr[-2000:])
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    plain = optuna.load_study(study_name="prune-none", storage=storage).get_trials()
+    pruned = optuna.load_study(study_name="prune-median", storage=storage).get_trials()
+    target = max(t.value for t in plain if t.value is not None)
+    e_plain = epochs_to_reach(plain, target)
+    e_pruned = epochs_to_reach(pruned, target)
+    n_pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in pruned)
+    print(f"pruning ({n} trials, 10 epochs each, TPE seed 42): best val_acc without pruning {target:.4f}")
+    print(f"  epochs to reach it: no pruning {e_plain}, median pruner {e_pruned} ({n_pruned} trials pruned)")
+    if e_pruned is None:
+        best = max(t.value for t in pruned if t.value is not None)
+        spent = [sum(len(t.intermediate_values) for t in trials) for trials in (pruned, plain)]
+        print(
+            f"  the pruned study never reached it (best {best:.4f}); epochs in all: {spent[0]} vs {spent[1]}"
+        )
+    else:
+        print(f"  ratio {e_pruned / e_plain:.2f} (goal <= 0.5)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=6)
+    parser.add_argument("--pruning-trials", type=int, default=24)
+    args = parser.parse_args()
+    n, big = args.trials, 3 * args.trials
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        bare(1)  # warm-up: imports
+        t_bare = (bare(big) - bare(n)) / (big - n)
+        t_ours = (ours(folder, big, []) - ours(folder, n, [])) / (big - n)
+        print(f"per-trial time in steady state ({n} vs {big} trials, 3 epochs each, tracking on):")
+        print(f"  bare optuna loop over sweeps.train.train  {t_bare:6.3f} s/trial")
+        print(f"  sweeplab sweep                            {t_ours:6.3f} s/trial")
+        print(f"  fixed overhead per trial                  {t_ours - t_bare:6.3f} s (goal <= 0.3)")
+        pruning(folder, args.pruning_trials)
+
+
+if __name__ == "__main__":
+    main()
