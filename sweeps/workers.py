@@ -9,6 +9,7 @@ Why not ``concurrent.futures.ProcessPoolExecutor``: the death of one of its work
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -95,6 +96,7 @@ def serve(conn: Connection) -> None:
     from sweeps.run import run_tracked
     from sweeps.train import prepare
 
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     setup = conn.recv()
     session = tracking.start(OmegaConf.create(setup["tracking"]))
     if session is not None and setup.get("sweep_id"):
