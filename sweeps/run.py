@@ -63,7 +63,16 @@ def main(cfg: DictConfig) -> float:
             _discard(output_dir)
             print(f"error: {err}", file=sys.stderr)
             sys.exit(err.exit_code)
-        result = run_tracked(cfg, built, output_dir, job, record)
+        try:
+            result = run_tracked(cfg, built, output_dir, job, record)
+        except Exception as err:
+            from lightning_modules.module import NonFiniteLoss  # loaded by now
+
+            if multirun or not isinstance(err, NonFiniteLoss):
+                raise
+            # Diverged: not a bug, so one line rather than a traceback.
+            print(f"error: training diverged: {err}", file=sys.stderr)
+            sys.exit(1)
     finally:
         if session and not multirun:
             session.close()

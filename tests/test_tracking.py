@@ -118,14 +118,14 @@ def test_grid_sweep_records_one_parent_with_eight_complete_children(workdir: Pat
 
 def test_failed_job_is_failed_with_its_reason_and_the_sweep_goes_on(workdir: Path):
     proc = run_cli(
-        ["-m", "optimizer=sgd", "lr=1e6,1e-2", "trainer.max_epochs=2", "early_stopping_patience=0"],
+        ["-m", "optimizer=sgd", "lr=10,1e-2", "trainer.max_epochs=2", "early_stopping_patience=0"],
         cwd=workdir,
     )
     assert proc.returncode == 0, proc.stderr
     client = store(workdir)
     parents, children = split(all_runs(client))
     by_lr = {c.data.params["lr"]: c for c in children}
-    failed, fine = by_lr["1000000.0"], by_lr["0.01"]
+    failed, fine = by_lr["10"], by_lr["0.01"]
     assert failed.info.status == "FAILED" and failed.data.tags["sweeplab.state"] == "FAILED"
     assert "non-finite loss" in failed.data.tags["sweeplab.reason"]
     assert fine.info.status == "FINISHED"
