@@ -34,25 +34,17 @@ def adam(
     beta2: float = 0.999,
     eps: float = 1e-8,
     amsgrad: bool = False,
+    decoupled_weight_decay: bool = False,
 ) -> Optimizer:
-    """Adam with L2 weight decay added to the gradient."""
+    """Adam; with ``decoupled_weight_decay`` it is AdamW (otherwise L2 weight decay joins the gradient)."""
     return torch.optim.Adam(
-        params, lr=lr, betas=(beta1, beta2), eps=eps, amsgrad=amsgrad, weight_decay=weight_decay
-    )
-
-
-def adamw(
-    params: Params,
-    lr: float,
-    weight_decay: float = 0.0,
-    beta1: float = 0.9,
-    beta2: float = 0.999,
-    eps: float = 1e-8,
-    amsgrad: bool = False,
-) -> Optimizer:
-    """AdamW: Adam with decoupled weight decay."""
-    return torch.optim.AdamW(
-        params, lr=lr, betas=(beta1, beta2), eps=eps, amsgrad=amsgrad, weight_decay=weight_decay
+        params,
+        lr=lr,
+        betas=(beta1, beta2),
+        eps=eps,
+        amsgrad=amsgrad,
+        weight_decay=weight_decay,
+        decoupled_weight_decay=decoupled_weight_decay,
     )
 
 

@@ -88,3 +88,11 @@ def test_global_step_counts_optimizer_steps():
     trainer.fit(built.module, datamodule=built.datamodule)
     steps = built.datamodule.train_dataloader().steps
     assert trainer.global_step == built.module.steps_done == 2 * steps
+
+
+@pytest.mark.parametrize(("option", "decoupled"), [("adam", False), ("adamw", True)])
+def test_adamw_decouples_weight_decay_and_adam_does_not(option: str, decoupled: bool):
+    module = build(compose_cfg([f"optimizer={option}", "weight_decay=0.1", "optimizer.beta1=0.8"])).module
+    optimizer = module.optimizer_factory(module.model.parameters())
+    assert optimizer.defaults["decoupled_weight_decay"] is decoupled
+    assert optimizer.defaults["weight_decay"] == 0.1 and optimizer.defaults["betas"] == (0.8, 0.999)
