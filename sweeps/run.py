@@ -73,6 +73,11 @@ def main(cfg: DictConfig) -> float:
             # Diverged: not a bug, so one line rather than a traceback.
             print(f"error: training diverged: {err}", file=sys.stderr)
             sys.exit(1)
+        recorded = (
+            f"recorded as MLflow run {record.run_id} in {session.shown_uri}"
+            if record and not multirun
+            else ""
+        )
     finally:
         if session and not multirun:
             session.close()
@@ -81,8 +86,8 @@ def main(cfg: DictConfig) -> float:
             f"{result.metric} ({result.mode}) = {float(result):.4f} after {result.epochs} epochs "
             f"in {result.seconds:.1f}s\n{format_metrics(result.metrics)}"
         )
-        if record:
-            print(f"recorded as MLflow run {record.run_id} in {session.shown_uri}")
+        if recorded:
+            print(recorded)
     return result
 
 
