@@ -25,9 +25,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
+## Speed measurements (ratios side by side; a few minutes each).
 bench: $(STAMP)
 	$(PY) bench/overhead.py
 	$(PY) bench/tracking.py
+	$(PY) bench/sweep.py
 
 ## The MLflow UI over the local store, on this machine only (127.0.0.1). PORT=5000 by default.
 PORT ?= 5000
