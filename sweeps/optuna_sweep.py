@@ -136,7 +136,7 @@ class Ledger:
         self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
         self.done += state in search.FINISHED
         self.failures += state == TrialState.FAIL
-        shown = {k: search._format(v) for k, v in trial.params.items()}
+        shown = {k: search.format_value(v) for k, v in trial.params.items()}
         label = {TrialState.COMPLETE: "FINISHED"}.get(state, state.name)
         row = report.Row(
             trial.number,
@@ -292,7 +292,7 @@ def best(
         "overrides": space.overrides(trial.params),
     }
     (sweep_dir / "best.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(summary)))
-    params = " ".join(f"{k}={search._format(v)}" for k, v in trial.params.items())
+    params = " ".join(f"{k}={search.format_value(v)}" for k, v in trial.params.items())
     print(f"best of study {name}: {metric}={trial.value:.4f} (trial {trial.number}) with {params}")
     print(f"written to {sweep_dir / 'best.yaml'}", flush=True)
     if session:

@@ -39,16 +39,12 @@ class Space:
     fixed: list[str] = field(default_factory=list)
 
     def overrides(self, params: dict[str, Any]) -> list[str]:
-        return [*self.fixed, *(f"{k}={_format(v)}" for k, v in params.items())]
+        return [*self.fixed, *(f"{k}={format_value(v)}" for k, v in params.items())]
 
 
-def _format(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A sampled value as an override string (floats round-trip exactly)."""
     return repr(value) if isinstance(value, float) else str(value)
-
-
-def is_search(arguments: Sequence[str], params: dict[str, str] | None) -> bool:
-    """A search (Optuna) rather than a grid: a ``params`` space, or an interval on the command line."""
-    return bool(params) or any("interval(" in a for a in arguments)
 
 
 def parse_space(parser: OverridesParser, arguments: Sequence[str], params: dict[str, str] | None) -> Space:

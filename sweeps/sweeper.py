@@ -1,8 +1,10 @@
 """sweeplab's sweeper: plans the jobs of a multirun, checks them all, runs them, and reports.
 
-Why our own and not Hydra's BasicSweeper: BasicSweeper stops the whole sweep at the first failed job and
-returns no summary; ours checks every job's config before the first one trains, keeps going past a failed
-job (recording why it failed) and ends with a leaderboard.
+A grid (comma lists) runs here; a search space hands over to ``optuna_sweep``. Why our own and not Hydra's
+BasicSweeper: it stops the whole sweep at the first failed job and returns no summary; ours checks every
+job's config before the first one trains, keeps going past a failed job (recording why it failed), records
+the sweep in MLflow and ends with a leaderboard. (Hydra's Optuna sweeper pins optuna<3, without pruning or
+resume.)
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ class Sweep:
 
     def sweep(self, arguments: list[str]) -> list[list[JobReturn]]:
         params = self.settings.get("params")
-        if bool(params) or any("interval(" in a for a in arguments):  # a search space: Optuna
+        if is_search(arguments, params):
             from sweeps.optuna_sweep import run_search
 
             return run_search(self, arguments, params)
@@ -189,6 +191,11 @@ class Sweep:
                 session.send(
                     "heatmap", run=parent, rows=[r.__dict__ for r in ranked], metric=metric, mode=mode
                 )
+
+
+def is_search(arguments: list[str], params: Any) -> bool:
+    """An Optuna search rather than a grid: a ``params`` space, or an interval on the command line."""
+    return bool(params) or any("interval(" in a for a in arguments)
 
 
 def _swept_keys(jobs: list[list[str]]) -> set[str]:
