@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import os
 import shlex
-import socket
-import subprocess
 import sys
 from collections.abc import Sequence
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from sweeps.child import spawn
 from sweeps.errors import ConfigError
 from sweeps.secrets import redact, redact_override, redact_text
 from sweeps.tracker_service import process_start
@@ -42,21 +40,7 @@ class Session:
         else:
             raise ConfigError(f"tracking.uri={self.shown_uri}: allowed are sqlite:///PATH and http(s)://HOST")
         self.log_checkpoint = bool(tracking.log_checkpoint)
-        # A plain interpreter on one end of a socket pair: multiprocessing's spawn would first re-import
-        # this command's __main__ (Hydra and all) in the child.
-        ours, theirs = socket.socketpair()
-        root = str(Path(__file__).resolve().parents[1])
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "sweeps.tracker_service", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()],
-            env=env,
-        )
-        theirs.close()
-        self.conn = Connection(ours.detach())
+        self.process, self.conn = spawn("sweeps.tracker_service")
         artifacts = str(tracking.artifacts) if tracking.get("artifacts") else None
         self._send(
             "open",

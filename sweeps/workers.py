@@ -10,15 +10,13 @@ Why not ``concurrent.futures.ProcessPoolExecutor``: the death of one of its work
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import subprocess
 import sys
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from sweeps.child import spawn
 
 
 class Workers:
@@ -33,18 +31,7 @@ class Workers:
             self._start(i)
 
     def _start(self, i: int) -> None:
-        ours, theirs = socket.socketpair()
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
-        }
-        self.procs[i] = subprocess.Popen(
-            [sys.executable, "-m", "sweeps.workers", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()],
-            env=env,
-        )
-        theirs.close()
-        self.conns[i] = Connection(ours.detach())
+        self.procs[i], self.conns[i] = spawn("sweeps.workers")
         self.conns[i].send(self.setup)
         self.busy[i] = False
 
