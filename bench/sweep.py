@@ -44,6 +44,12 @@ def ours(folder: Path, n: int, extra: list[str]) -> float:
         *extra,
     ]
     start = time.perf_counter()
+    cli(folder, args)
+    return time.perf_counter() - start
+
+
+def cli(folder: Path, args: list[str]) -> None:
+    """``python -m sweeps.run ARGS`` in ``folder``, as a user runs it; stop the benchmark if it fails."""
     proc = subprocess.run(
         [sys.executable, "-m", "sweeps.run", *args],
         cwd=folder,
@@ -53,7 +59,6 @@ def ours(folder: Path, n: int, extra: list[str]) -> float:
     )
     if proc.returncode:
         raise SystemExit(proc.stderr[-2000:])
-    return time.perf_counter() - start
 
 
 def bare(n: int) -> float:
@@ -101,22 +106,7 @@ def pruning(folder: Path, n: int) -> None:
         "tracking=off",
     ]
     for pruner in ("none", "median"):
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "sweeps.run",
-                *common,
-                f"hydra/sweeper/pruner={pruner}",
-                f"hydra.sweeper.study_name=prune-{pruner}",
-            ],
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        if proc.returncode:
-            raise SystemExit(proc.stderr[-2000:])
+        cli(folder, [*common, f"hydra/sweeper/pruner={pruner}", f"hydra.sweeper.study_name=prune-{pruner}"])
     storage = JournalStorage(JournalFileBackend(str(journal)))
     plain = optuna.load_study(study_name="prune-none", storage=storage).get_trials()
     pruned = optuna.load_study(study_name="prune-median", storage=storage).get_trials()

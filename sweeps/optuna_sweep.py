@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from sweeps import current_trial, report, search
 from sweeps.errors import ConfigError
 from sweeps.secrets import redact_text
+from sweeps.sweeper import job_value, run_handle
 
 log = logging.getLogger("sweeplab")
 
@@ -66,7 +67,8 @@ def run_search(sweep: Any, arguments: list[str], params: Any) -> list[list[JobRe
             parallel_trials(sweep, study, space, name, ledger, n_jobs, setup)
         else:
             results = trials(sweep, study, space, name, ledger)
-        _resolve_runs(ledger, session)
+        if session and ledger.handles:
+            session.fill_run_ids(*zip(*ledger.handles, strict=True))
         sweep.report(ledger.rows, metric, mode, sweep_dir, session)
         best(study, space, name, metric, sweep_dir, session, settings)
         status = "FINISHED"
@@ -110,7 +112,7 @@ class Ledger:
         self.done = search.finished(study)
         self.failures = 0
         self.rows: list[report.Row] = []
-        self.handles: list[tuple[report.Row, str]] = []
+        self.handles: list[tuple[report.Row, str | None]] = []  # rows of in-process trials, for their run ids
         self.gave_up = ""
 
     def may_start(self, running: int = 0) -> bool:
@@ -185,10 +187,7 @@ def trials(
         state, value, reason = outcome(ret)
         epochs = getattr(ret.return_value, "epochs", 0) if state == TrialState.COMPLETE else 0
         row = ledger.settle(trial, state, value, reason, epochs, began)
-        returned = ret.return_value if ret.status == JobStatus.COMPLETED else ret._return_value
-        handle = getattr(returned, "run_handle", None) or getattr(returned, "sweeplab_run", None)
-        if handle:
-            ledger.handles.append((row, handle))
+        ledger.handles.append((row, run_handle(ret)))
         results.append(ret)
     return results
 
@@ -254,17 +253,10 @@ def outcome(ret: JobReturn) -> tuple[TrialState, float | None, str]:
         if math.isfinite(value):
             return TrialState.COMPLETE, value, ""
         return TrialState.FAIL, None, f"non-finite objective ({value})"
-    err = ret._return_value
+    err = job_value(ret)
     if isinstance(err, optuna.TrialPruned):
         return TrialState.PRUNED, None, str(err)
     return TrialState.FAIL, None, redact_text(f"{type(err).__name__}: {err}".splitlines()[0])[:200]
-
-
-def _resolve_runs(ledger: Ledger, session: Any) -> None:
-    if session and ledger.handles:
-        ids = session.run_ids([h for _, h in ledger.handles])
-        for row, handle in ledger.handles:
-            row.run_id = ids.get(handle, "")
 
 
 def best(

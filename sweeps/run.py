@@ -54,9 +54,7 @@ def main(cfg: DictConfig) -> float:
             if session:
                 overrides = list(hc.overrides.task)
                 choices = OmegaConf.to_container(hc.runtime.choices)
-                trial = current_trial.current()
-                tags = {"sweeplab.trial": str(trial[0].number), "sweeplab.study": trial[1]} if trial else {}
-                record = session.begin_run(cfg, run_name(job, overrides), job, overrides, choices, tags)
+                record = session.begin_run(cfg, run_name(job, overrides), job, overrides, choices)
         except ConfigError as err:
             if multirun:
                 raise
@@ -119,7 +117,7 @@ def run_tracked(cfg: DictConfig, built: Any, output_dir: Path, job: int | None, 
         raise
     if record:
         record.finish(result)
-        result.run_handle = record.handle
+        result.sweeplab_run = record.handle
     if job is not None:
         log.info(
             "%sdone: %s = %.4f (%d epochs, %.1fs)",

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from sweeps.errors import ConfigError
 from sweeps.secrets import redact_text
-from sweeps.tracker_service import process_start
+from sweeps.tracker_service import alive, process_start
 
 DEFAULT_STORAGE = "mlruns/optuna.journal"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -164,7 +164,10 @@ def open_study(
     )
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = trial.user_attrs
-        if attrs.get("sweeplab.host") == socket.gethostname() and not _alive(attrs):
+        owner = attrs.get("sweeplab.pid")
+        if attrs.get("sweeplab.host") == socket.gethostname() and not (
+            owner and alive(int(owner), attrs.get("sweeplab.pid_start", ""))
+        ):
             study.tell(trial.number, state=TrialState.FAIL)
             study.enqueue_trial(trial.params, user_attrs={"sweeplab.retry_of": trial.number})
     return study
@@ -175,14 +178,6 @@ def claim(trial: optuna.Trial) -> None:
     trial.set_user_attr("sweeplab.host", socket.gethostname())
     trial.set_user_attr("sweeplab.pid", os.getpid())
     trial.set_user_attr("sweeplab.pid_start", process_start(os.getpid()))
-
-
-def _alive(attrs: dict[str, Any]) -> bool:
-    from sweeps.tracker_service import _alive as alive
-
-    return bool(attrs.get("sweeplab.pid")) and alive(
-        int(attrs["sweeplab.pid"]), attrs.get("sweeplab.pid_start", "")
-    )
 
 
 def finished(study: optuna.Study) -> int:

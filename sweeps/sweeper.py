@@ -139,7 +139,7 @@ class Sweep:
     ) -> tuple[list[report.Row], str, str]:
         """One leaderboard row per job, with the objective's name and direction."""
         swept = _swept_keys(jobs)
-        rows, handles, metric, mode = [], [], "objective", "max"
+        rows, metric, mode = [], "objective", "max"
         for i, (overrides, ret) in enumerate(zip(jobs, results, strict=True)):
             pairs = dict(o.split("=", 1) for o in overrides if "=" in o)
             shown = {
@@ -147,20 +147,17 @@ class Sweep:
                 for k, v in pairs.items()
                 if k in swept
             }
+            value = job_value(ret)
             if ret.status == JobStatus.COMPLETED:
-                value = ret.return_value
                 metric, mode = getattr(value, "metric", metric), getattr(value, "mode", mode)
                 epochs, seconds = getattr(value, "epochs", 0), getattr(value, "seconds", 0.0)
                 objective = float(value) if isinstance(value, int | float) else math.nan  # any task's return
                 rows.append(report.Row(i, shown, "FINISHED", objective, epochs, seconds))
             else:
-                value = ret._return_value
                 reason = redact_text(f"{type(value).__name__}: {value}".splitlines()[0])[:200]
                 rows.append(report.Row(i, shown, "FAILED", reason=reason))
-            handles.append(getattr(value, "run_handle", None) or getattr(value, "sweeplab_run", None))
-        ids = session.run_ids([h for h in handles if h]) if session else {}
-        for row, handle in zip(rows, handles, strict=True):
-            row.run_id = ids.get(handle, "")
+        if session:
+            session.fill_run_ids(rows, [run_handle(r) for r in results])
         return rows, metric, mode
 
     def report(
@@ -191,6 +188,16 @@ class Sweep:
                 session.send(
                     "heatmap", run=parent, rows=[r.__dict__ for r in ranked], metric=metric, mode=mode
                 )
+
+
+def job_value(ret: JobReturn) -> Any:
+    """What a job returned, or the exception it raised (Hydra's ``return_value`` re-raises that one)."""
+    return ret.return_value if ret.status == JobStatus.COMPLETED else ret._return_value
+
+
+def run_handle(ret: JobReturn) -> str | None:
+    """The tracking handle of a job's MLflow run (set by ``sweeps.run`` on its result or its exception)."""
+    return getattr(job_value(ret), "sweeplab_run", None)
 
 
 def is_search(arguments: list[str], params: Any) -> bool:

@@ -93,7 +93,7 @@ class Service:
             tags = run.data.tags
             if tags.get("sweeplab.host") != host or not tags.get("sweeplab.pid"):
                 continue
-            if _alive(int(tags["sweeplab.pid"]), tags.get("sweeplab.pid_start", "")):
+            if alive(int(tags["sweeplab.pid"]), tags.get("sweeplab.pid_start", "")):
                 continue
             self._kill(run.info.run_id, "its process ended without closing the run")
             reaped.append(run.info.run_id)
@@ -289,7 +289,7 @@ def _probe(url: str) -> None:
         raise ConnectionError(f"cannot reach the tracking server ({reason})") from None
 
 
-def _alive(pid: int, start: str) -> bool:
+def alive(pid: int, start: str) -> bool:
     """Whether process ``pid`` still runs and is the one that started (same start time, where known)."""
     try:
         os.kill(pid, 0)

@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from sweeps import current_trial
 from sweeps.child import spawn
 from sweeps.errors import ConfigError
 from sweeps.secrets import redact, redact_override, redact_text
@@ -111,6 +112,12 @@ class Session:
         """MLflow's run ids for our handles (waits for the writes queued so far)."""
         return self.call("resolve", handles=list(handles)) if handles else {}
 
+    def fill_run_ids(self, rows: Sequence[Any], handles: Sequence[str | None]) -> None:
+        """Set each leaderboard row's ``run_id`` from the handle of its run (one round trip for all)."""
+        ids = self.run_ids([h for h in handles if h])
+        for row, handle in zip(rows, handles, strict=True):
+            row.run_id = ids.get(handle, "")
+
     def start_sweep(self, name: str, arguments: Sequence[str], sweep_dir: Path) -> str:
         tags = {
             "sweeplab.kind": "sweep",
@@ -136,9 +143,8 @@ class Session:
         job: int | None,
         overrides: Sequence[str],
         choices: dict[str, str],
-        tags: dict[str, str] | None = None,
     ) -> RunRecord:
-        return RunRecord(self, cfg, name, job, overrides, choices, tags or {})
+        return RunRecord(self, cfg, name, job, overrides, choices)
 
 
 def start(tracking: DictConfig) -> Session | None:
@@ -166,11 +172,9 @@ class RunRecord:
         job: int | None,
         overrides: Sequence[str],
         choices: dict[str, str],
-        extra_tags: dict[str, str],
     ) -> None:
         """``choices`` are the config group options (``loss: cross_entropy``), logged as params too."""
         self.session = session
-        self.step = 0
         tags = {
             "sweeplab.kind": "run",
             "sweeplab.command": command(overrides),
@@ -182,7 +186,9 @@ class RunRecord:
             tags["sweeplab.sweep_id"] = session.sweep_id
         if job is not None:
             tags["sweeplab.job"] = str(job)
-        tags.update(extra_tags)
+        trial = current_trial.current()
+        if trial:
+            tags.update({"sweeplab.trial": str(trial[0].number), "sweeplab.study": trial[1]})
         self.handle = session.new_run(name, tags, parent=session.parent)
         resolved = redact(OmegaConf.to_container(cfg, resolve=True))
         params = {**flatten(resolved), **{k: v for k, v in choices.items() if not k.startswith("hydra")}}

@@ -38,13 +38,6 @@ class RunResult(float):
         obj.__dict__.update(details)
         return obj
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (float(self), dict(self.__dict__)))
-
-
-def _rebuild(value: float, details: dict[str, Any]) -> RunResult:
-    return RunResult(value, **details)
-
 
 def quiet_lightning() -> None:
     """Drop Lightning's start-up banners and known-harmless warnings; real warnings still show."""

@@ -104,9 +104,8 @@ def serve(conn: Connection) -> None:
             try:
                 built = prepare(cfg)
                 if session is not None:
-                    tags = {"sweeplab.trial": str(trial.number), "sweeplab.study": setup["study"]}
                     record = session.begin_run(
-                        cfg, job["name"], trial.number, job["overrides"], job["choices"], tags
+                        cfg, job["name"], trial.number, job["overrides"], job["choices"]
                     )
                 result = run_tracked(cfg, built, output_dir, trial.number, record)
                 answer: tuple = ("ok", float(result), result.epochs, result.seconds)
