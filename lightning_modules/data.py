@@ -48,7 +48,9 @@ class InMemoryBatches:
         self.group = max(1, int(group))
         self.epoch = 0
         n = len(tensors[0])
-        self.shard_size = n // world_size if world_size > 1 else n
+        # Training shards are cut to equal sizes (DDP needs the same number of steps on every rank);
+        # evaluation shards keep every sample (the module gathers them, whatever their sizes).
+        self.shard_size = n // world_size if shuffle and world_size > 1 else -(-n // world_size)
         self.steps = -(-self.shard_size // self.batch_size)
 
     def __len__(self) -> int:
@@ -62,7 +64,8 @@ class InMemoryBatches:
             order = torch.arange(n)
         self.epoch += 1
         if self.world_size > 1:
-            order = order[self.rank : self.shard_size * self.world_size : self.world_size]
+            end = self.shard_size * self.world_size if self.shuffle else n
+            order = order[self.rank : end : self.world_size]
         if not self.shuffle and self.world_size == 1:
             for i in range(0, n, self.batch_size):
                 yield tuple(t[i : i + self.batch_size] for t in self.tensors)
@@ -172,8 +175,12 @@ class ArrayDataModule(pl.LightningDataModule):
         if not self.splits:
             self.setup()
         tensors = self.splits[split]
+        if self.trainer is not None:  # under DDP each process takes its own shard
+            self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
         if train:
-            size = self.batch_size or len(tensors[0])
+            # batch_size is the global batch: with DDP each process takes its share, so the union of the
+            # processes' mini-batches is the mini-batch a single process would train on.
+            size = (self.batch_size or len(tensors[0])) // self.world_size
             return InMemoryBatches(
                 tensors, size, True, self.seed, self.rank, self.world_size, self.steps_per_batch
             )

@@ -169,7 +169,12 @@ class LitModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         seconds = time.perf_counter() - self._epoch_start
-        mean_loss = float(self._loss_sum / max(1, self._batches))
+        mean_loss = self._loss_sum / max(1, self._batches)
+        if self.trainer.world_size > 1:  # every process's mean over its shard: the mean of all of them
+            mean_loss = self.trainer.strategy.reduce(
+                torch.as_tensor(mean_loss, device=self.device), reduce_op="mean"
+            )
+        mean_loss = float(mean_loss)
         if not math.isfinite(mean_loss):
             raise NonFiniteLoss(self.steps_done, mean_loss)
         self._publish(
@@ -223,10 +228,19 @@ class LitModule(pl.LightningModule):
         y = torch.cat([t for _, t, _ in outs])
         loss_sum = torch.stack([s for _, _, s in outs]).sum()
         if self.trainer.world_size > 1:
-            out, y = self.all_gather(out).flatten(0, 1), self.all_gather(y).flatten(0, 1)
+            out, y = self._gather(out), self._gather(y)
             loss_sum = self.all_gather(loss_sum).sum()
         metrics = task_metrics(out, y, self.task, loss_sum / len(y))
         return {f"{prefix}_{k}": float(v) for k, v in metrics.items()}
+
+    def _gather(self, t: torch.Tensor) -> torch.Tensor:
+        """Every process's rows, in rank order: shards may differ by a row, and all_gather needs equal
+        shapes, so each pads to the longest and the padding is dropped after the gather."""
+        sizes = self.all_gather(torch.tensor(len(t), device=t.device)).tolist()
+        longest = max(sizes)
+        padded = torch.cat([t, t.new_zeros((longest - len(t), *t.shape[1:]))]) if len(t) < longest else t
+        gathered = self.all_gather(padded)
+        return torch.cat([gathered[r, :n] for r, n in enumerate(sizes)])
 
 
 def predictions(out: torch.Tensor) -> torch.Tensor:

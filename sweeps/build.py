@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightning_modules.data import ArrayDataModule
 from lightning_modules.module import LitModule
-from sweeps.checks import check_config
+from sweeps.checks import check_config, distributed
 from sweeps.errors import ConfigError
 
 METRICS = {
@@ -119,7 +119,9 @@ def build(cfg: DictConfig, dm: ArrayDataModule | None = None) -> Built:
     sched_factory = make("scheduler", cfg.scheduler)
     _dry_run(optimizer, sched_factory, int(cfg.trainer.max_epochs))
 
-    steps_per_batch = int(cfg.trainer.get("steps_per_batch", 1))
+    # DDP synchronises gradients in the backward pass that follows each forward through its wrapper, once
+    # per Lightning batch: several optimizer steps per batch would skip the synchronisation.
+    steps_per_batch = 1 if distributed(cfg.trainer) else int(cfg.trainer.get("steps_per_batch", 1))
     dm.steps_per_batch = steps_per_batch
     module = LitModule(
         model=model,

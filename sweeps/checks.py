@@ -55,12 +55,40 @@ def check_config(cfg: DictConfig) -> None:
         if value is not None and not ok(value):
             raise ConfigError(f"{key}={OmegaConf.select(cfg, key)} {allowed}")
     trainer = cfg.get("trainer", {})
+    if "precision" in cfg and str(cfg.precision) not in PRECISIONS[:4]:
+        raise ConfigError(f"precision={cfg.precision}: allowed are 32-true, bf16-mixed, 16-mixed")
     precision = str(trainer.get("precision", "32-true"))
     if precision not in PRECISIONS:
         raise ConfigError(f"trainer.precision={precision}: allowed are {', '.join(PRECISIONS[:4])}")
+    processes = world_size(trainer)
+    batch = OmegaConf.select(cfg, "data.batch_size", default=None)
+    if processes > 1 and isinstance(batch, int) and batch % processes:
+        raise ConfigError(
+            f"data.batch_size={batch} must be a multiple of the {processes} DDP processes "
+            "(it is the global batch, split evenly between them)"
+        )
     progress = str(trainer.get("progress", "epoch"))
     if progress not in PROGRESS:
         raise ConfigError(f"trainer.progress={progress}: allowed are {', '.join(PROGRESS)}")
     mode = str(cfg.objective.get("mode", "auto"))
     if mode not in MODES:
         raise ConfigError(f"objective.mode={mode}: allowed are {', '.join(MODES)}")
+
+
+def world_size(trainer: Any) -> int:
+    """How many processes a trainer config trains with (DDP: devices x nodes; 1 otherwise)."""
+    if not distributed(trainer):
+        return 1
+    devices = trainer.get("devices", 1)
+    count = len(devices) if isinstance(devices, list | tuple) or OmegaConf.is_list(devices) else devices
+    count = int(count) if isinstance(count, int) and count > 0 else 1  # "auto"/-1: known only at run time
+    return count * int(trainer.get("num_nodes", 1) or 1)
+
+
+def distributed(trainer: Any) -> bool:
+    """Several training processes (DDP): one optimizer step per Lightning batch, and in a sweep a process
+    of its own per trial (Lightning's ``ddp`` re-executes the command line: see sweeps/isolated.py)."""
+    strategy = str(trainer.get("strategy", "auto") or "auto")
+    devices = trainer.get("devices", 1)
+    several = (isinstance(devices, int) and devices > 1) or (OmegaConf.is_list(devices) and len(devices) > 1)
+    return strategy.startswith("ddp") or (strategy == "auto" and several)

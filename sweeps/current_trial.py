@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-_current: tuple[Any, str] | None = None
+_current: tuple[Any, str, str] | None = None
 
 
-def set_current(trial: Any | None, study: str = "") -> None:
+def set_current(trial: Any | None, study: str = "", storage: str = "") -> None:
     global _current
-    _current = (trial, study) if trial is not None else None
+    _current = (trial, study, storage) if trial is not None else None
 
 
-def current() -> tuple[Any, str] | None:
-    """(optuna trial, study name) while this process runs an Optuna trial."""
+def current() -> tuple[Any, str, str] | None:
+    """(optuna trial, study name, storage URL) while this process runs an Optuna trial."""
     return _current

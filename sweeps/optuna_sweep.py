@@ -174,7 +174,7 @@ def trials(
     while ledger.may_start():
         trial = study.ask(space.distributions)
         search.claim(trial)
-        current_trial.set_current(trial, name)
+        current_trial.set_current(trial, name, sweep.settings.get("storage") or search.DEFAULT_STORAGE)
         began = time.monotonic()
         try:
             ret = sweep.launcher.launch([space.overrides(trial.params)], initial_job_idx=trial.number)[0]

@@ -19,7 +19,13 @@ class Pruned(optuna.TrialPruned):
 
 
 class OptunaPruning(pl.Callback):
-    def __init__(self, trial: optuna.Trial, metric: str) -> None:
+    """Reports each epoch's objective to ``trial`` and stops the run when the pruner says so.
+
+    Under DDP only the first process holds the trial (``trial=None`` elsewhere): it decides, and the
+    decision is broadcast so that every process stops at the same epoch.
+    """
+
+    def __init__(self, trial: optuna.Trial | None, metric: str) -> None:
         self.trial = trial
         self.metric = metric
 
@@ -28,6 +34,11 @@ class OptunaPruning(pl.Callback):
             return
         epoch = trainer.current_epoch + 1
         value = float(trainer.callback_metrics[self.metric])
-        self.trial.report(value, epoch)
-        if self.trial.should_prune():
+        prune = False
+        if self.trial is not None:
+            self.trial.report(value, epoch)
+            prune = self.trial.should_prune()
+        if trainer.world_size > 1:
+            prune = trainer.strategy.broadcast(prune, src=0)
+        if prune:
             raise Pruned(epoch, self.metric, value)

@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -21,8 +22,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps import current_trial, tracking
-from sweeps.checks import check_config
+from sweeps import current_trial, isolated, tracking
+from sweeps.checks import check_config, distributed
 from sweeps.errors import ConfigError
 from sweeps.secrets import redact_log_records, redact_override, redact_text
 
@@ -41,11 +42,18 @@ def main(cfg: DictConfig) -> float:
     multirun = hc.mode == RunMode.MULTIRUN
     job = int(hc.job.num) if multirun else None
     output_dir = Path(hc.runtime.output_dir)
+    job_spec = isolated.spec()
+    if job_spec is not None:  # one process of a sweep's DDP job (see sweeps/isolated.py)
+        sys.exit(isolated.serve(cfg, output_dir, job_spec))
+    if multirun and distributed(cfg.trainer):
+        overrides = list(hc.overrides.task)
+        choices = isolated.job_choices(hc.runtime.choices)
+        return isolated.run(overrides, output_dir, job, run_name(job, overrides), choices)
     session = tracking.active() if multirun else None
     try:
         try:
             check_config(cfg)  # cheap checks first: bad values fail before torch is even imported
-            if not multirun:
+            if not multirun and isolated.first_process():  # DDP: the other processes do not record
                 session = tracking.start(cfg.tracking)  # the store opens while torch loads
             from sweeps.train import prepare  # torch and Lightning load here, not for --help
 
@@ -79,7 +87,7 @@ def main(cfg: DictConfig) -> float:
     finally:
         if session and not multirun:
             session.close()
-    if not multirun:
+    if not multirun and isolated.first_process():
         print(
             f"{result.metric} ({result.mode}) = {float(result):.4f} after {result.epochs} epochs "
             f"in {result.seconds:.1f}s\n{format_metrics(result.metrics)}"
@@ -89,13 +97,21 @@ def main(cfg: DictConfig) -> float:
     return result
 
 
-def run_tracked(cfg: DictConfig, built: Any, output_dir: Path, job: int | None, record: Any) -> Any:
+def run_tracked(
+    cfg: DictConfig,
+    built: Any,
+    output_dir: Path,
+    job: int | None,
+    record: Any,
+    extra: Sequence[Any] = (),
+) -> Any:
     """Fit, and close the MLflow run with the outcome: FINISHED, FAILED (with the reason) or KILLED."""
     from lightning_modules.callbacks import EpochEnd
     from sweeps.train import fit
 
     prefix = "" if job is None else f"[job {job}] "
     callbacks = [EpochEnd(record.epoch)] if record else []
+    callbacks.extend(extra)
     trial = current_trial.current()
     if trial:
         from sweeps.pruning import OptunaPruning

@@ -109,8 +109,13 @@ class Session:
         return handle
 
     def run_ids(self, handles: Sequence[str]) -> dict[str, str]:
-        """MLflow's run ids for our handles (waits for the writes queued so far)."""
-        return self.call("resolve", handles=list(handles)) if handles else {}
+        """MLflow's run ids for our handles (waits for the writes queued so far).
+
+        A run created by another process (a DDP job's own process) is known by its run id already.
+        """
+        ours = [h for h in handles if h.startswith("run")]
+        ids = self.call("resolve", handles=ours) if ours else {}
+        return {**{h: h for h in handles if h not in ours}, **ids}
 
     def fill_run_ids(self, rows: Sequence[Any], handles: Sequence[str | None]) -> None:
         """Set each leaderboard row's ``run_id`` from the handle of its run (one round trip for all)."""

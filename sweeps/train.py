@@ -47,6 +47,8 @@ def quiet_lightning() -> None:
         ".*does not have many workers.*",
         ".*LeafSpec.*",
         ".*isinstance\\(treespec, LeafSpec\\).*",
+        ".*all_gather is deprecated.*",  # torch's note on a call inside Lightning
+        ".*sync_dist=True.*",  # our epoch metrics are gathered from every process already
     ):
         warnings.filterwarnings("ignore", message=pattern)
 

@@ -79,7 +79,8 @@ def serve(conn: Connection) -> None:
     import optuna
     from omegaconf import OmegaConf
 
-    from sweeps import current_trial, search, tracking
+    from sweeps import current_trial, isolated, search, tracking
+    from sweeps.checks import distributed
     from sweeps.run import run_tracked
     from sweeps.train import prepare
 
@@ -96,26 +97,35 @@ def serve(conn: Connection) -> None:
             except (EOFError, OSError):
                 return
             trial = optuna.trial.Trial(study, job["trial_id"])
-            current_trial.set_current(trial, setup["study"])
+            current_trial.set_current(trial, setup["study"], setup["storage"])
             cfg = OmegaConf.create(job["config"])
             output_dir = Path(job["output_dir"])
             output_dir.mkdir(parents=True, exist_ok=True)
             record = None
+            run_id = ""
             try:
-                built = prepare(cfg)
-                if session is not None:
-                    record = session.begin_run(
-                        cfg, job["name"], trial.number, job["overrides"], job["choices"]
+                if distributed(cfg.trainer):  # DDP: the trial's own process group (sweeps/isolated.py)
+                    result = isolated.run(
+                        job["overrides"], output_dir, trial.number, job["name"], job["choices"]
                     )
-                result = run_tracked(cfg, built, output_dir, trial.number, record)
+                    run_id = result.sweeplab_run
+                else:
+                    built = prepare(cfg)
+                    if session is not None:
+                        record = session.begin_run(
+                            cfg, job["name"], trial.number, job["overrides"], job["choices"]
+                        )
+                    result = run_tracked(cfg, built, output_dir, trial.number, record)
                 answer: tuple = ("ok", float(result), result.epochs, result.seconds)
             except optuna.TrialPruned as err:
                 answer = ("pruned", str(err))
+                run_id = getattr(err, "sweeplab_run", "")
             except Exception as err:  # noqa: BLE001 - the trial failed; the worker goes on
                 answer = ("failed", f"{type(err).__name__}: {err}".splitlines()[0])
+                run_id = getattr(err, "sweeplab_run", "")
             finally:
                 current_trial.set_current(None)
-            conn.send((*answer, record.run_id if record is not None else ""))
+            conn.send((*answer, record.run_id if record is not None else run_id))
     finally:
         if session is not None:
             session.close()

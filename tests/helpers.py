@@ -27,3 +27,25 @@ class SelfKillingMLP(MLP):
         if die and torch.empty(0).device.type != "meta":  # the sweeper's config check builds on meta
             os.kill(os.getpid(), signal.SIGKILL)
         super().__init__(input_shape, out_features, hidden, activation, dropout, batch_norm)
+
+
+class RankKillingMLP(MLP):
+    """An MLP whose DDP process of rank ``die_rank`` kills itself (SIGKILL) at its first training forward."""
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        out_features: int,
+        hidden: Sequence[int] = (128,),
+        activation: str = "relu",
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        die_rank: int = 1,
+    ) -> None:
+        super().__init__(input_shape, out_features, hidden, activation, dropout, batch_norm)
+        self.die_rank = die_rank
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and os.environ.get("LOCAL_RANK", "0") == str(self.die_rank):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().forward(x)
