@@ -14,13 +14,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def spawn(module: str) -> tuple[subprocess.Popen, Connection]:
+def spawn(module: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Connection]:
+    """``python -m module FD``; ``env`` is added to this process's environment."""
     ours, theirs = socket.socketpair()
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     process = subprocess.Popen(
         [sys.executable, "-m", module, str(theirs.fileno())],
         pass_fds=[theirs.fileno()],
-        env={**os.environ, "PYTHONPATH": path},
+        env={**os.environ, **(env or {}), "PYTHONPATH": path},
     )
     theirs.close()
     return process, Connection(ours.detach())

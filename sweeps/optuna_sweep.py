@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from sweeps import current_trial, report, search
+from sweeps import current_trial, gpus, report, search
 from sweeps.errors import ConfigError
 from sweeps.secrets import redact_text
 from sweeps.sweeper import job_value, run_handle
@@ -33,6 +33,10 @@ def run_search(sweep: Any, arguments: list[str], params: Any) -> list[list[JobRe
         n_trials = int(settings.get("n_trials") or 0)
         if n_trials < 1:
             raise ConfigError(f"hydra.sweeper.n_trials={settings.get('n_trials')} must be >= 1")
+        n_jobs = int(settings.get("n_jobs") or 1)
+        devices = gpus.for_workers(
+            n_jobs, sweep.config.get("trainer") or {}, int(settings.get("trials_per_gpu") or 1)
+        )
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(err.exit_code) from None
@@ -53,7 +57,6 @@ def run_search(sweep: Any, arguments: list[str], params: Any) -> list[list[JobRe
     already = search.finished(study)
     log.info("search: study %s, %d of %d trials finished before -> %s", name, already, n_trials, sweep_dir)
     ledger = Ledger(study, n_trials, settings, metric)
-    n_jobs = int(settings.get("n_jobs") or 1)
     status = "KILLED"
     results: list[JobReturn] = []
     try:
@@ -64,7 +67,7 @@ def run_search(sweep: Any, arguments: list[str], params: Any) -> list[list[JobRe
                 "study": name,
                 "storage": settings.get("storage") or search.DEFAULT_STORAGE,
             }
-            parallel_trials(sweep, study, space, name, ledger, n_jobs, setup)
+            parallel_trials(sweep, study, space, name, ledger, devices, setup)
         else:
             results = trials(sweep, study, space, name, ledger)
         if session and ledger.handles:
@@ -193,14 +196,20 @@ def trials(
 
 
 def parallel_trials(
-    sweep: Any, study: optuna.Study, space: search.Space, name: str, ledger: Ledger, n_jobs: int, setup: dict
+    sweep: Any,
+    study: optuna.Study,
+    space: search.Space,
+    name: str,
+    ledger: Ledger,
+    devices: list[str | None],
+    setup: dict,
 ) -> None:
-    """``n_jobs`` trials at once in worker processes; a new one starts as soon as any finishes."""
+    """A trial per worker at once (``devices``: each worker's GPUs); a new one starts as soon as any ends."""
     from sweeps.run import run_name
     from sweeps.workers import Workers
 
     sweep_dir = Path(sweep.config.hydra.sweep.dir)
-    workers = Workers(n_jobs, setup)
+    workers = Workers(len(devices), setup, devices)
     running: dict[int, tuple[optuna.Trial, float]] = {}
     try:
         while True:

@@ -191,6 +191,8 @@ class RunRecord:
             tags["sweeplab.sweep_id"] = session.sweep_id
         if job is not None:
             tags["sweeplab.job"] = str(job)
+        if os.environ.get("CUDA_VISIBLE_DEVICES"):  # the GPUs the sweep gave this trial (sweeps/gpus.py)
+            tags["sweeplab.cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
         trial = current_trial.current()
         if trial:
             tags.update({"sweeplab.trial": str(trial[0].number), "sweeplab.study": trial[1]})

@@ -20,10 +20,15 @@ from sweeps.child import spawn
 
 
 class Workers:
-    """``count`` worker processes; ``setup`` is sent to each when it starts (tracking, study, sweep)."""
+    """``count`` worker processes; ``setup`` is sent to each when it starts (tracking, study, sweep).
 
-    def __init__(self, count: int, setup: dict[str, Any]) -> None:
+    ``devices[i]``, where given, is worker i's ``CUDA_VISIBLE_DEVICES`` (see sweeps/gpus.py); a worker that
+    replaces a dead one gets the same devices.
+    """
+
+    def __init__(self, count: int, setup: dict[str, Any], devices: list[str | None] | None = None) -> None:
         self.setup = setup
+        self.devices = devices or [None] * count
         self.procs: list[subprocess.Popen | None] = [None] * count
         self.conns: list[Connection | None] = [None] * count
         self.busy: list[bool] = [False] * count
@@ -31,7 +36,10 @@ class Workers:
             self._start(i)
 
     def _start(self, i: int) -> None:
-        self.procs[i], self.conns[i] = spawn("sweeps.workers")
+        gpus = self.devices[i]
+        self.procs[i], self.conns[i] = spawn(
+            "sweeps.workers", {"CUDA_VISIBLE_DEVICES": gpus} if gpus else None
+        )
         self.conns[i].send(self.setup)
         self.busy[i] = False
 

@@ -43,6 +43,7 @@ ConfigStore.instance().store(
         "params": None,
         "n_trials": 20,
         "n_jobs": 1,
+        "trials_per_gpu": 1,
         "timeout": None,
         "storage": None,
         "study_name": None,
