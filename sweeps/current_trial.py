@@ -5,16 +5,26 @@ A module of its own so that reading it imports nothing (grids and single runs ne
 
 from __future__ import annotations
 
-from typing import Any
-
-_current: tuple[Any, str, str] | None = None
+from typing import Any, NamedTuple
 
 
-def set_current(trial: Any | None, study: str = "", storage: str = "") -> None:
+class Current(NamedTuple):
+    trial: Any  # optuna.Trial
+    study: str  # the study's name
+    storage: str  # its storage URL or journal path
+    pruner: dict[str, Any] | None  # the pruner's config, for other processes that report to the trial
+
+
+_current: Current | None = None
+
+
+def set_current(
+    trial: Any | None, study: str = "", storage: str = "", pruner: dict[str, Any] | None = None
+) -> None:
     global _current
-    _current = (trial, study, storage) if trial is not None else None
+    _current = Current(trial, study, storage, pruner) if trial is not None else None
 
 
-def current() -> tuple[Any, str, str] | None:
-    """(optuna trial, study name, storage URL) while this process runs an Optuna trial."""
+def current() -> Current | None:
+    """The trial this process runs, while it runs one."""
     return _current

@@ -61,7 +61,7 @@ def run(overrides: list[str], output_dir: Path, job: int, name: str, choices: di
         "choices": choices,
         "overrides": overrides,
         "sweep_id": sweep_id,
-        "trial": {"study": trial[1], "storage": trial[2], "id": trial[0]._trial_id} if trial else None,
+        "trial": {**trial._asdict(), "trial": trial.trial._trial_id} if trial else None,
     }
     output_dir.mkdir(parents=True, exist_ok=True)
     result_file = output_dir / RESULT
@@ -114,10 +114,9 @@ def serve(cfg: DictConfig, output_dir: Path, job_spec: dict[str, Any]) -> int:
 
             from sweeps import search
 
-            study = optuna.load_study(study_name=trial["study"], storage=search.storage(trial["storage"]))
-            current_trial.set_current(
-                optuna.trial.Trial(study, trial["id"]), trial["study"], trial["storage"]
-            )
+            study = search.load_study(trial["study"], trial["storage"], trial["pruner"])
+            trial_id = trial.pop("trial")
+            current_trial.set_current(optuna.trial.Trial(study, trial_id), **trial)
         built = prepare(cfg)
         if session is not None:
             record = session.begin_run(cfg, job_spec["name"], job, job_spec["overrides"], job_spec["choices"])

@@ -66,6 +66,7 @@ def run_search(sweep: Any, arguments: list[str], params: Any) -> list[list[JobRe
                 "sweep_id": session.sweep_id if session else None,
                 "study": name,
                 "storage": settings.get("storage") or search.DEFAULT_STORAGE,
+                "pruner": settings.get("pruner"),
             }
             parallel_trials(sweep, study, space, name, ledger, devices, setup)
         else:
@@ -177,7 +178,8 @@ def trials(
     while ledger.may_start():
         trial = study.ask(space.distributions)
         search.claim(trial)
-        current_trial.set_current(trial, name, sweep.settings.get("storage") or search.DEFAULT_STORAGE)
+        storage = sweep.settings.get("storage") or search.DEFAULT_STORAGE
+        current_trial.set_current(trial, name, storage, _plain(sweep.settings.get("pruner")))
         began = time.monotonic()
         try:
             ret = sweep.launcher.launch([space.overrides(trial.params)], initial_job_idx=trial.number)[0]

@@ -116,7 +116,7 @@ def run_tracked(
     if trial:
         from sweeps.pruning import OptunaPruning
 
-        callbacks.append(OptunaPruning(trial[0], built.metric))
+        callbacks.append(OptunaPruning(trial.trial, built.metric))
     try:
         result = fit(cfg, built, output_dir, prefix, callbacks)
     except BaseException as err:

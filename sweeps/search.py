@@ -129,6 +129,12 @@ def storage(url: str | None) -> Any:
         raise ConfigError(f"hydra.sweeper.storage={redact_text(url)} cannot be opened: {reason}") from None
 
 
+def load_study(name: str, url: str, pruner: dict[str, Any] | None) -> optuna.Study:
+    """The sweep's study in another process (a trial worker, a DDP job's process) with the sweep's pruner:
+    a loaded study would otherwise decide with Optuna's default pruner."""
+    return optuna.load_study(study_name=name, storage=storage(url), pruner=make("pruner", pruner, Space()))
+
+
 def make(kind: str, node: dict[str, Any] | None, space: Space) -> Any:
     """The sampler or pruner from its config; a grid sampler gets the search space's choices."""
     if not node:

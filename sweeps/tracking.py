@@ -195,7 +195,7 @@ class RunRecord:
             tags["sweeplab.cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
         trial = current_trial.current()
         if trial:
-            tags.update({"sweeplab.trial": str(trial[0].number), "sweeplab.study": trial[1]})
+            tags.update({"sweeplab.trial": str(trial.trial.number), "sweeplab.study": trial.study})
         self.handle = session.new_run(name, tags, parent=session.parent)
         resolved = redact(OmegaConf.to_container(cfg, resolve=True))
         params = {**flatten(resolved), **{k: v for k, v in choices.items() if not k.startswith("hydra")}}

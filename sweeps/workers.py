@@ -97,7 +97,7 @@ def serve(conn: Connection) -> None:
     session = tracking.start(OmegaConf.create(setup["tracking"]))
     if session is not None and setup.get("sweep_id"):
         session.join_sweep(setup["sweep_id"])
-    study = optuna.load_study(study_name=setup["study"], storage=search.storage(setup["storage"]))
+    study = search.load_study(setup["study"], setup["storage"], setup["pruner"])
     try:
         while True:
             try:
@@ -105,7 +105,7 @@ def serve(conn: Connection) -> None:
             except (EOFError, OSError):
                 return
             trial = optuna.trial.Trial(study, job["trial_id"])
-            current_trial.set_current(trial, setup["study"], setup["storage"])
+            current_trial.set_current(trial, setup["study"], setup["storage"], setup["pruner"])
             cfg = OmegaConf.create(job["config"])
             output_dir = Path(job["output_dir"])
             output_dir.mkdir(parents=True, exist_ok=True)

@@ -107,3 +107,31 @@ def test_bad_precision_is_one_line(workdir: Path):
     proc = run_cli(["precision=fp8"], cwd=workdir)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: precision=fp8: allowed are 32-true, bf16-mixed, 16-mixed"
+
+
+def test_pruning_decided_on_rank_0_stops_every_rank(workdir: Path):
+    # A pruner that stops every trial after its first epoch (val_acc is always below 1.1).
+    args = [
+        "-m",
+        "trainer=ddp_cpu",
+        "lr=interval(1e-3, 1e-2)",
+        "hydra.sweeper.n_trials=1",
+        "hydra/sweeper/pruner=none",
+        "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+        "+hydra.sweeper.pruner.lower=1.1",
+        "trainer.max_epochs=5",
+        "early_stopping_patience=0",
+    ]
+    proc = run_cli(args, cwd=workdir, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    storage = JournalStorage(JournalFileBackend(str(workdir / "mlruns" / "optuna.journal")))
+    (summary,) = optuna.get_all_study_summaries(storage)
+    (trial,) = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
+    assert trial.state == TrialState.PRUNED
+    assert list(trial.intermediate_values) == [1]
+    _, (run,) = runs(workdir)
+    assert run.data.tags["sweeplab.state"] == "PRUNED"
+    assert run.info.status == "FINISHED"
+    (job,) = job_folders(workdir)
+    rank1_log = job / "train_ddp_process_1.log"
+    assert "Error" not in (rank1_log.read_text() if rank1_log.exists() else "")
