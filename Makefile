@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PY) bench/overhead.py
 	$(PY) bench/tracking.py
 	$(PY) bench/sweep.py
+	$(PY) bench/gpu.py
 
 ## The MLflow UI over the local store, on this machine only (127.0.0.1). PORT=5000 by default.
 PORT ?= 5000
