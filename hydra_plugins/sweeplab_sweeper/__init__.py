@@ -44,6 +44,7 @@ ConfigStore.instance().store(
         "n_trials": 20,
         "n_jobs": 1,
         "timeout": None,
+        "deadline": None,
         "storage": None,
         "study_name": None,
         "max_failures": None,
