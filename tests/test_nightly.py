@@ -152,22 +152,39 @@ def test_second_copy_is_refused_and_a_killed_holder_is_taken_over(workdir: Path)
     while Path(f"/proc/{sweep_pid}").exists() and time.monotonic() < limit:
         time.sleep(0.2)
 
-    third = nightly_cli(["default", "--hours", hours(45), *long_trials], cwd=workdir)
+    third = nightly_cli(["default", "--hours", "1", "hydra.sweeper.n_trials=1", *SHORT], cwd=workdir)
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
     assert f"took over the lock of pid {first.pid}" in third.stdout
     study = load_study(workdir)
     killed = study.trials[running[0].number]
     assert killed.state == TrialState.FAIL
+    (again,) = study.get_trials(states=(TrialState.COMPLETE,))
+    assert again.params == killed.params  # the killed trial ran again
     assert not study.get_trials(states=(TrialState.RUNNING,))
     assert not [r for r in mlflow_runs(workdir) if r.info.status == "RUNNING"]
-    # The third night ran the killed trial again until its deadline, and stopped it cleanly there.
-    stopped = [t for t in study.trials if t.user_attrs.get("sweeplab.stopped") == "deadline"]
-    assert stopped and stopped[0].params == killed.params, third.stdout[-3000:]
-    assert study.get_trials(states=(TrialState.WAITING,)), "a stopped trial is queued for the next night"
-    (run,) = [r for r in mlflow_runs(workdir) if r.data.tags.get("sweeplab.state") == "STOPPED"]
-    assert run.info.status == "KILLED" and "stopped at the deadline" in run.data.tags["sweeplab.reason"]
-    summary = json.loads((report_of(third).parent / "summary.json").read_text())
+    assert (workdir / "mlruns" / "nightly" / "default" / "lock").read_text() == ""  # released
+
+
+def test_trial_still_training_at_the_deadline_is_stopped_cleanly(workdir: Path):
+    long_trials = ["trainer.max_epochs=2000", "hydra/sweeper/pruner=none"]
+    proc = nightly_cli(["default", "--hours", hours(35), *long_trials], cwd=workdir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((report_of(proc).parent / "summary.json").read_text())
+    until = dt.datetime.fromisoformat(summary["deadline"]).replace(tzinfo=None)
+    study = load_study(workdir)
+    (stopped,) = study.get_trials(states=(TrialState.FAIL,))
+    assert stopped.user_attrs["sweeplab.stopped"] == "deadline"
+    assert until <= stopped.datetime_complete < until + dt.timedelta(seconds=15)
+    (retry,) = study.get_trials(states=(TrialState.WAITING,))  # queued for the next night
+    assert retry.system_attrs["fixed_params"] == stopped.params
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    runs = mlflow_runs(workdir)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    (run,) = [r for r in runs if r.data.tags.get("sweeplab.kind") == "run"]
+    assert run.info.status == "KILLED" and run.data.tags["sweeplab.state"] == "STOPPED"
+    assert "stopped at the deadline" in run.data.tags["sweeplab.reason"]
     assert summary["tonight"]["stopped"] == 1 and summary["tonight"]["failed"] == 0
+    assert "| stopped at the deadline (run again next night) | 1 | 1 |" in report_of(proc).read_text()
 
 
 def test_installed_crontab_line_runs_as_cron_would(workdir: Path, tmp_path: Path):
