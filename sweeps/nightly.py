@@ -22,6 +22,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from sweeps.plan_lock import AlreadyRunning, PlanLock, describe
 from sweeps.secrets import redact_override
 
 EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: try again later
+GRACE = 900  # seconds after the deadline before a sweep that has not ended is terminated
 PLANS = ROOT / "conf" / "schedule"
 COMMANDS = ("run", "install", "uninstall", "list")
 
@@ -103,14 +105,27 @@ def _die_with_parent() -> None:
         pass
 
 
-def sweep(command: list[str]) -> int:
-    """Run the sweep in its own process; SIGTERM is passed on, Ctrl-C reaches it from the terminal."""
+def sweep(command: list[str], until: dt.datetime) -> int:
+    """Run the sweep in its own process; SIGTERM is passed on, Ctrl-C reaches it from the terminal.
+
+    The sweep stops its trials at the deadline itself; a sweep still running ``GRACE`` seconds after it
+    (hung somewhere outside a training loop) is terminated, so that the morning report is always written.
+    """
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "PYTHONPATH": path}
     proc = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)  # noqa: PLW1509 - no threads yet
     signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signum))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the sweep gets it, stops cleanly, and we still report
-    code = proc.wait()
+    try:
+        code = proc.wait(timeout=max(until.timestamp() - time.time(), 0) + GRACE)
+    except subprocess.TimeoutExpired:
+        say(f"the sweep still runs {GRACE}s after the deadline: terminating it")
+        proc.terminate()
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
     return 128 - code if code < 0 else code
 
 
@@ -129,12 +144,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         if lock.previous:
             say(f"took over the lock of {describe(lock.previous)}, which is no longer running")
-        return tonight(args, cfg, until, workdir, plan_dir)
+        return tonight(args, cfg, until, plan_dir)
     finally:
         lock.release()
 
 
-def tonight(args: argparse.Namespace, cfg: Any, until: dt.datetime, workdir: Path, plan_dir: Path) -> int:
+def tonight(args: argparse.Namespace, cfg: Any, until: dt.datetime, plan_dir: Path) -> int:
     from sweeps import nightly_report, search, webhook
 
     settings = cfg.hydra.sweeper
@@ -149,7 +164,8 @@ def tonight(args: argparse.Namespace, cfg: Any, until: dt.datetime, workdir: Pat
             f"hydra.sweeper.deadline={until.timestamp()}",
             f"hydra.sweeper.study_name={study}",
             f"hydra.sweep.dir='{sweep_dir}'",
-        ]
+        ],
+        until,
     )  # fmt: skip
     say(f"sweep ended with exit code {code}")
     night = {

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import math
 import shlex
+import socket
 import sys
 from collections import Counter
 from pathlib import Path
@@ -21,7 +22,9 @@ from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeps import search
+from sweeps.errors import ConfigError
 from sweeps.secrets import redact_text
+from sweeps.tracker_service import alive
 
 STATES = ("complete", "pruned", "failed", "stopped")
 
@@ -243,6 +246,19 @@ def _value(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) and math.isfinite(value) else str(value)
 
 
+def close_orphans(study: optuna.Study) -> None:
+    """Fail (and queue again) the trials that a killed sweep process left RUNNING on this host, as the next
+    run of the study would (``search.open_study``), so that the report and the store show no open trial."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        attrs = trial.user_attrs
+        owner = attrs.get("sweeplab.pid")
+        if attrs.get("sweeplab.host") == socket.gethostname() and not (
+            owner and alive(int(owner), attrs.get("sweeplab.pid_start", ""))
+        ):
+            study.tell(trial.number, state=TrialState.FAIL)
+            study.enqueue_trial(trial.params, user_attrs={"sweeplab.retry_of": trial.number})
+
+
 def write(
     study_name: str,
     storage: str,
@@ -254,8 +270,10 @@ def write(
     """Load the study, write report.md, summary.json and the pictures, and add the night to the history."""
     try:
         study: optuna.Study | None = optuna.load_study(study_name=study_name, storage=search.storage(storage))
-    except KeyError:  # the sweep broke before it created the study
+    except (KeyError, ConfigError):  # the sweep broke before it created the study, or cannot reach it
         study = None
+    if study is not None:
+        close_orphans(study)
     best_yaml = folder / "sweep" / "best.yaml"
     metric = str(OmegaConf.load(best_yaml).metric) if best_yaml.exists() else "objective"
     summary = summarize(study, night, n_trials, metric, previous_summary(history))

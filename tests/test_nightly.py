@@ -187,6 +187,17 @@ def test_trial_still_training_at_the_deadline_is_stopped_cleanly(workdir: Path):
     assert "| stopped at the deadline (run again next night) | 1 | 1 |" in report_of(proc).read_text()
 
 
+def test_broken_sweep_exits_non_zero_and_still_reports(workdir: Path):
+    args = ["default", "--hours", "1", "lr=1e6", "hydra.sweeper.fail_fast=true", "trainer.max_epochs=2"]
+    proc = nightly_cli(args, cwd=workdir)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "gave up after 1 failed trials (fail_fast)" in proc.stderr
+    text = report_of(proc).read_text()
+    assert "exit code 1 (**the sweep broke**" in text and "No trial has completed yet." in text
+    assert "- 1 x `NonFiniteLoss: non-finite loss" in text, text
+    assert not [r for r in mlflow_runs(workdir) if r.info.status == "RUNNING"]
+
+
 def test_installed_crontab_line_runs_as_cron_would(workdir: Path, tmp_path: Path):
     crontab = tmp_path / "crontab"
     crontab.write_text("MAILTO=someone\n")
