@@ -52,7 +52,7 @@ def summarize(
     summary["study_totals"] = {s: sum(state_of(t) == s for t in trials) for s in (*STATES, "running")}
     summary["study_totals"]["finished"] = sum(t.state in search.FINISHED for t in trials)
     reasons = Counter(
-        redact_text(t.user_attrs.get("sweeplab.reason", "its process died (failed when the study resumed)"))
+        redact_text(t.user_attrs.get("sweeplab.reason", "its process died before the trial ended"))
         for t in tonight
         if state_of(t) == "failed"
     )
@@ -157,6 +157,7 @@ def pictures(study: optuna.Study | None, folder: Path, metric: str) -> dict[str,
 def markdown(summary: dict[str, Any], images: dict[str, str] | None) -> str:
     """The report; without ``images`` (the MLflow run's note) it points at the artifacts instead."""
     s, metric = summary, summary["metric"]
+    fixed = [o for o in s["overrides"] if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
     time = _clock
     lines = [
         f"# Nightly sweep `{s['plan']}`: {s['night']}",
@@ -178,9 +179,7 @@ def markdown(summary: dict[str, Any], images: dict[str, str] | None) -> str:
             *(f"| `{k}` | {_value(v)} |" for k, v in best["params"].items()),
             "",
             "Train it again: `"
-            + shlex.join(
-                ["python", "-m", "sweeps.run", f"schedule={s['plan']}", *s["overrides"], *best["overrides"]]
-            )
+            + shlex.join(["python", "-m", "sweeps.run", f"schedule={s['plan']}", *fixed, *best["overrides"]])
             + "`",
         ]
     else:

@@ -187,14 +187,20 @@ def test_trial_still_training_at_the_deadline_is_stopped_cleanly(workdir: Path):
     assert "| stopped at the deadline (run again next night) | 1 | 1 |" in report_of(proc).read_text()
 
 
-def test_broken_sweep_exits_non_zero_and_still_reports(workdir: Path):
-    args = ["default", "--hours", "1", "lr=1e6", "hydra.sweeper.fail_fast=true", "trainer.max_epochs=2"]
+def test_sweep_killed_in_the_night_exits_non_zero_and_still_reports(workdir: Path):
+    # The first trial's model SIGKILLs the sweep process itself (n_jobs=1: trials run in it).
+    args = ["default", "--hours", "1", "model._target_=tests.helpers.SelfKillingMLP", "+model.die=true"]
     proc = nightly_cli(args, cwd=workdir)
-    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "gave up after 1 failed trials (fail_fast)" in proc.stderr
+    assert proc.returncode == 128 + 9, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = report_of(proc).read_text()
-    assert "exit code 1 (**the sweep broke**" in text and "No trial has completed yet." in text
-    assert "- 1 x `NonFiniteLoss: non-finite loss" in text, text
+    assert "exit code 137 (**the sweep broke**" in text and "No trial has completed yet." in text
+    assert "- 1 x `its process died before the trial ended`" in text, text
+    study = load_study(workdir)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert study.get_trials(states=(TrialState.WAITING,))  # queued again for the next night
+    limit = time.monotonic() + 30  # the tracking process closes the runs when it sees its parent gone
+    while [r for r in mlflow_runs(workdir) if r.info.status == "RUNNING"] and time.monotonic() < limit:
+        time.sleep(0.5)
     assert not [r for r in mlflow_runs(workdir) if r.info.status == "RUNNING"]
 
 
