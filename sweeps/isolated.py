@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweeps import current_trial, tracking
 from sweeps.child import ROOT
+from sweeps.deadline import DeadlineReached, deadline, set_deadline
 from sweeps.secrets import redact_text
 
 log = logging.getLogger("sweeplab")
@@ -61,6 +62,7 @@ def run(overrides: list[str], output_dir: Path, job: int, name: str, choices: di
         "choices": choices,
         "overrides": overrides,
         "sweep_id": sweep_id,
+        "deadline": deadline(),
         "trial": {**trial._asdict(), "trial": trial.trial._trial_id} if trial else None,
     }
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -83,6 +85,8 @@ def run(overrides: list[str], output_dir: Path, job: int, name: str, choices: di
         import optuna
 
         err: Exception = optuna.TrialPruned(outcome["reason"])
+    elif outcome["state"] == "stopped":
+        err = DeadlineReached(outcome["reason"])
     else:
         err = TrialFailed(outcome["reason"])
     err.sweeplab_run = outcome["run_id"]  # type: ignore[attr-defined]
@@ -92,10 +96,10 @@ def run(overrides: list[str], output_dir: Path, job: int, name: str, choices: di
 def serve(cfg: DictConfig, output_dir: Path, job_spec: dict[str, Any]) -> int:
     """The job's own command, in each of its processes; returns the exit code.
 
-    Pruned and finished runs exit 0 in every process: Lightning's launcher kills the whole group as soon as
-    one of its processes exits otherwise.
+    Finished, pruned and deadline-stopped runs exit 0 in every process: Lightning's launcher kills the whole
+    group as soon as one of its processes exits otherwise.
     """
-    from sweeps.pruning import OptunaPruning, Pruned
+    from sweeps.pruning import OptunaPruning, Pruned, StopAtDeadline
     from sweeps.run import run_tracked
     from sweeps.train import prepare
 
@@ -120,8 +124,12 @@ def serve(cfg: DictConfig, output_dir: Path, job_spec: dict[str, Any]) -> int:
         built = prepare(cfg)
         if session is not None:
             record = session.begin_run(cfg, job_spec["name"], job, job_spec["overrides"], job_spec["choices"])
-        # The other processes follow the first one's pruning decision.
-        extra = [OptunaPruning(None, built.metric)] if trial and not first else []
+        set_deadline(job_spec.get("deadline"))
+        extra = []
+        if trial and not first:  # the other processes follow the first one's decisions
+            extra.append(OptunaPruning(None, built.metric))
+            if deadline():
+                extra.append(StopAtDeadline(deadline()))
         result = run_tracked(cfg, built, output_dir, job if first else None, record, extra)
         outcome.update(
             state="ok",
@@ -135,6 +143,8 @@ def serve(cfg: DictConfig, output_dir: Path, job_spec: dict[str, Any]) -> int:
         )
     except Pruned as err:
         outcome.update(state="pruned", reason=str(err))
+    except DeadlineReached as err:
+        outcome.update(state="stopped", reason=str(err))
     except Exception as err:  # noqa: BLE001 - reported to the sweep, which records the trial as failed
         outcome.update(state="failed", reason=redact_text(f"{type(err).__name__}: {err}".splitlines()[0]))
     finally:

@@ -1,5 +1,6 @@
 """The sweeper's Optuna mode: ask a trial, run it through Hydra's launcher, tell the outcome, until the study
-holds ``n_trials`` finished trials, the ``timeout`` passes or the failure budget is spent."""
+holds ``n_trials`` finished trials, the ``timeout`` passes, the next trial would not end before the
+``deadline``, or the failure budget is spent."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from sweeps import current_trial, gpus, report, search
+from sweeps.deadline import DeadlineReached, expected_duration, set_deadline
 from sweeps.errors import ConfigError
 from sweeps.secrets import redact_text
 from sweeps.sweeper import job_value, run_handle
@@ -57,6 +59,7 @@ def run_search(sweep: Any, arguments: list[str], params: Any) -> list[list[JobRe
     already = search.finished(study)
     log.info("search: study %s, %d of %d trials finished before -> %s", name, already, n_trials, sweep_dir)
     ledger = Ledger(study, n_trials, settings, metric)
+    set_deadline(settings.get("deadline"))  # read by the trials' StopAtDeadline callback
     status = "KILLED"
     results: list[JobReturn] = []
     try:
@@ -67,6 +70,7 @@ def run_search(sweep: Any, arguments: list[str], params: Any) -> list[list[JobRe
                 "study": name,
                 "storage": settings.get("storage") or search.DEFAULT_STORAGE,
                 "pruner": settings.get("pruner"),
+                "deadline": settings.get("deadline"),
             }
             parallel_trials(sweep, study, space, name, ledger, devices, setup)
         else:
@@ -115,6 +119,8 @@ class Ledger:
         self.start = time.monotonic()
         self.done = search.finished(study)
         self.failures = 0
+        self.deadline = settings.get("deadline")  # Unix time: no trial starts that would not end before it
+        self.stopped = 0  # trials stopped by the deadline
         self.rows: list[report.Row] = []
         self.handles: list[tuple[report.Row, str | None]] = []  # rows of in-process trials, for their run ids
         self.gave_up = ""
@@ -126,7 +132,24 @@ class Ledger:
             if not running:
                 log.info("search: timeout (%ss) reached, no new trial starts", self.timeout)
             return False
+        if self.deadline and not self.fits(running):
+            return False
         return True
+
+    def fits(self, running: int) -> bool:
+        """Whether a trial started now ends before the deadline, by the median duration of the study's
+        completed trials so far (all finished ones while none has completed)."""
+        left = float(self.deadline) - time.time()
+        trials = self.study.get_trials(deepcopy=False, states=search.FINISHED)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE] or trials
+        need = expected_duration([t.duration.total_seconds() for t in complete if t.duration])
+        if left > need:
+            return True
+        if not running and left <= 0:
+            log.info("search: deadline reached, no new trial starts")
+        elif not running:
+            log.info("search: deadline in %.0fs, a trial takes ~%.0fs: no new trial starts", left, need)
+        return False
 
     def settle(
         self,
@@ -137,13 +160,19 @@ class Ledger:
         epochs: int,
         began: float,
     ) -> report.Row:
+        stopped = reason.startswith(DeadlineReached.__name__)
         if reason:
             trial.set_user_attr("sweeplab.reason", reason)
+        if stopped:
+            trial.set_user_attr("sweeplab.stopped", "deadline")
         self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+        if stopped:  # not the trial's fault: the next run of this study runs it again
+            self.study.enqueue_trial(trial.params, user_attrs={"sweeplab.retry_of": trial.number})
         self.done += state in search.FINISHED
-        self.failures += state == TrialState.FAIL
+        self.failures += state == TrialState.FAIL and not stopped
+        self.stopped += stopped
         shown = {k: search.format_value(v) for k, v in trial.params.items()}
-        label = {TrialState.COMPLETE: "FINISHED"}.get(state, state.name)
+        label = "STOPPED" if stopped else {TrialState.COMPLETE: "FINISHED"}.get(state, state.name)
         row = report.Row(
             trial.number,
             shown,

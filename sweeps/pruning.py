@@ -1,4 +1,5 @@
-"""Pruning: each epoch's objective goes to the Optuna trial, which may stop the run there.
+"""Pruning: each epoch's objective goes to the Optuna trial, which may stop the run there. And the sweep's
+deadline, which stops a trial still training when it passes.
 
 optuna-integration's Lightning callback imports ``lightning.pytorch``, whose classes do not mix with a
 ``pytorch_lightning.Trainer`` (see shared/DESIGN.md), hence these few lines.
@@ -6,8 +7,13 @@ optuna-integration's Lightning callback imports ``lightning.pytorch``, whose cla
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
+
 import optuna
 import pytorch_lightning as pl
+
+from sweeps.deadline import DeadlineReached
 
 
 class Pruned(optuna.TrialPruned):
@@ -42,3 +48,19 @@ class OptunaPruning(pl.Callback):
             prune = trainer.strategy.broadcast(prune, src=0)
         if prune:
             raise Pruned(epoch, self.metric, value)
+
+
+class StopAtDeadline(pl.Callback):
+    """Stops a trial that is still training when the sweep's deadline passes (checked after each batch:
+    a clock read, nothing more)."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        late = time.time() >= self.at
+        if trainer.world_size > 1:  # DDP: every process stops at the same batch, by the first one's clock
+            late = trainer.strategy.broadcast(late, src=0)
+        if late:
+            when = datetime.fromtimestamp(self.at).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+            raise DeadlineReached(f"stopped at the deadline {when} in epoch {trainer.current_epoch + 1}")

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweeps import current_trial, isolated, tracking
 from sweeps.checks import check_config, distributed
+from sweeps.deadline import DeadlineReached, deadline
 from sweeps.errors import ConfigError
 from sweeps.secrets import redact_log_records, redact_override, redact_text
 
@@ -114,17 +115,21 @@ def run_tracked(
     callbacks.extend(extra)
     trial = current_trial.current()
     if trial:
-        from sweeps.pruning import OptunaPruning
+        from sweeps.pruning import OptunaPruning, StopAtDeadline
 
         callbacks.append(OptunaPruning(trial.trial, built.metric))
+        if deadline():
+            callbacks.append(StopAtDeadline(deadline()))
     try:
         result = fit(cfg, built, output_dir, prefix, callbacks)
     except BaseException as err:
         pruned = type(err).__name__ == "Pruned"
+        stopped = isinstance(err, DeadlineReached)
         if record:
-            record.fail(err, "PRUNED" if pruned else "FAILED" if isinstance(err, Exception) else "KILLED")
+            state = "PRUNED" if pruned else "STOPPED" if stopped else "FAILED"
+            record.fail(err, state if isinstance(err, Exception) else "KILLED")
             err.sweeplab_run = record.handle  # type: ignore[attr-defined]
-        if pruned:
+        if pruned or stopped:
             log.info("%s%s", prefix, err)
         elif job is not None and isinstance(err, Exception):
             # The sweep goes on: keep the traceback beside the job's outputs, say it in one line.

@@ -240,10 +240,11 @@ class RunRecord:
         return self.session.run_ids([self.handle])[self.handle]
 
     def fail(self, err: BaseException, state: str = "FAILED") -> None:
-        """End the run as FAILED or KILLED, or as PRUNED (FINISHED, tagged so: stopped early on purpose)."""
+        """End the run as FAILED or KILLED, as STOPPED (KILLED, tagged so: the sweep's deadline passed), or as
+        PRUNED (FINISHED, tagged so: stopped early on purpose)."""
         reason = redact_text(f"{type(err).__name__}: {err}".splitlines()[0])[:500]
         self.session.send("log", run=self.handle, tags={"sweeplab.state": state, "sweeplab.reason": reason})
-        status = {"KILLED": "KILLED", "PRUNED": "FINISHED"}.get(state, "FAILED")
+        status = {"KILLED": "KILLED", "STOPPED": "KILLED", "PRUNED": "FINISHED"}.get(state, "FAILED")
         self.session.send("end_run", run=self.handle, status=status)
 
 

@@ -89,11 +89,13 @@ def serve(conn: Connection) -> None:
 
     from sweeps import current_trial, isolated, search, tracking
     from sweeps.checks import distributed
+    from sweeps.deadline import set_deadline
     from sweeps.run import run_tracked
     from sweeps.train import prepare
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     setup = conn.recv()
+    set_deadline(setup.get("deadline"))
     session = tracking.start(OmegaConf.create(setup["tracking"]))
     if session is not None and setup.get("sweep_id"):
         session.join_sweep(setup["sweep_id"])

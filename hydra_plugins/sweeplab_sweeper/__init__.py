@@ -45,6 +45,7 @@ ConfigStore.instance().store(
         "n_jobs": 1,
         "trials_per_gpu": 1,
         "timeout": None,
+        "deadline": None,
         "storage": None,
         "study_name": None,
         "max_failures": None,
