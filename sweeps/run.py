@@ -95,6 +95,8 @@ def run_tracked(cfg: DictConfig, built: Any, output_dir: Path, job: int | None, 
     from sweeps.train import fit
 
     prefix = "" if job is None else f"[job {job}] "
+    if record and getattr(built, "lineage", None):  # stage=finetune: the run it started from
+        record.session.send("log", run=record.handle, **built.lineage)
     callbacks = [EpochEnd(record.epoch)] if record else []
     trial = current_trial.current()
     if trial:
