@@ -129,15 +129,10 @@ def test_warmup_ramps_every_group_linearly_then_hands_over_to_the_schedule():
 
 # -- the transformer: language model, then classifier ---
 def test_transformer_pretrained_as_language_model_fine_tunes_as_classifier(tmp_path: Path):
-    data = [
-        "data=sequence",
-        "model=transformer",
-        "model.width=32",
-        "data.n_samples=1500",
-        "trainer.max_epochs=3",
-    ]
+    data = ["data=sequence", "model=transformer", "model.width=32", "model.depth=1", "data.n_samples=1500"]
+    data += ["trainer.max_epochs=3"]
     lm = train(compose_cfg([*data, "data.task=lm", *QUIET]), output_dir=tmp_path / "lm")
-    assert lm.metrics["val_acc"] > 0.5 and lm.checkpoint  # it learnt the progressions
+    assert lm.metrics["val_acc"] > 0.3 and lm.checkpoint  # next token: chance is 1/16
     state = ft.read_weights(lm.checkpoint)
     assert state["head.weight"].shape[0] == 16  # one output per token
 
@@ -153,7 +148,7 @@ def test_transformer_pretrained_as_language_model_fine_tunes_as_classifier(tmp_p
         assert torch.equal(model.state_dict()[key], state[key]), key
     assert len(found.loaded) == len(model.state_dict()) - 2
     result = fit(cfg, built)
-    assert result > 0.5  # 4 classes: chance is 0.25
+    assert result > 0.45  # 4 classes: chance is 0.25
 
 
 def test_shape_mismatch_is_said(pretrained: Path, caplog: pytest.LogCaptureFixture):
@@ -161,7 +156,7 @@ def test_shape_mismatch_is_said(pretrained: Path, caplog: pytest.LogCaptureFixtu
     caplog.set_level("INFO", logger="sweeplab")
     prepare(finetune_cfg(pretrained, "data.classes=[0,1,2,3,4,5,6,7,8,9]", "finetune.new_head=false"))
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("finetune:"))
-    assert "re-initialised (shape differs from the checkpoint): net.11.weight (5, 64) -> (10, 64)" in line
+    assert "re-initialised (shape differs from the checkpoint): net.11.weight (5, 128) -> (10, 128)" in line
     assert "net.11.bias (5,) -> (10,)" in line and "net.9" not in line
 
 
@@ -207,7 +202,7 @@ def test_tampered_checkpoint_is_refused_without_running_its_code(pretrained: Pat
     ("override", "words"),
     [
         ("finetune.init_from=missing/best.ckpt", ("finetune.init_from=missing/best.ckpt", "no such file")),
-        ("model=mlp", ("incompatible architecture", "net.0.weight")),
+        ("model.channels=[8,16]", ("incompatible architecture", "net.0.weight (8, 1, 3, 3)")),
         ("finetune.init_from=null", ("finetune.init_from is required",)),
         ("finetune.freeze=[decoder.*]", ("finetune.freeze", "matches no block", "net.0, net.1")),
         ("finetune.freeze=6", ("finetune.freeze=6", "6 blocks")),
@@ -227,7 +222,12 @@ def test_missing_file_and_incompatible_architecture_exit_2_from_the_cli(pretrain
     missing = run_cli(["experiment=finetune_digits_5_9", "finetune.init_from=nowhere.ckpt"], workdir)
     assert_one_line_error(missing, "finetune.init_from=nowhere.ckpt: no such file")
     wrong = run_cli(
-        ["experiment=finetune_digits_5_9", f"finetune.init_from={pretrained}", "model=mlp", "tracking=off"],
+        [
+            "experiment=finetune_digits_5_9",
+            f"finetune.init_from={pretrained}",
+            "model.channels=[8,16]",
+            "tracking=off",
+        ],
         workdir,
     )
     assert_one_line_error(wrong, "incompatible architecture")
@@ -251,7 +251,13 @@ def tracked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     workdir = tmp_path_factory.mktemp("tracked")
     ids = []
     for extra in ([], ["checkpoint=false"]):
-        args = ["experiment=pretrain_digits_0_4", "trainer.max_epochs=3", "hydra.run.dir=mlruns/pre", *extra]
+        args = [
+            "experiment=pretrain_digits_0_4",
+            "trainer.max_epochs=1",
+            "data.batch_size=32",
+            "hydra.run.dir=mlruns/pre",
+            *extra,
+        ]
         proc = run_cli(args, workdir)
         assert proc.returncode == 0, proc.stderr
         ids.append(RUN_LINE.search(proc.stdout).group(1))
@@ -270,7 +276,7 @@ def test_finetune_from_a_run_id_records_its_lineage(tracked: tuple[Path, str, st
     assert tags["sweeplab.stage"] == "finetune" and run.info.status == "FINISHED"
     assert params["source.data.classes"] == "[0, 1, 2, 3, 4]" and params["data.classes"] == "[5, 6, 7, 8, 9]"
     assert params["source.experiment"] == "pretrain_digits_0_4"
-    assert params["source.trainer.max_epochs"] == "3"
+    assert params["source.trainer.max_epochs"] == "1"
 
 
 def test_run_id_without_checkpoint_or_unknown_fails_before_training(tracked: tuple[Path, str, str]):
