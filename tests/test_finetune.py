@@ -312,4 +312,4 @@ def test_optuna_search_over_finetuning_lr_and_lr_scale(tracked: tuple[Path, str,
     assert len(children) == 3
     for child in children:
         assert child.data.tags["sweeplab.init_from_run"] == source
-        assert 1e-3 <= float(child.data.params["finetune.lr_scale"]) <= 1.0
+        assert 0.1 <= float(child.data.params["finetune.lr_scale"]) <= 1.0
