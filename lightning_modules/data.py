@@ -7,7 +7,7 @@ After ``setup()`` a DataModule describes itself to the model and loss builders: 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -105,8 +105,14 @@ class ArrayDataModule(pl.LightningDataModule):
         seed: int = 0,
         eval_batch_size: int = 1024,
         steps_per_batch: int = 1,
+        classes: Sequence[int] | None = None,
+        label_fraction: float = 1.0,
     ) -> None:
         super().__init__()
+        if not 0.0 < label_fraction <= 1.0:
+            raise ValueError(f"data.label_fraction={label_fraction} must be in (0, 1]")
+        self.classes = None if classes is None else [int(c) for c in classes]
+        self.label_fraction = label_fraction
         for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0.0 < frac < 1.0:
                 raise ValueError(f"data.{name}={frac} must be between 0 and 1")
@@ -148,8 +154,15 @@ class ArrayDataModule(pl.LightningDataModule):
             random_state=self.seed,
             stratify=None if stratify is None else stratify[rest],
         )
+        # Features are standardised on the whole training split, before classes are selected and labels
+        # dropped: a model pretrained on some classes and fine-tuned on others then sees the same scaling.
+        unlabelled_too = train
+        if self.classes is not None:
+            y, (train, val, test) = self._select_classes(y, (train, val, test))
+            stratify = y
+        train = self._labelled(train, stratify)
         if self.vocab_size is None:
-            mean, std = x[train].mean(0), x[train].std(0)
+            mean, std = x[unlabelled_too].mean(0), x[unlabelled_too].std(0)
             x = (x - mean) / np.where(std > 1e-8, std, 1.0)
             xt = torch.as_tensor(x, dtype=torch.float32)
         else:
@@ -167,6 +180,43 @@ class ArrayDataModule(pl.LightningDataModule):
             name: (xt[torch.as_tensor(part)], yt[torch.as_tensor(part)])
             for name, part in (("train", train), ("val", val), ("test", test))
         }
+
+    def _select_classes(
+        self, y: np.ndarray, parts: tuple[np.ndarray, ...]
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """Keep the samples of ``classes`` in each split, relabelled 0..k-1 in the order given (so digits 5-9
+        become a 5-class task); the splits are those of the whole data set, so they do not depend on it."""
+        if self.task != "classification":
+            raise ValueError(f"data.classes selects classes of a classification task, not {self.task}")
+        chosen = self.classes or []
+        present = sorted(set(np.unique(y).tolist()))
+        if any(c not in present for c in chosen) or len(set(chosen)) < 2:
+            raise ValueError(f"data.classes={chosen}: give at least two distinct labels among {present}")
+        relabel = np.full(int(max(present)) + 1, -1)
+        relabel[chosen] = np.arange(len(chosen))
+        y = relabel[y]
+        return y, tuple(part[y[part] >= 0] for part in parts)
+
+    def _labelled(self, train: np.ndarray, stratify: np.ndarray | None) -> np.ndarray:
+        """A seeded ``label_fraction`` of the training split (stratified by class): the labels we keep."""
+        if self.label_fraction >= 1.0:
+            return train
+        keep = max(1, round(self.label_fraction * len(train)))
+        classes = 0 if stratify is None else len(np.unique(stratify[train]))
+        if keep >= len(train):
+            return train
+        if keep < classes:
+            raise ValueError(
+                f"data.label_fraction={self.label_fraction} keeps {keep} of {len(train)} training samples, "
+                f"fewer than the {classes} classes"
+            )
+        labelled, _ = train_test_split(
+            train,
+            train_size=keep,
+            random_state=self.seed,
+            stratify=None if stratify is None else stratify[train],
+        )
+        return np.sort(labelled)
 
     def train_size(self) -> int:
         return len(self.splits["train"][0])

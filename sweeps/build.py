@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightning_modules.data import ArrayDataModule
 from lightning_modules.module import LitModule
+from sweeps import finetune
 from sweeps.checks import check_config, distributed
 from sweeps.errors import ConfigError
 
@@ -38,6 +39,7 @@ class Built:
     task: str
     metric: str
     mode: str
+    lineage: dict[str, dict[str, str]] | None = None  # stage=finetune: where the weights came from
 
 
 def _accepted(func: Callable[..., Any], context: dict[str, Any]) -> dict[str, Any]:
@@ -110,6 +112,7 @@ def build(cfg: DictConfig, dm: ArrayDataModule | None = None) -> Built:
     loss = make("loss", cfg.loss, **context)
     out_features = getattr(loss, "out_features", dm.n_classes if task != "regression" else 1)
     model = make("model", cfg.model, out_features=out_features, **context)
+    plan = finetune.prepare(cfg, model) if finetune.enabled(cfg) else None
 
     opt_node = OmegaConf.to_container(cfg.optimizer, resolve=True)
     assert isinstance(opt_node, dict)
@@ -123,7 +126,7 @@ def build(cfg: DictConfig, dm: ArrayDataModule | None = None) -> Built:
     # per Lightning batch: several optimizer steps per batch would skip the synchronisation.
     steps_per_batch = 1 if distributed(cfg.trainer) else int(cfg.trainer.get("steps_per_batch", 1))
     dm.steps_per_batch = steps_per_batch
-    module = LitModule(
+    parts = dict(
         model=model,
         loss_fn=loss,
         optimizer=optimizer,
@@ -135,7 +138,8 @@ def build(cfg: DictConfig, dm: ArrayDataModule | None = None) -> Built:
         steps_per_batch=steps_per_batch,
         log_keys=(metric,),
     )
-    return Built(dm, module, task, metric, mode)
+    module = finetune.module(plan, **parts) if plan else LitModule(**parts)
+    return Built(dm, module, task, metric, mode, plan.lineage if plan else None)
 
 
 def _dry_run(optimizer: Callable[..., Any], scheduler: Callable[..., Any], max_epochs: int) -> None:

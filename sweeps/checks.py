@@ -49,6 +49,10 @@ def check_config(cfg: DictConfig) -> None:
         ("optimizer.momentum", lambda v: 0 <= v < 1, "must be in [0, 1)"),
         ("optimizer.alpha", lambda v: 0 <= v < 1, "must be in [0, 1)"),
         ("trainer.max_epochs", lambda v: v >= 1 and v == int(v), "must be a whole number >= 1"),
+        ("data.label_fraction", lambda v: 0 < v <= 1, "must be in (0, 1]"),
+        ("finetune.lr_scale", lambda v: v > 0, "must be > 0 (use finetune.freeze to stop blocks training)"),
+        ("finetune.warmup_epochs", lambda v: v >= 0, "must be >= 0 (0 = off)"),
+        ("finetune.unfreeze_every", lambda v: v >= 0 and v == int(v), "must be a whole number >= 0"),
     ]
     for key, ok, allowed in rules:
         value = _number(cfg, key)
@@ -70,6 +74,7 @@ def check_config(cfg: DictConfig) -> None:
     progress = str(trainer.get("progress", "epoch"))
     if progress not in PROGRESS:
         raise ConfigError(f"trainer.progress={progress}: allowed are {', '.join(PROGRESS)}")
+    check_stage(cfg)
     mode = str(cfg.objective.get("mode", "auto"))
     if mode not in MODES:
         raise ConfigError(f"objective.mode={mode}: allowed are {', '.join(MODES)}")
@@ -92,3 +97,17 @@ def distributed(trainer: Any) -> bool:
     devices = trainer.get("devices", 1)
     several = (isinstance(devices, int) and devices > 1) or (OmegaConf.is_list(devices) and len(devices) > 1)
     return strategy.startswith("ddp") or (strategy == "auto" and several)
+
+
+STAGES = ("train", "finetune")
+
+
+def check_stage(cfg: DictConfig) -> None:
+    """``stage`` is train or finetune, and fine-tuning says where its weights come from."""
+    stage = str(cfg.get("stage", "train"))
+    if stage not in STAGES:
+        raise ConfigError(f"stage={stage}: allowed are {', '.join(STAGES)}")
+    if stage == "finetune" and OmegaConf.select(cfg, "finetune.init_from", default=None) in (None, ""):
+        raise ConfigError(
+            "finetune.init_from is required with stage=finetune: a checkpoint file or an MLflow run id"
+        )

@@ -111,6 +111,8 @@ def run_tracked(
     from sweeps.train import fit
 
     prefix = "" if job is None else f"[job {job}] "
+    if record and getattr(built, "lineage", None):  # stage=finetune: the run it started from
+        record.session.send("log", run=record.handle, **built.lineage)
     callbacks = [EpochEnd(record.epoch)] if record else []
     callbacks.extend(extra)
     trial = current_trial.current()

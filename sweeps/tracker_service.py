@@ -205,6 +205,20 @@ class Service:
                 matplotlib.pyplot.close(figure)
                 self.client.log_artifact(self.ids[run], str(Path(tmp) / name), "optuna")
 
+    def source_run(self, run_id: str, dest: str) -> dict[str, Any] | None:
+        """A run's params and its best checkpoint artifact, downloaded into ``dest`` (for fine-tuning from
+        it); None when the store has no such run, ``checkpoint`` None when the run logged none."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return None
+        logged = {a.path for a in self.client.list_artifacts(run_id, "checkpoints")}
+        path = "checkpoints/best.ckpt"
+        checkpoint = self.client.download_artifacts(run_id, path, dest) if path in logged else None
+        return {"params": dict(run.data.params), "checkpoint": checkpoint}
+
     def end_run(self, run: str, status: str) -> None:
         self.flush(run)
         self.client.set_terminated(self.ids[run], status)

@@ -46,6 +46,13 @@ def table_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def own_weights(overrides: list[str], folder: Path) -> Path:
+    """A checkpoint of the model ``overrides`` build, freshly initialised."""
+    path = folder / "init.pt"
+    torch.save(build(compose_cfg([*overrides, "stage=train"])).module.model.state_dict(), path)
+    return path
+
+
 def test_groups_are_found():
     assert {"data", "loss", "model", "optimizer", "scheduler", "trainer", "experiment"} <= set(GROUPS)
     assert len(OPTIONS) >= 30
@@ -63,6 +70,8 @@ def test_option_composes_and_trains_one_batch(group: str, option: str, table_fil
         if "data=csv" in overrides:
             overrides += [f"data.path={table_file}", "data.target=label"]
         cfg = compose_cfg(overrides)
+        if cfg.get("stage") == "finetune":  # it needs weights to start from: its own model's, untrained
+            cfg = compose_cfg([*overrides, f"finetune.init_from={own_weights(overrides, tmp_path)}"])
         try:
             build(cfg)
         except ConfigError as err:
