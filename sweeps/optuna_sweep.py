@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from sweeps import current_trial, report, search
+from sweeps import current_trial, report, search, shared
 from sweeps.errors import ConfigError
 from sweeps.secrets import redact_text
 from sweeps.sweeper import job_value, run_handle
@@ -44,7 +44,15 @@ def run_search(sweep: Any, arguments: list[str], params: Any) -> list[list[JobRe
         pruner = search.make("pruner", settings.get("pruner"), space)
         return search.open_study(settings, space, name, mode, sampler, pruner), metric, mode
 
-    session, (study, metric, mode), sweep_dir = sweep.start(arguments, probes(space), prepare)
+    url = search.storage_url(settings)
+    shared_study = "://" in url  # a database: workers anywhere may share the study and one parent run
+
+    def parent(session: Any, prepared: tuple, start: Any) -> None:
+        shared.join_or_start(prepared[0], url, session, start)
+
+    session, (study, metric, mode), sweep_dir = sweep.start(
+        arguments, probes(space), prepare, parent if shared_study else None
+    )
     if session:
         shown_storage = redact_text(str(settings.get("storage") or search.DEFAULT_STORAGE))
         session.send(
@@ -53,6 +61,11 @@ def run_search(sweep: Any, arguments: list[str], params: Any) -> list[list[JobRe
     already = search.finished(study)
     log.info("search: study %s, %d of %d trials finished before -> %s", name, already, n_trials, sweep_dir)
     ledger = Ledger(study, n_trials, settings, metric)
+    if session:
+        ledger.on_stale = lambda numbers: session.send(
+            "kill_trial_runs", study=name, trials=[str(n) for n in numbers]
+        )
+    closing = True  # whether this process reports on and closes the parent run
     n_jobs = int(settings.get("n_jobs") or 1)
     status = "KILLED"
     results: list[JobReturn] = []
@@ -69,15 +82,28 @@ def run_search(sweep: Any, arguments: list[str], params: Any) -> list[list[JobRe
             results = trials(sweep, study, space, name, ledger)
         if session and ledger.handles:
             session.fill_run_ids(*zip(*ledger.handles, strict=True))
-        sweep.report(ledger.rows, metric, mode, sweep_dir, session)
-        best(study, space, name, metric, sweep_dir, session, settings)
+        rows = ledger.rows
+        if shared_study and session:
+            closing = shared.last_out(study, url, session)
+            rows = shared.study_rows(study, ledger.rows) if closing else rows
+        sweep.report(rows, metric, mode, sweep_dir, session if closing else None)
+        best(study, space, name, metric, sweep_dir, session if closing else None, settings)
         status = "FINISHED"
     finally:
-        sweep.finish(session, status)
+        if status != "FINISHED" and shared_study and session:
+            closing = _last_out_quietly(study, url, session)
+        sweep.finish(session, status) if closing else session.close()
     if ledger.gave_up:
         print(f"error: {ledger.gave_up}", file=sys.stderr)
         raise SystemExit(1)
     return [results]
+
+
+def _last_out_quietly(study: optuna.Study, url: str, session: Any) -> bool:
+    try:
+        return shared.last_out(study, url, session)
+    except Exception:  # noqa: BLE001 - going down already: leave the parent to the other workers
+        return False
 
 
 def _plain(value: Any) -> Any:
@@ -114,6 +140,14 @@ class Ledger:
         self.rows: list[report.Row] = []
         self.handles: list[tuple[report.Row, str | None]] = []  # rows of in-process trials, for their run ids
         self.gave_up = ""
+        self.url = search.storage_url(settings)
+        self.on_stale: Any = None  # closes the MLflow runs of trials failed as stale (run_search sets it)
+
+    def next_trial(self, distributions: dict[str, Any], wait: bool = True) -> optuna.Trial | None:
+        """The study's next trial, claimed safely among every worker on the study (sweeps/shared.py)."""
+        return shared.next_trial(
+            self.study, self.url, distributions, self.n_trials, wait, self.may_start, self.on_stale
+        )
 
     def may_start(self, running: int = 0) -> bool:
         if self.gave_up or self.done + running >= self.n_trials:
@@ -135,7 +169,13 @@ class Ledger:
     ) -> report.Row:
         if reason:
             trial.set_user_attr("sweeplab.reason", reason)
-        self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+        if self.study._storage.get_trial(trial._trial_id).state.is_finished():
+            # Another worker took it for dead (no heartbeat within the grace period): it runs again there.
+            log.warning("search: trial %d was failed as stale meanwhile; its result is dropped", trial.number)
+            state, value, reason = TrialState.FAIL, None, "failed as stale by another worker"
+        else:
+            self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+        shared.release(self.study, trial._trial_id)
         self.done += state in search.FINISHED
         self.failures += state == TrialState.FAIL
         shown = {k: search.format_value(v) for k, v in trial.params.items()}
@@ -172,14 +212,16 @@ def trials(
     """One trial at a time, in this process, through Hydra's launcher."""
     results: list[JobReturn] = []
     while ledger.may_start():
-        trial = study.ask(space.distributions)
-        search.claim(trial)
+        trial = ledger.next_trial(space.distributions)
+        if trial is None:
+            break
         current_trial.set_current(trial, name)
         began = time.monotonic()
         try:
             ret = sweep.launcher.launch([space.overrides(trial.params)], initial_job_idx=trial.number)[0]
         except BaseException:
             study.tell(trial, state=TrialState.FAIL)  # interrupted: the next run of this command retries it
+            shared.release(study, trial._trial_id)
             study.enqueue_trial(trial.params)
             raise
         finally:
@@ -207,8 +249,9 @@ def parallel_trials(
             for i in workers.idle():
                 if not ledger.may_start(len(running)):
                     break
-                trial = study.ask(space.distributions)
-                search.claim(trial)
+                trial = ledger.next_trial(space.distributions, wait=not running)
+                if trial is None:
+                    break
                 overrides = space.overrides(trial.params)
                 job_cfg = sweep.job_config(overrides)
                 choices = OmegaConf.to_container(job_cfg.hydra.runtime.choices) if "hydra" in job_cfg else {}

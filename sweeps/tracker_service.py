@@ -114,6 +114,23 @@ class Service:
         self.open_runs.add(run.info.run_id)
         return run.info.run_id
 
+    def _id(self, run: str) -> str:
+        """The MLflow run id of a handle of ours, or ``run`` itself (another process's run, e.g. a parent
+        run that this process joined)."""
+        return self.ids.get(run, run)
+
+    def kill_trial_runs(self, study: str, trials: list[str]) -> None:
+        """End as KILLED the RUNNING runs of these Optuna trials: their worker stopped, on any machine
+        (a worker found their trials stale). A worker's own tracking process usually did it already."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"attributes.status = 'RUNNING' and tags.\"sweeplab.study\" = '{study}'",
+            max_results=1000,
+        )
+        for run in runs:
+            if run.data.tags.get("sweeplab.trial") in trials:
+                self._kill(run.info.run_id, "its worker stopped (stale trial)")
+
     def resolve(self, handles: list[str]) -> dict[str, str]:
         return {h: self.ids[h] for h in handles if h in self.ids}
 
@@ -139,7 +156,7 @@ class Service:
             tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
             for i in range(0, max(len(params_list), len(tag_list)), BATCH):
                 self.client.log_batch(
-                    self.ids[run], params=params_list[i : i + BATCH], tags=tag_list[i : i + BATCH]
+                    self._id(run), params=params_list[i : i + BATCH], tags=tag_list[i : i + BATCH]
                 )
 
     def flush(self, run: str | None = None) -> None:
@@ -147,17 +164,17 @@ class Service:
         for handle in [run] if run else list(self.pending):
             metrics = self.pending.pop(handle, [])
             for i in range(0, len(metrics), 1000):
-                self.client.log_batch(self.ids[handle], metrics=metrics[i : i + 1000])
+                self.client.log_batch(self._id(handle), metrics=metrics[i : i + 1000])
 
     def due(self) -> bool:
         return bool(self.pending) and time.monotonic() - self.pending_since > FLUSH_SECONDS
 
     def artifact(self, run: str, path: str, folder: str | None = None) -> None:
         if Path(path).exists():
-            self.client.log_artifact(self.ids[run], path, folder)
+            self.client.log_artifact(self._id(run), path, folder)
 
     def text(self, run: str, text: str, name: str) -> None:
-        self.client.log_text(self.ids[run], text, name)
+        self.client.log_text(self._id(run), text, name)
 
     def heatmap(self, run: str, rows: list[dict], metric: str, mode: str) -> None:
         import tempfile
@@ -166,7 +183,7 @@ class Service:
 
         with tempfile.TemporaryDirectory() as tmp:
             self.client.log_artifact(
-                self.ids[run], str(heatmap(rows, metric, mode, Path(tmp) / "heatmap.png"))
+                self._id(run), str(heatmap(rows, metric, mode, Path(tmp) / "heatmap.png"))
             )
 
     def optuna_plots(self, run: str, storage: str, study: str, params: list[str]) -> None:
@@ -203,12 +220,12 @@ class Service:
                 figure.set_size_inches(8, 6)
                 figure.savefig(Path(tmp) / name, dpi=100, bbox_inches="tight")
                 matplotlib.pyplot.close(figure)
-                self.client.log_artifact(self.ids[run], str(Path(tmp) / name), "optuna")
+                self.client.log_artifact(self._id(run), str(Path(tmp) / name), "optuna")
 
     def end_run(self, run: str, status: str) -> None:
         self.flush(run)
-        self.client.set_terminated(self.ids[run], status)
-        self.open_runs.discard(self.ids[run])
+        self.client.set_terminated(self._id(run), status)
+        self.open_runs.discard(self._id(run))
 
     def abandon(self) -> None:
         """The parent process is gone: no run of ours may stay RUNNING."""
