@@ -133,6 +133,11 @@ def start_postgres(root: Path = DEFAULT_ROOT, timeout: float = 60) -> State:
         shutil.rmtree(pg, ignore_errors=True)
         data.mkdir(parents=True)
         sockets.mkdir(parents=True)
+        # The server user must be able to reach its folders through ours (search permission only).
+        for parent in pg.parents:
+            if parent == Path("/"):
+                break
+            parent.chmod(parent.stat().st_mode | 0o001)
         pwfile = pg / "pwfile"
         pwfile.write_text(password + "\n")
         pwfile.chmod(0o600)
@@ -141,11 +146,6 @@ def start_postgres(root: Path = DEFAULT_ROOT, timeout: float = 60) -> State:
         command += ["-A", "scram-sha-256", "-E", "UTF8", "--no-sync"]
         _run(_as_server_user(command), "initdb")
         pwfile.unlink()
-    # The server user must be able to reach its folders through ours.
-    for parent in [pg, *pg.parents]:
-        if parent == Path("/"):
-            break
-        parent.chmod(parent.stat().st_mode | 0o001)
     port = free_port()
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} -c max_connections=200 -c fsync=off"
     command = [pg_bin("pg_ctl"), "-D", str(data), "-l", str(pg / "server.log"), "-o", options]

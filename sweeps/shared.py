@@ -154,9 +154,17 @@ class Heartbeat:
 _heartbeats: dict[int, Heartbeat] = {}
 
 
+def heartbeat_interval(storage: Any) -> int | None:
+    """The storage's heartbeat interval (None: off, or a journal file). Studies wrap an RDBStorage in a
+    cache that answers this too."""
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    return storage.get_heartbeat_interval() if is_heartbeat_enabled(storage) else None
+
+
 def heartbeat_for(storage: Any) -> Heartbeat | None:
     """This process's heartbeat thread for ``storage`` (None where heartbeats are off or unsupported)."""
-    interval = getattr(storage, "heartbeat_interval", None)
+    interval = heartbeat_interval(storage)
     if not interval:
         return None
     if id(storage) not in _heartbeats:
@@ -171,9 +179,15 @@ def release(study: optuna.Study, trial_id: int) -> None:
         beat.discard(trial_id)
 
 
+def host() -> str:
+    """This machine's name in trial records; ``SWEEPLAB_HOST`` overrides it where machines share a
+    hostname (containers), since a trial of "this host" whose pid is not running here is failed at once."""
+    return os.environ.get("SWEEPLAB_HOST") or socket.gethostname()
+
+
 def claim(study: optuna.Study, trial: optuna.Trial) -> None:
     """Mark the trial as this process's (host, pid) and start its heartbeat."""
-    trial.set_user_attr("sweeplab.host", socket.gethostname())
+    trial.set_user_attr("sweeplab.host", host())
     trial.set_user_attr("sweeplab.pid", os.getpid())
     trial.set_user_attr("sweeplab.pid_start", process_start(os.getpid()))
     beat = heartbeat_for(study._storage)
@@ -190,25 +204,25 @@ def recover_stale(study: optuna.Study) -> list[int]:
     """
     storage = study._storage
     stale: set[int] = set()
-    if getattr(storage, "heartbeat_interval", None):
+    if heartbeat_interval(storage):
         stale.update(storage._get_stale_trial_ids(study._study_id))
-    host = socket.gethostname()
+    here = host()
     for trial in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = trial.user_attrs
         owner = attrs.get("sweeplab.pid")
-        if attrs.get("sweeplab.host") == host and not (
+        if attrs.get("sweeplab.host") == here and not (
             owner and alive(int(owner), attrs.get("sweeplab.pid_start", ""))
         ):
             stale.add(trial._trial_id)
     failed = []
     for trial_id in sorted(stale):
         try:
+            storage.set_trial_user_attr(trial_id, "sweeplab.reason", "its worker stopped (stale trial)")
             if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # it finished (or another worker failed it) meanwhile
         trial = storage.get_trial(trial_id)
-        storage.set_trial_user_attr(trial_id, "sweeplab.reason", "its worker stopped (stale trial)")
         study.enqueue_trial(trial.params, user_attrs={"sweeplab.retry_of": trial.number})
         failed.append(trial.number)
         log.warning("search: trial %d was left by a stopped worker: failed, its parameters queued again",
@@ -237,7 +251,7 @@ def next_trial(
     stale ones, whose slots come free again; None at once if not ``wait`` or ``keep_going()`` turns False.
     """
     name = f"study:{study.study_name}"
-    poll = min(2.0, float(getattr(study._storage, "heartbeat_interval", None) or 2.0))
+    poll = min(2.0, float(heartbeat_interval(study._storage) or 2.0))
     while True:
         with lock(url, name):
             stale = recover_stale(study)

@@ -64,13 +64,24 @@ class Service:
             if found is None:
                 location = Path(artifact_root).resolve().as_uri() if artifact_root else None
                 kind = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens on training runs
-                self.experiment_id = self.client.create_experiment(
-                    experiment, artifact_location=location, tags=kind
-                )
+                self.experiment_id = self._create_experiment(experiment, location, kind)
             else:
                 self.experiment_id = found.experiment_id
         reaped = self.reap()
         return {"experiment_id": self.experiment_id, "reaped": reaped}
+
+    def _create_experiment(self, name: str, location: str | None, tags: dict[str, str]) -> str:
+        """Create the experiment; where another process (on any machine: a tracking server takes no lock
+        of ours) created it first, use theirs."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.create_experiment(name, artifact_location=location, tags=tags)
+        except MlflowException as err:
+            found = self.client.get_experiment_by_name(name)
+            if err.error_code != "RESOURCE_ALREADY_EXISTS" or found is None:
+                raise
+            return found.experiment_id
 
     def connect(self, uri: str) -> Any:
         """A client for ``uri``; credentials in it move to MLflow's variables, out of every URL it prints."""
