@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from sweeps import current_trial, report, search, shared
+from sweeps import current_trial, job_context, report, search, shared
 from sweeps.errors import ConfigError
 from sweeps.secrets import redact_text
 from sweeps.sweeper import job_value, run_handle
@@ -66,11 +66,14 @@ def run_search(sweep: Any, arguments: list[str], params: Any) -> list[list[JobRe
             "kill_trial_runs", study=name, trials=[str(n) for n in numbers]
         )
     closing = True  # whether this process reports on and closes the parent run
+    job_context.publish(sweep.config, study=name)  # for trials run elsewhere (submitit)
     n_jobs = int(settings.get("n_jobs") or 1)
     status = "KILLED"
     results: list[JobReturn] = []
     try:
-        if n_jobs > 1:
+        if n_jobs > 1 and type(sweep.launcher).__name__ != "BasicLauncher":
+            results = launcher_trials(sweep, study, space, ledger, n_jobs)
+        elif n_jobs > 1:
             setup = {
                 "tracking": OmegaConf.to_container(sweep.config.tracking, resolve=True),
                 "sweep_id": session.sweep_id if session else None,
@@ -231,6 +234,49 @@ def trials(
         row = ledger.settle(trial, state, value, reason, epochs, began)
         ledger.handles.append((row, run_handle(ret)))
         results.append(ret)
+    return results
+
+
+def launcher_trials(
+    sweep: Any, study: optuna.Study, space: search.Space, ledger: Ledger, n_jobs: int
+) -> list[JobReturn]:
+    """Batches of ``n_jobs`` trials through a launcher that runs them elsewhere (``hydra/launcher=
+    submitit_local`` or ``slurm``: local processes or Slurm jobs). Hydra's launcher API returns when the
+    whole batch is done, so the next batch starts then. Each job is told its trial number and writes to
+    the trial's folder (the numbers in a batch need not follow each other when workers share the study)."""
+    results: list[JobReturn] = []
+    while ledger.may_start():
+        batch: list[optuna.Trial] = []
+        while len(batch) < n_jobs and ledger.may_start(len(batch)):
+            trial = ledger.next_trial(space.distributions, wait=not batch)
+            if trial is None:
+                break
+            batch.append(trial)
+        if not batch:
+            break
+        jobs = [
+            [
+                *space.overrides(t.params),
+                job_context.override("trial", t.number),
+                f"hydra.sweep.subdir={t.number}",
+            ]
+            for t in batch
+        ]
+        began = time.monotonic()
+        try:
+            returns = sweep.launcher.launch(jobs, initial_job_idx=batch[0].number)
+        except BaseException:
+            for trial in batch:  # interrupted: the next run of this command retries them
+                study.tell(trial, state=TrialState.FAIL)
+                shared.release(study, trial._trial_id)
+                study.enqueue_trial(trial.params)
+            raise
+        for trial, ret in zip(batch, returns, strict=True):
+            state, value, reason = outcome(ret)
+            epochs = getattr(ret.return_value, "epochs", 0) if state == TrialState.COMPLETE else 0
+            row = ledger.settle(trial, state, value, reason, epochs, began)
+            ledger.handles.append((row, run_handle(ret)))
+            results.append(ret)
     return results
 
 

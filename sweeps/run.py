@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps import current_trial, tracking
+from sweeps import current_trial, job_context, tracking
 from sweeps.checks import check_config
 from sweeps.errors import ConfigError
 from sweeps.secrets import redact_log_records, redact_override, redact_text
@@ -42,6 +42,8 @@ def main(cfg: DictConfig) -> float:
     job = int(hc.job.num) if multirun else None
     output_dir = Path(hc.runtime.output_dir)
     session = tracking.active() if multirun else None
+    own = job_context.attach(cfg, hc) if multirun else None  # a trial in a job of its own (submitit)
+    session = session or own
     try:
         try:
             check_config(cfg)  # cheap checks first: bad values fail before torch is even imported
@@ -63,14 +65,27 @@ def main(cfg: DictConfig) -> float:
             sys.exit(err.exit_code)
         try:
             result = run_tracked(cfg, built, output_dir, job, record)
+            if own and record:  # the sweeper's process knows the run by its id, not by our handle
+                result.sweeplab_run = record.run_id
         except Exception as err:
             from lightning_modules.module import NonFiniteLoss  # loaded by now
+
+            if own and record:
+                err.sweeplab_run = record.run_id  # type: ignore[attr-defined]
 
             if multirun or not isinstance(err, NonFiniteLoss):
                 raise
             # Diverged: not a bug, so one line rather than a traceback.
             print(f"error: training diverged: {err}", file=sys.stderr)
             sys.exit(1)
+        except BaseException as err:
+            if type(err).__name__ == "Preempted":  # stopped by the scheduler: checkpointed, run KILLED
+                log.warning("%s", err)
+                if own:
+                    own.close()
+                    own = None
+                err.exit()  # type: ignore[attr-defined]
+            raise
         recorded = (
             f"recorded as MLflow run {record.run_id} in {session.shown_uri}"
             if record and not multirun
@@ -79,6 +94,8 @@ def main(cfg: DictConfig) -> float:
     finally:
         if session and not multirun:
             session.close()
+        if own:
+            own.close()
     if not multirun:
         print(
             f"{result.metric} ({result.mode}) = {float(result):.4f} after {result.epochs} epochs "

@@ -225,8 +225,9 @@ def recover_stale(study: optuna.Study) -> list[int]:
         trial = storage.get_trial(trial_id)
         study.enqueue_trial(trial.params, user_attrs={"sweeplab.retry_of": trial.number})
         failed.append(trial.number)
-        log.warning("search: trial %d was left by a stopped worker: failed, its parameters queued again",
-                    trial.number)
+        log.warning(
+            "search: trial %d was left by a stopped worker: failed, its parameters queued again", trial.number
+        )
     return failed
 
 

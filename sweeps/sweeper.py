@@ -21,7 +21,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps import report, tracking
+from sweeps import job_context, report, tracking
 from sweeps.errors import ConfigError
 from sweeps.secrets import redact, redact_override, redact_text
 
@@ -106,6 +106,7 @@ class Sweep:
                 parent(session, prepared, start)
             else:
                 session.start_sweep(name, arguments, sweep_dir)
+            job_context.publish(self.config, sweep_id=session.sweep_id)  # for jobs run elsewhere (submitit)
         return session, prepared, sweep_dir
 
     def sweep(self, arguments: list[str]) -> list[list[JobReturn]]:

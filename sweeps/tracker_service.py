@@ -143,7 +143,8 @@ class Service:
                 self._kill(run.info.run_id, "its worker stopped (stale trial)")
 
     def resolve(self, handles: list[str]) -> dict[str, str]:
-        return {h: self.ids[h] for h in handles if h in self.ids}
+        """Run ids of our handles; a run id (of a run another process made, e.g. a submitit job) stays."""
+        return {h: self._id(h) for h in handles if h in self.ids or not h.startswith("run")}
 
     def log(
         self,
