@@ -65,6 +65,10 @@ def run_search(sweep: Any, arguments: list[str], params: Any) -> list[list[JobRe
         ledger.on_stale = lambda numbers: session.send(
             "kill_trial_runs", study=name, trials=[str(n) for n in numbers]
         )
+    if session and shared_study:
+        # A machine may die with tracking writes in flight: a trial is told to Optuna only once its MLflow
+        # run is closed, so that a finished trial never has a run left RUNNING.
+        ledger.sync_runs = session.run_ids
     closing = True  # whether this process reports on and closes the parent run
     job_context.publish(sweep.config, study=name)  # for trials run elsewhere (submitit)
     n_jobs = int(settings.get("n_jobs") or 1)
@@ -145,6 +149,7 @@ class Ledger:
         self.gave_up = ""
         self.url = search.storage_url(settings)
         self.on_stale: Any = None  # closes the MLflow runs of trials failed as stale (run_search sets it)
+        self.sync_runs: Any = None  # waits for the tracking writes of runs (shared studies: run_search)
 
     def next_trial(self, distributions: dict[str, Any], wait: bool = True) -> optuna.Trial | None:
         """The study's next trial, claimed safely among every worker on the study (sweeps/shared.py)."""
@@ -231,6 +236,8 @@ def trials(
             current_trial.set_current(None)
         state, value, reason = outcome(ret)
         epochs = getattr(ret.return_value, "epochs", 0) if state == TrialState.COMPLETE else 0
+        if ledger.sync_runs and run_handle(ret):
+            ledger.sync_runs([run_handle(ret)])  # its MLflow run is closed before Optuna hears of it
         row = ledger.settle(trial, state, value, reason, epochs, began)
         ledger.handles.append((row, run_handle(ret)))
         results.append(ret)

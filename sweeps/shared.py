@@ -152,6 +152,7 @@ class Heartbeat:
 
 
 _heartbeats: dict[int, Heartbeat] = {}
+_last_stale_check: dict[str, float] = {}
 
 
 def heartbeat_interval(storage: Any) -> int | None:
@@ -187,32 +188,32 @@ def host() -> str:
 
 def claim(study: optuna.Study, trial: optuna.Trial) -> None:
     """Mark the trial as this process's (host, pid) and start its heartbeat."""
-    trial.set_user_attr("sweeplab.host", host())
-    trial.set_user_attr("sweeplab.pid", os.getpid())
-    trial.set_user_attr("sweeplab.pid_start", process_start(os.getpid()))
+    owner = {"host": host(), "pid": os.getpid(), "start": process_start(os.getpid())}
+    trial.set_user_attr("sweeplab.owner", owner)  # one write
     beat = heartbeat_for(study._storage)
     if beat:
         beat.add(trial._trial_id)
 
 
-def recover_stale(study: optuna.Study) -> list[int]:
+def recover_stale(
+    study: optuna.Study, running: list[Any] | None = None, heartbeats: bool = True
+) -> list[int]:
     """Fail the RUNNING trials whose worker is gone, and queue their parameters again.
 
-    Gone: on this host, its process no longer runs; anywhere, its heartbeat is older than the grace period
-    (RDB storage with heartbeats). A live trial on another host keeps beating, so it is never failed.
-    Returns the numbers of the trials failed here.
+    Gone: on this host, its process no longer runs; anywhere (``heartbeats``), its heartbeat is older than
+    the grace period (RDB storage with heartbeats). A live trial elsewhere keeps beating, so it is never
+    failed. ``running``: the study's RUNNING trials, if already read. Returns the numbers failed here.
     """
     storage = study._storage
     stale: set[int] = set()
-    if heartbeat_interval(storage):
+    if heartbeats and heartbeat_interval(storage):
         stale.update(storage._get_stale_trial_ids(study._study_id))
     here = host()
-    for trial in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-        attrs = trial.user_attrs
-        owner = attrs.get("sweeplab.pid")
-        if attrs.get("sweeplab.host") == here and not (
-            owner and alive(int(owner), attrs.get("sweeplab.pid_start", ""))
-        ):
+    if running is None:
+        running = storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in running:
+        owner = trial.user_attrs.get("sweeplab.owner") or {}
+        if owner.get("host") == here and not alive(int(owner.get("pid", 0)), owner.get("start", "")):
             stale.add(trial._trial_id)
     failed = []
     for trial_id in sorted(stale):
@@ -232,9 +233,15 @@ def recover_stale(study: optuna.Study) -> list[int]:
 
 
 def counts(study: optuna.Study) -> tuple[int, int]:
-    """(finished, running) trials of the whole study, counted by the storage."""
-    storage, sid = study._storage, study._study_id
-    return storage.get_n_trials(sid, FINISHED), storage.get_n_trials(sid, TrialState.RUNNING)
+    """(finished, running) trials of the whole study."""
+    finished, running = _states(study)
+    return finished, len(running)
+
+
+def _states(study: optuna.Study) -> tuple[int, list[Any]]:
+    """The number of finished trials and the RUNNING trials, in one read of the storage."""
+    trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
+    return sum(t.state in FINISHED for t in trials), [t for t in trials if t.state == TrialState.RUNNING]
 
 
 def next_trial(
@@ -252,13 +259,22 @@ def next_trial(
     stale ones, whose slots come free again; None at once if not ``wait`` or ``keep_going()`` turns False.
     """
     name = f"study:{study.study_name}"
-    poll = min(2.0, float(heartbeat_interval(study._storage) or 2.0))
+    interval = float(heartbeat_interval(study._storage) or 2.0)
+    poll = min(2.0, interval)
     while True:
         with lock(url, name):
-            stale = recover_stale(study)
-            finished, running = counts(study)
+            finished, running = _states(study)
+            # Heartbeats are read at most once a heartbeat interval (or when no slot is free): a trial
+            # becomes stale only after a grace period of several intervals anyway.
+            now = time.monotonic()
+            beats = finished + len(running) >= n_trials or now - _last_stale_check.get(name, 0) > interval
+            if beats:
+                _last_stale_check[name] = now
+            stale = recover_stale(study, running, beats)
+            if stale:
+                finished, running = _states(study)
             trial = None
-            if finished + running < n_trials:
+            if finished + len(running) < n_trials:
                 with warnings.catch_warnings():  # "Heartbeat ... supposed to be used with Study.optimize"
                     warnings.simplefilter("ignore", UserWarning)
                     trial = study.ask(distributions)

@@ -212,7 +212,9 @@ def test_three_workers_one_killed_share_an_18_trial_study_and_one_parent_run(
         trials = study.get_trials(deepcopy=False)
         done = sum(t.state == TrialState.COMPLETE for t in trials)
         mine = [
-            t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get("sweeplab.pid") == victim
+            t
+            for t in trials
+            if t.state == TrialState.RUNNING and t.user_attrs.get("sweeplab.owner", {}).get("pid") == victim
         ]
         if done >= 2 and mine and len(mine[0].intermediate_values) >= 1:  # mid-trial: an epoch reported
             os.killpg(victim, signal.SIGKILL)  # the sweeper and its tracking process: a machine gone
