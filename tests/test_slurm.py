@@ -116,3 +116,59 @@ def test_stop_signal_checkpoints_kills_the_run_and_the_rerun_resumes(workdir: Pa
     assert trained and len(trained) < 40 and "epoch 40/40" in trained[-1]
     finished = [r for r in runs(workdir) if r.info.status == "FINISHED"]
     assert len(finished) == 1 and finished[0].data.metrics["epochs"] == 40
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def test_submitit_requeue_signal_checkpoints_and_the_requeued_job_resumes(workdir: Path):
+    args = [
+        "-m",
+        "lr=tag(log, interval(1e-3, 1e-1))",
+        "hydra/launcher=submitit_local",
+        "hydra.sweeper.n_trials=1",
+        "trainer.max_epochs=200",
+        "early_stopping_patience=0",
+        "trainer.num_threads=1",
+    ]
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "sweeps.run", *args],
+        cwd=workdir,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    job_log = None
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        job_log = next(workdir.glob("mlruns/multirun/*/*/.submitit/*/*_0_log.out"), None)
+        if job_log and "epoch 3/" in job_log.read_text():
+            break
+    assert job_log is not None, "the job never started"
+    # What Slurm (or submitit's local controller at the time limit) does: the requeue signal to the task.
+    (task,) = children_of(int(job_log.parent.name))
+    os.kill(task, signal.SIGUSR2)
+    out, _ = sweep.communicate(timeout=300)
+    assert sweep.returncode == 0, out[-3000:]
+    text = "\n".join(p.read_text() for p in job_log.parent.glob("*_log.*"))
+    assert "stopped by SIGUSR2" in text and "Requeued job" in text and "resuming from" in text
+    assert (job_log.parents[2] / "0" / "last.ckpt").exists()
+    everything = runs(workdir)
+    trial_runs = sorted(
+        (r for r in everything if r.data.tags.get("sweeplab.trial") == "0"), key=lambda r: r.info.start_time
+    )
+    assert [r.info.status for r in trial_runs] == ["KILLED", "FINISHED"]
+    assert "SIGUSR2" in trial_runs[0].data.tags["sweeplab.reason"]
+    assert trial_runs[1].data.metrics["epochs"] == 200
+    (parent,) = [r for r in everything if r.data.tags.get("sweeplab.kind") == "sweep"]
+    assert parent.info.status == "FINISHED"
