@@ -246,7 +246,7 @@ def stop(root: Path = DEFAULT_ROOT) -> None:
     if state.mlflow_pid and _alive(state.mlflow_pid):
         try:
             os.killpg(state.mlflow_pid, signal.SIGTERM)
-            for _ in range(100):
+            for _ in range(50):
                 if not _alive(state.mlflow_pid):
                     break
                 time.sleep(0.1)

@@ -74,8 +74,8 @@ def lock(url: str, name: str = "create") -> Iterator[None]:
     else:
         from filelock import FileLock
 
-        path = url.split("///", 1)[1] if "://" in url else url
-        if not path or path == ":memory:":
+        path = url.split("///", 1)[1] if url.startswith("sqlite:///") else "" if "://" in url else url
+        if not path or path == ":memory:":  # another database (MySQL, ...): its own row locks only
             release = lambda: None  # noqa: E731
         else:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
