@@ -8,7 +8,7 @@ start together once all have imported torch and opened the study, so start-up is
 Storage = claiming and telling minus sampling; sampling = time inside the sampler (TPE). A PostgreSQL
 server is started for the run (``sweeps.services``) and stopped at the end.
 
-    .venv/bin/python bench/scale.py [--trials 200] [--epochs 3] [--workers 1 2 4]
+    .venv/bin/python bench/scale.py [--trials 200] [--epochs 20] [--workers 1 2 4]   # trials of a few seconds
     .venv/bin/python bench/scale.py --trials 8 --epochs 1          # a quick check that it works
 """
 
@@ -143,7 +143,7 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=200, help="trials per study (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per trial (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs per trial (default: %(default)s)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     args = parser.parse_args()
 

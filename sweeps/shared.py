@@ -212,8 +212,8 @@ def recover_stale(
     if running is None:
         running = storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,))
     for trial in running:
-        owner = trial.user_attrs.get("sweeplab.owner") or {}
-        if owner.get("host") == here and not alive(int(owner.get("pid", 0)), owner.get("start", "")):
+        owner = _owner(trial)
+        if owner.get("host") == here and not alive(int(owner.get("pid") or 0), owner.get("start", "")):
             stale.add(trial._trial_id)
     failed = []
     for trial_id in sorted(stale):
@@ -230,6 +230,18 @@ def recover_stale(
             "search: trial %d was left by a stopped worker: failed, its parameters queued again", trial.number
         )
     return failed
+
+
+def _owner(trial: Any) -> dict[str, Any]:
+    """Who runs a trial: ``sweeplab.owner``, or the three attributes earlier versions wrote."""
+    attrs = trial.user_attrs
+    if "sweeplab.owner" in attrs:
+        return attrs["sweeplab.owner"]
+    return {
+        "host": attrs.get("sweeplab.host"),
+        "pid": attrs.get("sweeplab.pid"),
+        "start": attrs.get("sweeplab.pid_start", ""),
+    }
 
 
 def counts(study: optuna.Study) -> tuple[int, int]:
@@ -281,7 +293,11 @@ def next_trial(
                 claim(study, trial)
         if stale and on_stale:
             on_stale(stale)
-        if trial is not None or finished >= n_trials or not wait or not keep_going():
+        # Wait only where a running trial can be seen to die: heartbeats, or its process on this host.
+        watchable = heartbeat_interval(study._storage) or any(
+            _owner(t).get("host") == host() for t in running
+        )
+        if trial is not None or finished >= n_trials or not wait or not watchable or not keep_going():
             return trial
         time.sleep(poll)
 
