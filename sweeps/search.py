@@ -158,6 +158,13 @@ def open_study(
     url = storage_url(settings)
     heartbeat = settings.get("heartbeat_interval") if "://" in url else None
     grace = settings.get("grace_period") if heartbeat else None
+    for key, value in (("heartbeat_interval", heartbeat), ("grace_period", grace)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ConfigError(f"hydra.sweeper.{key}={value} must be a whole number of seconds >= 1")
+    if heartbeat and grace and grace <= heartbeat:
+        raise ConfigError(
+            f"hydra.sweeper.grace_period={grace} must be longer than heartbeat_interval={heartbeat}"
+        )
     try:
         with shared.lock(url):
             study = optuna.create_study(

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from sweeps import search, services, shared
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cli
 
 
 def _postgres_installed() -> bool:
@@ -280,3 +280,19 @@ def test_services_cli_prints_no_password(state: services.State):
         check=True,
     ).stdout.strip()
     assert url == state.storage
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("hydra.sweeper.heartbeat_interval=0", "hydra.sweeper.heartbeat_interval=0 must be"),
+        ("hydra.sweeper.grace_period=5", "hydra.sweeper.grace_period=5 must be longer"),
+    ],
+)
+def test_bad_heartbeat_settings_fail_with_one_line(workdir: Path, setting: str, message: str):
+    args = ["-m", "lr=interval(0.001,0.1)", f"hydra.sweeper.storage=sqlite:///{workdir}/s.db", setting]
+    proc = run_cli(args, cwd=workdir)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert not list(workdir.glob("mlruns/multirun"))
