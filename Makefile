@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup sweep test lint bench ui compare
+.PHONY: setup sweep test lint bench ui compare services services-stop services-status
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,3 +41,14 @@ ui: $(STAMP)
 ## The latest sweep's leaderboard from the store (ARGS="<sweep run id>" for another).
 compare: $(STAMP)
 	$(PY) -m sweeps.compare $(ARGS)
+
+## PostgreSQL and an MLflow server on 127.0.0.1 for several workers on one study (README "Scaling out");
+## state, data and the generated password under mlruns/services/.
+services: $(STAMP)
+	$(PY) -m sweeps.services start
+
+services-stop: $(STAMP)
+	$(PY) -m sweeps.services stop
+
+services-status: $(STAMP)
+	$(PY) -m sweeps.services status

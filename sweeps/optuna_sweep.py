@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from sweeps import current_trial, gpus, report, search
+from sweeps import current_trial, gpus, job_context, report, search, shared
 from sweeps.deadline import DeadlineReached, expected_duration, set_deadline
 from sweeps.errors import ConfigError
 from sweeps.secrets import redact_text
@@ -50,7 +50,15 @@ def run_search(sweep: Any, arguments: list[str], params: Any) -> list[list[JobRe
         pruner = search.make("pruner", settings.get("pruner"), space)
         return search.open_study(settings, space, name, mode, sampler, pruner), metric, mode
 
-    session, (study, metric, mode), sweep_dir = sweep.start(arguments, probes(space), prepare)
+    url = search.storage_url(settings)
+    shared_study = "://" in url  # a database: workers anywhere may share the study and one parent run
+
+    def parent(session: Any, prepared: tuple, start: Any) -> None:
+        shared.join_or_start(prepared[0], url, session, start)
+
+    session, (study, metric, mode), sweep_dir = sweep.start(
+        arguments, probes(space), prepare, parent if shared_study else None
+    )
     if session:
         shown_storage = redact_text(str(settings.get("storage") or search.DEFAULT_STORAGE))
         session.send(
@@ -60,10 +68,22 @@ def run_search(sweep: Any, arguments: list[str], params: Any) -> list[list[JobRe
     log.info("search: study %s, %d of %d trials finished before -> %s", name, already, n_trials, sweep_dir)
     ledger = Ledger(study, n_trials, settings, metric)
     set_deadline(settings.get("deadline"))  # read by the trials' StopAtDeadline callback
+    if session:
+        ledger.on_stale = lambda numbers: session.send(
+            "kill_trial_runs", study=name, trials=[str(n) for n in numbers]
+        )
+    if session and shared_study:
+        # A machine may die with tracking writes in flight: a trial is told to Optuna only once its MLflow
+        # run is closed, so that a finished trial never has a run left RUNNING.
+        ledger.sync_runs = session.run_ids
+    closing = True  # whether this process reports on and closes the parent run
+    job_context.publish(sweep.config, study=name)  # for trials run elsewhere (submitit)
     status = "KILLED"
     results: list[JobReturn] = []
     try:
-        if n_jobs > 1:
+        if n_jobs > 1 and type(sweep.launcher).__name__ != "BasicLauncher":
+            results = launcher_trials(sweep, study, space, ledger, n_jobs)
+        elif n_jobs > 1:
             setup = {
                 "tracking": OmegaConf.to_container(sweep.config.tracking, resolve=True),
                 "sweep_id": session.sweep_id if session else None,
@@ -77,15 +97,28 @@ def run_search(sweep: Any, arguments: list[str], params: Any) -> list[list[JobRe
             results = trials(sweep, study, space, name, ledger)
         if session and ledger.handles:
             session.fill_run_ids(*zip(*ledger.handles, strict=True))
-        sweep.report(ledger.rows, metric, mode, sweep_dir, session)
-        best(study, space, name, metric, sweep_dir, session, settings)
+        rows = ledger.rows
+        if shared_study and session:
+            closing = shared.last_out(study, url, session)
+            rows = shared.study_rows(study, ledger.rows) if closing else rows
+        sweep.report(rows, metric, mode, sweep_dir, session if closing else None)
+        best(study, space, name, metric, sweep_dir, session if closing else None, settings)
         status = "FINISHED"
     finally:
-        sweep.finish(session, status)
+        if status != "FINISHED" and shared_study and session:
+            closing = _last_out_quietly(study, url, session)
+        sweep.finish(session, status) if closing else session.close()
     if ledger.gave_up:
         print(f"error: {ledger.gave_up}", file=sys.stderr)
         raise SystemExit(1)
     return [results]
+
+
+def _last_out_quietly(study: optuna.Study, url: str, session: Any) -> bool:
+    try:
+        return shared.last_out(study, url, session)
+    except Exception:  # noqa: BLE001 - going down already: leave the parent to the other workers
+        return False
 
 
 def _plain(value: Any) -> Any:
@@ -124,6 +157,15 @@ class Ledger:
         self.rows: list[report.Row] = []
         self.handles: list[tuple[report.Row, str | None]] = []  # rows of in-process trials, for their run ids
         self.gave_up = ""
+        self.url = search.storage_url(settings)
+        self.on_stale: Any = None  # closes the MLflow runs of trials failed as stale (run_search sets it)
+        self.sync_runs: Any = None  # waits for the tracking writes of runs (shared studies: run_search)
+
+    def next_trial(self, distributions: dict[str, Any], wait: bool = True) -> optuna.Trial | None:
+        """The study's next trial, claimed safely among every worker on the study (sweeps/shared.py)."""
+        return shared.next_trial(
+            self.study, self.url, distributions, self.n_trials, wait, self.may_start, self.on_stale
+        )
 
     def may_start(self, running: int = 0) -> bool:
         if self.gave_up or self.done + running >= self.n_trials:
@@ -161,13 +203,20 @@ class Ledger:
         began: float,
     ) -> report.Row:
         stopped = reason.startswith(DeadlineReached.__name__)
-        if reason:
-            trial.set_user_attr("sweeplab.reason", reason)
-        if stopped:
-            trial.set_user_attr("sweeplab.stopped", "deadline")
-        self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
-        if stopped:  # not the trial's fault: the next run of this study runs it again
-            self.study.enqueue_trial(trial.params, user_attrs={"sweeplab.retry_of": trial.number})
+        if self.study._storage.get_trial(trial._trial_id).state.is_finished():
+            # Another worker took it for dead (no heartbeat within the grace period): it runs again there.
+            log.warning("search: trial %d was failed as stale meanwhile; its result is dropped", trial.number)
+            state, value, reason = TrialState.FAIL, None, "failed as stale by another worker"
+            stopped = False
+        else:
+            if reason:
+                trial.set_user_attr("sweeplab.reason", reason)
+            if stopped:
+                trial.set_user_attr("sweeplab.stopped", "deadline")
+            self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+            if stopped:  # not the trial's fault: the next run of this study runs it again
+                self.study.enqueue_trial(trial.params, user_attrs={"sweeplab.retry_of": trial.number})
+        shared.release(self.study, trial._trial_id)
         self.done += state in search.FINISHED
         self.failures += state == TrialState.FAIL and not stopped
         self.stopped += stopped
@@ -205,8 +254,9 @@ def trials(
     """One trial at a time, in this process, through Hydra's launcher."""
     results: list[JobReturn] = []
     while ledger.may_start():
-        trial = study.ask(space.distributions)
-        search.claim(trial)
+        trial = ledger.next_trial(space.distributions)
+        if trial is None:
+            break
         storage = sweep.settings.get("storage") or search.DEFAULT_STORAGE
         current_trial.set_current(trial, name, storage, _plain(sweep.settings.get("pruner")))
         began = time.monotonic()
@@ -214,15 +264,61 @@ def trials(
             ret = sweep.launcher.launch([space.overrides(trial.params)], initial_job_idx=trial.number)[0]
         except BaseException:
             study.tell(trial, state=TrialState.FAIL)  # interrupted: the next run of this command retries it
+            shared.release(study, trial._trial_id)
             study.enqueue_trial(trial.params)
             raise
         finally:
             current_trial.set_current(None)
         state, value, reason = outcome(ret)
         epochs = getattr(ret.return_value, "epochs", 0) if state == TrialState.COMPLETE else 0
+        if ledger.sync_runs and run_handle(ret):
+            ledger.sync_runs([run_handle(ret)])  # its MLflow run is closed before Optuna hears of it
         row = ledger.settle(trial, state, value, reason, epochs, began)
         ledger.handles.append((row, run_handle(ret)))
         results.append(ret)
+    return results
+
+
+def launcher_trials(
+    sweep: Any, study: optuna.Study, space: search.Space, ledger: Ledger, n_jobs: int
+) -> list[JobReturn]:
+    """Batches of ``n_jobs`` trials through a launcher that runs them elsewhere (``hydra/launcher=
+    submitit_local`` or ``slurm``: local processes or Slurm jobs). Hydra's launcher API returns when the
+    whole batch is done, so the next batch starts then. Each job is told its trial number and writes to
+    the trial's folder (the numbers in a batch need not follow each other when workers share the study)."""
+    results: list[JobReturn] = []
+    while ledger.may_start():
+        batch: list[optuna.Trial] = []
+        while len(batch) < n_jobs and ledger.may_start(len(batch)):
+            trial = ledger.next_trial(space.distributions, wait=not batch)
+            if trial is None:
+                break
+            batch.append(trial)
+        if not batch:
+            break
+        jobs = [
+            [
+                *space.overrides(t.params),
+                job_context.override("trial", t.number),
+                f"hydra.sweep.subdir={t.number}",
+            ]
+            for t in batch
+        ]
+        began = time.monotonic()
+        try:
+            returns = sweep.launcher.launch(jobs, initial_job_idx=batch[0].number)
+        except BaseException:
+            for trial in batch:  # interrupted: the next run of this command retries them
+                study.tell(trial, state=TrialState.FAIL)
+                shared.release(study, trial._trial_id)
+                study.enqueue_trial(trial.params)
+            raise
+        for trial, ret in zip(batch, returns, strict=True):
+            state, value, reason = outcome(ret)
+            epochs = getattr(ret.return_value, "epochs", 0) if state == TrialState.COMPLETE else 0
+            row = ledger.settle(trial, state, value, reason, epochs, began)
+            ledger.handles.append((row, run_handle(ret)))
+            results.append(ret)
     return results
 
 
@@ -247,8 +343,9 @@ def parallel_trials(
             for i in workers.idle():
                 if not ledger.may_start(len(running)):
                     break
-                trial = study.ask(space.distributions)
-                search.claim(trial)
+                trial = ledger.next_trial(space.distributions, wait=not running)
+                if trial is None:
+                    break
                 overrides = space.overrides(trial.params)
                 job_cfg = sweep.job_config(overrides)
                 choices = OmegaConf.to_container(job_cfg.hydra.runtime.choices) if "hydra" in job_cfg else {}

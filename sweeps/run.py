@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps import current_trial, isolated, tracking
+from sweeps import current_trial, isolated, job_context, tracking
 from sweeps.checks import check_config, distributed
 from sweeps.deadline import DeadlineReached, deadline
 from sweeps.errors import ConfigError
@@ -51,6 +51,8 @@ def main(cfg: DictConfig) -> float:
         choices = isolated.job_choices(hc.runtime.choices)
         return isolated.run(overrides, output_dir, job, run_name(job, overrides), choices)
     session = tracking.active() if multirun else None
+    own = job_context.attach(cfg, hc) if multirun else None  # a trial in a job of its own (submitit)
+    session = session or own
     try:
         try:
             check_config(cfg)  # cheap checks first: bad values fail before torch is even imported
@@ -72,14 +74,27 @@ def main(cfg: DictConfig) -> float:
             sys.exit(err.exit_code)
         try:
             result = run_tracked(cfg, built, output_dir, job, record)
+            if own and record:  # the sweeper's process knows the run by its id, not by our handle
+                result.sweeplab_run = record.run_id
         except Exception as err:
             from lightning_modules.module import NonFiniteLoss  # loaded by now
+
+            if own and record:
+                err.sweeplab_run = record.run_id  # type: ignore[attr-defined]
 
             if multirun or not isinstance(err, NonFiniteLoss):
                 raise
             # Diverged: not a bug, so one line rather than a traceback.
             print(f"error: training diverged: {err}", file=sys.stderr)
             sys.exit(1)
+        except BaseException as err:
+            if type(err).__name__ == "Preempted":  # stopped by the scheduler: checkpointed, run KILLED
+                log.warning("%s", err)
+                if own:
+                    own.close()
+                    own = None
+                err.exit()  # type: ignore[attr-defined]
+            raise
         recorded = (
             f"recorded as MLflow run {record.run_id} in {session.shown_uri}"
             if record and not multirun
@@ -88,6 +103,8 @@ def main(cfg: DictConfig) -> float:
     finally:
         if session and not multirun:
             session.close()
+        if own:
+            own.close()
     if not multirun and isolated.first_process():
         print(
             f"{result.metric} ({result.mode}) = {float(result):.4f} after {result.epochs} epochs "

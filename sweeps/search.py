@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +21,9 @@ from hydra.utils import instantiate
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from sweeps import shared
 from sweeps.errors import ConfigError
 from sweeps.secrets import redact_text
-from sweeps.tracker_service import alive, process_start
 
 DEFAULT_STORAGE = "mlruns/optuna.journal"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -113,15 +111,17 @@ def study_name(space: Space, arguments: Sequence[str]) -> str:
     return "sweeplab-" + hashlib.sha256(key.encode()).hexdigest()[:10]
 
 
-def storage(url: str | None) -> Any:
-    """A journal file by default (safe for several processes on one machine); any RDB URL otherwise."""
-    from optuna.storages import JournalStorage, RDBStorage
+def storage(url: str | None, heartbeat: int | None = None, grace: int | None = None) -> Any:
+    """A journal file by default (safe for several processes on one machine); any RDB URL otherwise, with
+    heartbeats every ``heartbeat`` seconds (stale after ``grace``) so that workers elsewhere can tell a
+    trial whose worker died (see sweeps/shared.py)."""
+    from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     url = url or DEFAULT_STORAGE
     try:
         if "://" in url:
-            return RDBStorage(url, heartbeat_interval=None)
+            return shared.rdb_storage(url, heartbeat, grace)
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(url))
     except Exception as err:  # noqa: BLE001 - SQLAlchemy and drivers raise many kinds
@@ -158,32 +158,45 @@ def make(kind: str, node: dict[str, Any] | None, space: Space) -> Any:
 def open_study(
     settings: dict[str, Any], space: Space, name: str, direction: str, sampler: Any, pruner: Any
 ) -> optuna.Study:
-    """Create or load the study, and fail (and re-queue) the trials that a dead process left RUNNING."""
+    """Create or load the study (one process at a time: see sweeps/shared.py), and fail (and re-queue) the
+    trials that a dead process left RUNNING."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage(settings.get("storage")),
-        direction="maximize" if direction == "max" else "minimize",
-        sampler=sampler,
-        pruner=pruner,
-        load_if_exists=True,
-    )
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        attrs = trial.user_attrs
-        owner = attrs.get("sweeplab.pid")
-        if attrs.get("sweeplab.host") == socket.gethostname() and not (
-            owner and alive(int(owner), attrs.get("sweeplab.pid_start", ""))
-        ):
-            study.tell(trial.number, state=TrialState.FAIL)
-            study.enqueue_trial(trial.params, user_attrs={"sweeplab.retry_of": trial.number})
+    url = storage_url(settings)
+    heartbeat = settings.get("heartbeat_interval") if "://" in url else None
+    grace = settings.get("grace_period") if heartbeat else None
+    for key, value in (("heartbeat_interval", heartbeat), ("grace_period", grace)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ConfigError(f"hydra.sweeper.{key}={value} must be a whole number of seconds >= 1")
+    if heartbeat and grace and grace <= heartbeat:
+        raise ConfigError(
+            f"hydra.sweeper.grace_period={grace} must be longer than heartbeat_interval={heartbeat}"
+        )
+    try:
+        with shared.lock(url):
+            study = optuna.create_study(
+                study_name=name,
+                storage=storage(url, heartbeat and int(heartbeat), grace and int(grace)),
+                direction="maximize" if direction == "max" else "minimize",
+                sampler=sampler,
+                pruner=pruner,
+                load_if_exists=True,
+            )
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the lock's connection: drivers raise many kinds
+        reason = redact_text(f"{type(err).__name__}: {err}".splitlines()[0])
+        raise ConfigError(f"hydra.sweeper.storage={redact_text(url)} cannot be opened: {reason}") from None
+    with shared.lock(url, f"study:{name}"):
+        shared.recover_stale(study)
+    if "://" in url:
+        # Workers started with the same seed would sample the same first parameters: each gets its own
+        # stream (Optuna does the same for its own parallel workers).
+        study.sampler.reseed_rng()
     return study
 
 
-def claim(trial: optuna.Trial) -> None:
-    """Mark the trial as this process's, so that a later run can tell it was left behind."""
-    trial.set_user_attr("sweeplab.host", socket.gethostname())
-    trial.set_user_attr("sweeplab.pid", os.getpid())
-    trial.set_user_attr("sweeplab.pid_start", process_start(os.getpid()))
+def storage_url(settings: dict[str, Any]) -> str:
+    return str(settings.get("storage") or DEFAULT_STORAGE)
 
 
 def finished(study: optuna.Study) -> int:

@@ -21,7 +21,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps import report, tracking
+from sweeps import job_context, report, tracking
 from sweeps.errors import ConfigError
 from sweeps.secrets import redact, redact_override, redact_text
 
@@ -73,11 +73,13 @@ class Sweep:
         return objectives[0] if objectives else ("objective", "max")
 
     def start(
-        self, arguments: list[str], jobs: list[list[str]], prepare: Any = None
+        self, arguments: list[str], jobs: list[list[str]], prepare: Any = None, parent: Any = None
     ) -> tuple[Any, Any, Path]:
         """Open the store (in the background) while every job is checked; then the sweep folder, parent run.
 
         Bad input of any kind exits here with one line and code 2, before anything is created.
+        ``parent(session, prepared, start)``, if given, joins another process's parent run or calls
+        ``start()`` to create one shared by several processes (a study shared by workers).
         """
         session = None
         try:
@@ -98,7 +100,13 @@ class Sweep:
         config = redact(OmegaConf.to_container(self.config, resolve=False))
         (sweep_dir / "multirun.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
         if session:
-            session.start_sweep(f"sweep {sweep_dir.parent.name}/{sweep_dir.name}", arguments, sweep_dir)
+            name = f"sweep {sweep_dir.parent.name}/{sweep_dir.name}"
+            if parent:
+                start = lambda: session.start_sweep(name, arguments, sweep_dir, shared=True)  # noqa: E731
+                parent(session, prepared, start)
+            else:
+                session.start_sweep(name, arguments, sweep_dir)
+            job_context.publish(self.config, sweep_id=session.sweep_id)  # for jobs run elsewhere (submitit)
         return session, prepared, sweep_dir
 
     def sweep(self, arguments: list[str]) -> list[list[JobReturn]]:

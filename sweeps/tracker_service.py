@@ -64,13 +64,24 @@ class Service:
             if found is None:
                 location = Path(artifact_root).resolve().as_uri() if artifact_root else None
                 kind = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens on training runs
-                self.experiment_id = self.client.create_experiment(
-                    experiment, artifact_location=location, tags=kind
-                )
+                self.experiment_id = self._create_experiment(experiment, location, kind)
             else:
                 self.experiment_id = found.experiment_id
         reaped = self.reap()
         return {"experiment_id": self.experiment_id, "reaped": reaped}
+
+    def _create_experiment(self, name: str, location: str | None, tags: dict[str, str]) -> str:
+        """Create the experiment; where another process (on any machine: a tracking server takes no lock
+        of ours) created it first, use theirs."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.create_experiment(name, artifact_location=location, tags=tags)
+        except MlflowException as err:
+            found = self.client.get_experiment_by_name(name)
+            if err.error_code != "RESOURCE_ALREADY_EXISTS" or found is None:
+                raise
+            return found.experiment_id
 
     def connect(self, uri: str) -> Any:
         """A client for ``uri``; credentials in it move to MLflow's variables, out of every URL it prints."""
@@ -114,8 +125,26 @@ class Service:
         self.open_runs.add(run.info.run_id)
         return run.info.run_id
 
+    def _id(self, run: str) -> str:
+        """The MLflow run id of a handle of ours, or ``run`` itself (another process's run, e.g. a parent
+        run that this process joined)."""
+        return self.ids.get(run, run)
+
+    def kill_trial_runs(self, study: str, trials: list[str]) -> None:
+        """End as KILLED the RUNNING runs of these Optuna trials: their worker stopped, on any machine
+        (a worker found their trials stale). A worker's own tracking process usually did it already."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"attributes.status = 'RUNNING' and tags.\"sweeplab.study\" = '{study}'",
+            max_results=1000,
+        )
+        for run in runs:
+            if run.data.tags.get("sweeplab.trial") in trials:
+                self._kill(run.info.run_id, "its worker stopped (stale trial)")
+
     def resolve(self, handles: list[str]) -> dict[str, str]:
-        return {h: self.ids[h] for h in handles if h in self.ids}
+        """Run ids of our handles; a run id (of a run another process made, e.g. a submitit job) stays."""
+        return {h: self._id(h) for h in handles if h in self.ids or not h.startswith("run")}
 
     def log(
         self,
@@ -139,7 +168,7 @@ class Service:
             tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
             for i in range(0, max(len(params_list), len(tag_list)), BATCH):
                 self.client.log_batch(
-                    self.ids[run], params=params_list[i : i + BATCH], tags=tag_list[i : i + BATCH]
+                    self._id(run), params=params_list[i : i + BATCH], tags=tag_list[i : i + BATCH]
                 )
 
     def flush(self, run: str | None = None) -> None:
@@ -147,17 +176,17 @@ class Service:
         for handle in [run] if run else list(self.pending):
             metrics = self.pending.pop(handle, [])
             for i in range(0, len(metrics), 1000):
-                self.client.log_batch(self.ids[handle], metrics=metrics[i : i + 1000])
+                self.client.log_batch(self._id(handle), metrics=metrics[i : i + 1000])
 
     def due(self) -> bool:
         return bool(self.pending) and time.monotonic() - self.pending_since > FLUSH_SECONDS
 
     def artifact(self, run: str, path: str, folder: str | None = None) -> None:
         if Path(path).exists():
-            self.client.log_artifact(self.ids[run], path, folder)
+            self.client.log_artifact(self._id(run), path, folder)
 
     def text(self, run: str, text: str, name: str) -> None:
-        self.client.log_text(self.ids[run], text, name)
+        self.client.log_text(self._id(run), text, name)
 
     def heatmap(self, run: str, rows: list[dict], metric: str, mode: str) -> None:
         import tempfile
@@ -166,7 +195,7 @@ class Service:
 
         with tempfile.TemporaryDirectory() as tmp:
             self.client.log_artifact(
-                self.ids[run], str(heatmap(rows, metric, mode, Path(tmp) / "heatmap.png"))
+                self._id(run), str(heatmap(rows, metric, mode, Path(tmp) / "heatmap.png"))
             )
 
     def optuna_plots(self, run: str, storage: str, study: str, params: list[str]) -> None:
@@ -203,7 +232,7 @@ class Service:
                 figure.set_size_inches(8, 6)
                 figure.savefig(Path(tmp) / name, dpi=100, bbox_inches="tight")
                 matplotlib.pyplot.close(figure)
-                self.client.log_artifact(self.ids[run], str(Path(tmp) / name), "optuna")
+                self.client.log_artifact(self._id(run), str(Path(tmp) / name), "optuna")
 
     def source_run(self, run_id: str, dest: str) -> dict[str, Any] | None:
         """A run's params and its best checkpoint artifact, downloaded into ``dest`` (for fine-tuning from
@@ -221,8 +250,8 @@ class Service:
 
     def end_run(self, run: str, status: str) -> None:
         self.flush(run)
-        self.client.set_terminated(self.ids[run], status)
-        self.open_runs.discard(self.ids[run])
+        self.client.set_terminated(self._id(run), status)
+        self.open_runs.discard(self._id(run))
 
     def abandon(self) -> None:
         """The parent process is gone: no run of ours may stay RUNNING."""

@@ -123,14 +123,18 @@ class Session:
         for row, handle in zip(rows, handles, strict=True):
             row.run_id = ids.get(handle, "")
 
-    def start_sweep(self, name: str, arguments: Sequence[str], sweep_dir: Path) -> str:
+    def start_sweep(self, name: str, arguments: Sequence[str], sweep_dir: Path, shared: bool = False) -> str:
+        """The parent run. A ``shared`` one (a study shared by workers) carries no pid: it outlives the
+        process that created it, and the last worker on the study closes it (sweeps/shared.py)."""
         tags = {
             "sweeplab.kind": "sweep",
             "sweeplab.command": command(["-m", *arguments]),
-            "sweeplab.pid": str(os.getpid()),
-            "sweeplab.pid_start": process_start(os.getpid()),
             "sweeplab.sweep_dir": str(sweep_dir),
         }
+        if shared:
+            tags["sweeplab.shared"] = "true"
+        else:
+            tags.update({"sweeplab.pid": str(os.getpid()), "sweeplab.pid_start": process_start(os.getpid())})
         self.parent = self.new_run(name, tags)
         sweep_id = self.run_ids([self.parent])[self.parent]  # once per sweep: its children are tagged with it
         self.sweep_id = sweep_id

@@ -13,9 +13,11 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.plugins.io import AsyncCheckpointIO
 
 from lightning_modules.callbacks import EpochEnd, progress_line
+from sweeps import preemption
 from sweeps.build import Built, build
 from sweeps.checks import check_config
 
@@ -78,9 +80,12 @@ def make_trainer(cfg: DictConfig, built: Built, output_dir: Path | None, prefix:
                 enable_version_counter=False,
             )
         )
+    plugins: list[Any] = [AsyncCheckpointIO()]  # checkpoints are written in a thread, off the training path
+    if SLURMEnvironment.detect():  # a Slurm job: stop signals and requeues are ours (sweeps/preemption.py)
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     return pl.Trainer(
         logger=False,
-        plugins=[AsyncCheckpointIO()],  # checkpoints are written in a thread, off the training path
+        plugins=plugins,
         enable_progress_bar=progress == "bar",
         enable_model_summary=False,
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
@@ -111,8 +116,18 @@ def fit(
     """Train a prepared run; return the best value of the objective metric with the run's details."""
     trainer = make_trainer(cfg, built, output_dir, prefix)
     trainer.callbacks.extend(callbacks)
+    resume = preemption.resume_path(output_dir)  # a stopped (preempted) run of this trial left it
+    if output_dir is not None:
+        trainer.callbacks.append(preemption.Preemption(output_dir))
+    if resume:
+        logging.getLogger("sweeplab").info("%sresuming from %s", prefix, resume)
     start = time.perf_counter()
-    trainer.fit(built.module, datamodule=built.datamodule)
+    trainer.fit(
+        built.module,
+        datamodule=built.datamodule,
+        ckpt_path=resume,
+        weights_only=True if resume else None,
+    )
     seconds = time.perf_counter() - start
 
     ckpt = trainer.checkpoint_callback

@@ -50,6 +50,8 @@ ConfigStore.instance().store(
         "study_name": None,
         "max_failures": None,
         "fail_fast": False,
+        "heartbeat_interval": 10,
+        "grace_period": 60,
         "sampler": {"_target_": "optuna.samplers.TPESampler", "seed": None},
         "pruner": {"_target_": "optuna.pruners.MedianPruner"},
     },

@@ -1,0 +1,182 @@
+"""Scaling out on one machine: trials per minute with 1, 2 and 4 workers on the same PostgreSQL study, and
+the share of trial time spent in storage and in sampling, side by side in one run.
+
+Each worker is a process that opens the study as the sweeper does (``search.open_study``), claims trials
+with ``shared.next_trial`` (advisory lock, heartbeats, stale check, Optuna's ask) and tells them, and trains
+each trial in-process with ``sweeps.train`` (digits MLP, CPU-bound, one torch thread per worker). Workers
+start together once all have imported torch and opened the study, so start-up is not counted.
+Storage = claiming and telling minus sampling; sampling = time inside the sampler (TPE). A PostgreSQL
+server is started for the run (``sweeps.services``) and stopped at the end.
+
+    .venv/bin/python bench/scale.py [--trials 200] [--epochs 20] [--workers 1 2 4]   # trials of a few seconds
+    .venv/bin/python bench/scale.py --trials 8 --epochs 1          # a quick check that it works
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def worker(url: str, study_name: str, n_trials: int, epochs: int, go: Path) -> None:
+    """One worker: claim, train, tell until the study has ``n_trials`` finished trials; print its timings."""
+    import torch
+    from hydra import compose, initialize_config_dir
+    from optuna.distributions import FloatDistribution
+    from optuna.samplers import TPESampler
+    from optuna.trial import TrialState
+
+    from sweeps import search, shared
+    from sweeps.train import fit, prepare
+
+    torch.set_num_threads(1)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        base = compose(
+            config_name="config",
+            overrides=[
+                f"trainer.max_epochs={epochs}",
+                "trainer.num_threads=1",
+                "trainer.progress=none",
+                "checkpoint=false",
+                "early_stopping_patience=0",
+                "tracking=off",
+            ],
+        )
+    sampling = [0.0]
+    sampler = TPESampler(seed=0)
+    for name in ("infer_relative_search_space", "sample_relative", "sample_independent"):
+        method = getattr(sampler, name)
+
+        def timed(*args, _method=method, **kwargs):
+            start = time.perf_counter()
+            try:
+                return _method(*args, **kwargs)
+            finally:
+                sampling[0] += time.perf_counter() - start
+
+        setattr(sampler, name, timed)
+    space = search.Space({"lr": FloatDistribution(1e-4, 1e-1, log=True)})
+    settings = {"storage": url, "heartbeat_interval": 5, "grace_period": 60}
+    study = search.open_study(settings, space, study_name, "max", sampler, None)
+    prepare(base)  # the first build pays one-off costs (data loading, torch's first kernels)
+    print("ready", flush=True)
+    while not go.exists():
+        time.sleep(0.01)
+    claim_s = tell_s = train_s = 0.0
+    done = 0
+    while True:
+        start = time.perf_counter()
+        trial = shared.next_trial(study, url, space.distributions, n_trials, wait=False)
+        claim_s += time.perf_counter() - start
+        if trial is None:
+            if shared.counts(study)[0] >= n_trials:
+                break
+            time.sleep(0.2)  # the last trials run in other workers: idle, not counted as storage
+            continue
+        start = time.perf_counter()
+        cfg = base.copy()
+        cfg.lr = trial.params["lr"]
+        value = float(fit(cfg, prepare(cfg)))
+        train_s += time.perf_counter() - start
+        start = time.perf_counter()
+        study.tell(trial, value, state=TrialState.COMPLETE)
+        shared.release(study, trial._trial_id)
+        tell_s += time.perf_counter() - start
+        done += 1
+    result = {"trials": done, "claim": claim_s, "tell": tell_s, "train": train_s, "sample": sampling[0]}
+    print(json.dumps(result), flush=True)
+
+
+def measure(state, n_workers: int, n_trials: int, epochs: int, folder: Path) -> dict:
+    """``n_workers`` workers on a new study in a new database: wall time and the summed timings."""
+    import psycopg2
+
+    database = f"bench_{n_workers}_{time.time_ns()}"
+    conn = psycopg2.connect(state.url("postgres"))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{database}"')
+    conn.close()
+    url = state.url(database)
+    go = folder / f"go-{database}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--worker", url, "scale", str(n_trials), str(epochs), str(go)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(n_workers)
+    ]
+    for proc in procs:
+        if proc.stdout.readline().strip() != "ready":
+            raise SystemExit(f"a worker failed to start (exit code {proc.wait()})")
+    start = time.perf_counter()
+    go.touch()
+    totals = {"trials": 0, "claim": 0.0, "tell": 0.0, "train": 0.0, "sample": 0.0}
+    for proc in procs:
+        line = proc.stdout.readline()
+        if proc.wait() != 0 or not line:
+            raise SystemExit(f"a worker failed (exit code {proc.returncode})")
+        for key, value in json.loads(line).items():
+            totals[key] += value
+    totals["wall"] = time.perf_counter() - start
+    if totals["trials"] != n_trials:
+        raise SystemExit(f"{n_workers} workers finished {totals['trials']} trials, not {n_trials}")
+    return totals
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        url, name, n, epochs, go = sys.argv[2:7]
+        worker(url, name, int(n), int(epochs), Path(go))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=200, help="trials per study (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs per trial (default: %(default)s)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    args = parser.parse_args()
+
+    from sweeps import services
+
+    with tempfile.TemporaryDirectory(prefix="sweeplab-scale-") as tmp:
+        folder = Path(tmp)
+        state = services.start_postgres(folder / "services")
+        try:
+            rows = []
+            for n in args.workers:
+                print(f"{n} worker(s), {args.trials} trials of {args.epochs} epochs ...", flush=True)
+                rows.append((n, measure(state, n, args.trials, args.epochs, folder)))
+        finally:
+            services.stop(folder / "services")
+    print(f"\nPostgreSQL study, {args.trials} trials of {args.epochs} epochs (digits MLP, 1 thread each)")
+    head = ("workers", "trials/min", "speed-up", "s/trial", "storage", "sampling")
+    print("  ".join(f"{h:>{w}}" for h, w in zip(head, (7, 10, 8, 7, 7, 8), strict=True)))
+    base = None
+    for n, t in rows:
+        per_minute = 60 * t["trials"] / t["wall"]
+        base = base or per_minute
+        trial_time = t["train"] + t["claim"] + t["tell"]
+        storage = (t["claim"] - t["sample"] + t["tell"]) / trial_time
+        sampling = t["sample"] / trial_time
+        print(
+            f"{n:>7}  {per_minute:>10.1f}  {per_minute / base:>7.2f}x  {trial_time / t['trials']:>7.2f}"
+            f"  {storage:>7.2%}  {sampling:>8.2%}"
+        )
+    print("storage: claiming (lock, stale check, counts, ask's writes) and telling, minus sampling;")
+    print("shares of the workers' summed trial time (claim + train + tell).")
+    print("Goals on 2 cores: 2 workers >= 1.8x one worker; each share <= 2% at 200 trials.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""A scheduler's stop signal ends a trial cleanly: checkpoint, MLflow run KILLED, non-zero exit; the
+requeued job resumes from that checkpoint.
+
+Signals: SIGTERM (``scancel``, Slurm's preemption), SIGUSR1 (``sbatch --signal=USR1@90``) and submitit's
+own requeue signal (``SUBMITIT_PREEMPT_SIGNAL``, USR2 by default). The handler only notes the signal; the
+checkpoint is written at the next batch end (a consistent state: never between backward and step) as
+``last.ckpt`` in the trial's folder, and ``Preempted`` unwinds the run. After the MLflow run is closed,
+``exit`` hands over to the handler that was there before (submitit's: it resubmits the same trial and
+exits), or exits with 128 + the signal number.
+
+Why not Lightning's SLURM auto-requeue (its SignalConnector): it acts only when Lightning detects SLURM,
+requeues with ``scontrol`` behind submitit's back (two requeues), ignores SIGTERM and knows nothing of the
+MLflow run. It is switched off where this runs (``SLURMEnvironment(auto_requeue=False)``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytorch_lightning as pl
+
+LAST = "last.ckpt"
+
+
+def stop_signals() -> list[signal.Signals]:
+    names = {"SIGTERM", "SIGUSR1", "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2").upper()}
+    return [getattr(signal, n) for n in sorted(names) if hasattr(signal, n)]
+
+
+class Preempted(BaseException):
+    """Not an ``Exception``: the run is KILLED (stopped from outside), not FAILED."""
+
+    def __init__(self, signum: int, checkpoint: Path, previous: Any) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoint {checkpoint}")
+        self.signum, self.checkpoint, self.previous = signum, checkpoint, previous
+
+    def exit(self) -> None:
+        """Hand over to the handler that was installed before ours, or leave with 128 + the signal."""
+        if callable(self.previous):
+            self.previous(self.signum, None)  # submitit's: resubmits this trial and exits
+        sys.stdout.flush()
+        raise SystemExit(128 + self.signum)
+
+
+class Preemption(pl.Callback):
+    """Notes stop signals while training runs; checkpoints and raises ``Preempted`` at the next batch."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LAST
+        self.signum: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for sig in stop_signals():
+            self.previous[sig] = signal.signal(sig, self._note)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        self._check(trainer)
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        self._check(trainer)
+
+    def _check(self, trainer: pl.Trainer) -> None:
+        if self.signum is None:
+            return
+        trainer.save_checkpoint(self.path)
+        io = trainer.strategy.checkpoint_io
+        if hasattr(io, "teardown"):
+            io.teardown()  # the asynchronous writer: wait until the file is complete
+        self._restore()
+        previous = self.previous.get(signal.Signals(self.signum))
+        raise Preempted(self.signum, self.path, previous)
+
+
+def resume_path(folder: Path | None) -> Path | None:
+    """The checkpoint a stopped run of this trial left, if any: training resumes from it."""
+    path = folder / LAST if folder is not None else None
+    return path if path is not None and path.exists() else None

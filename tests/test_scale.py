@@ -1,0 +1,298 @@
+"""Several workers on one study: a real PostgreSQL server and a real MLflow server on loopback (started by
+``sweeps.services``), real worker processes, one of them really killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from sweeps import search, services, shared
+from tests.conftest import ROOT, run_cli
+
+
+def _postgres_installed() -> bool:
+    try:
+        services.pg_bin("initdb")
+        return True
+    except SystemExit:
+        return False
+
+
+pytestmark = pytest.mark.skipif(
+    not _postgres_installed(), reason="PostgreSQL server programs are not installed (.ci/run installs them)"
+)
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.State]:
+    root = tmp_path_factory.mktemp("services")
+    try:
+        yield services.start(root, artifacts=root / "shared-artifacts")
+    finally:
+        services.stop(root)
+
+
+_databases = iter(range(1000))
+
+
+def new_database(state: services.State) -> str:
+    """An empty database of its own for one test; its URL (with the password)."""
+    import psycopg2
+
+    name = f"t{os.getpid()}_{next(_databases)}"
+    conn = psycopg2.connect(state.url("postgres"))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return state.url(name)
+
+
+def python(code: str, *args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+# A worker that opens the study the way the sweeper does, waits for the others at a barrier (a file
+# appearing), then claims trials without waiting: creation and claims from 8 processes at the same instant.
+RACE = """
+    import sys, time
+    from pathlib import Path
+    from optuna.distributions import FloatDistribution
+    from sweeps import search, shared
+    url, go, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    while not go.exists():
+        time.sleep(0.005)
+    space = search.Space({"lr": FloatDistribution(1e-4, 1e-1, log=True)})
+    settings = {"storage": url, "heartbeat_interval": 1, "grace_period": 30}
+    study = search.open_study(settings, space, "race", "max", None, None)
+    claimed = 0
+    while shared.next_trial(study, url, space.distributions, n, wait=False) is not None:
+        claimed += 1
+    print("claimed", claimed, flush=True)
+    while not Path(str(go) + ".end").exists():  # exiting would leave our trials to be failed as stale
+        time.sleep(0.05)
+"""
+
+
+def test_eight_workers_at_once_on_an_empty_database_create_one_study_and_claim_exactly_n(
+    state: services.State, tmp_path: Path
+):
+    url = new_database(state)
+    go = tmp_path / "go"
+    procs = [python(RACE, url, str(go), "5") for _ in range(8)]
+    time.sleep(8)  # every interpreter has imported optuna and waits at the barrier
+    go.touch()
+    claims = [int(p.stdout.readline().split()[-1]) for p in procs]
+    Path(f"{go}.end").touch()
+    outs = [p.communicate(timeout=120) for p in procs]
+    for proc, (_, err) in zip(procs, outs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+        assert "Error" not in err, err[-3000:]
+    assert sum(claims) == 5  # no overshoot of the study total
+    storage = search_storage(url)
+    (summary,) = optuna.get_all_study_summaries(storage)
+    assert summary.study_name == "race" and summary.n_trials == 5
+
+
+def search_storage(url: str) -> optuna.storages.RDBStorage:
+    return optuna.storages.RDBStorage(shared.driver_url(url))
+
+
+# Claims one trial and keeps its heartbeat going until killed.
+HOLDER = """
+    import sys, time
+    from optuna.distributions import FloatDistribution
+    from sweeps import search, shared
+    url = sys.argv[1]
+    space = search.Space({"x": FloatDistribution(0, 1)})
+    settings = {"storage": url, "heartbeat_interval": 1, "grace_period": 4}
+    study = search.open_study(settings, space, "held", "max", None, None)
+    trial = shared.next_trial(study, url, space.distributions, 10)
+    print("holding", trial.number, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_live_trial_on_another_host_is_kept_and_a_dead_one_is_failed_and_queued_again(
+    state: services.State,
+):
+    url = new_database(state)
+    holder = python(HOLDER, url, env={"SWEEPLAB_HOST": "another-machine"})
+    try:
+        assert holder.stdout.readline().startswith("holding"), holder.stderr.read()[-3000:]
+        storage = search.storage(url, 1, 4)
+        study = optuna.load_study(study_name="held", storage=storage)
+        time.sleep(8)  # twice the grace period: a live trial keeps beating
+        assert shared.recover_stale(study) == []
+        assert len(study.get_trials(states=(TrialState.RUNNING,))) == 1
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        failed: list[int] = []
+        while not failed and time.monotonic() < deadline:
+            time.sleep(1)
+            failed = shared.recover_stale(study)
+        assert failed == [0]
+        (dead,) = study.get_trials(states=(TrialState.FAIL,))
+        (queued,) = study.get_trials(states=(TrialState.WAITING,))
+        assert queued.system_attrs["fixed_params"] == dead.params  # what the next ask() gets
+        assert queued.user_attrs["sweeplab.retry_of"] == 0
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+WORKER_ARGS = [
+    "-m",
+    "lr=tag(log, interval(1e-3, 1e-1))",
+    "hydra.sweeper.n_trials=18",
+    "hydra.sweeper.study_name=shared18",
+    "hydra/sweeper/pruner=none",
+    "hydra.sweeper.heartbeat_interval=1",
+    "hydra.sweeper.grace_period=6",
+    "trainer.max_epochs=3",
+    "trainer.num_threads=1",
+    "checkpoint=false",
+    "early_stopping_patience=0",
+    "tracking=server",
+]
+
+
+def test_three_workers_one_killed_share_an_18_trial_study_and_one_parent_run(
+    state: services.State, tmp_path: Path
+):
+    url = new_database(state)
+    args = [*WORKER_ARGS, f"hydra.sweeper.storage={url}", f"tracking.uri={state.tracking_uri}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"}
+    workers = []
+    for i in range(3):
+        folder = tmp_path / f"worker{i}"
+        folder.mkdir()
+        # Worker 0 plays a machine of its own: only its missing heartbeat can tell the others it died.
+        extra = {"SWEEPLAB_HOST": "machine-0"} if i == 0 else {}
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "sweeps.run", *args],
+                cwd=folder,
+                env={**env, **extra},
+                stdout=(folder / "out.txt").open("w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+    storage = search.storage(url)
+    victim = workers[0].pid
+    deadline = time.monotonic() + 240
+    killed_trial = None
+    while killed_trial is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name="shared18", storage=storage)
+        except KeyError:
+            continue
+        trials = study.get_trials(deepcopy=False)
+        done = sum(t.state == TrialState.COMPLETE for t in trials)
+        mine = [
+            t
+            for t in trials
+            if t.state == TrialState.RUNNING and t.user_attrs.get("sweeplab.owner", {}).get("pid") == victim
+        ]
+        if done >= 2 and mine and len(mine[0].intermediate_values) >= 1:  # mid-trial: an epoch reported
+            os.killpg(victim, signal.SIGKILL)  # the sweeper and its tracking process: a machine gone
+            killed_trial = mine[0].number
+    assert killed_trial is not None, "worker 0 never ran a trial"
+    for proc in workers[1:]:
+        proc.wait(timeout=300)
+    outputs = [(tmp_path / f"worker{i}" / "out.txt").read_text() for i in range(3)]
+    for proc, out in zip(workers[1:], outputs[1:], strict=True):
+        assert proc.returncode == 0, out[-3000:]
+
+    study = optuna.load_study(study_name="shared18", storage=storage)
+    trials = study.get_trials()
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 18
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    dead = next(t for t in trials if t.number == killed_trial)
+    assert dead.state == TrialState.FAIL
+    assert any(t.user_attrs.get("sweeplab.retry_of") == killed_trial for t in trials)
+
+    client = MlflowClient(state.tracking_uri)
+    experiment = client.get_experiment_by_name("sweeplab")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    children = [r for r in runs if r.data.tags.get("sweeplab.study") == "shared18"]
+    children = [r for r in children if "sweeplab.trial" in r.data.tags]
+    per_trial = Counter(r.data.tags["sweeplab.trial"] for r in children)
+    for trial in trials:
+        if trial.state == TrialState.COMPLETE:
+            assert per_trial[str(trial.number)] == 1, trial.number
+    finished = {r.data.tags["sweeplab.trial"] for r in children if r.info.status == "FINISHED"}
+    assert finished == {str(t.number) for t in trials if t.state == TrialState.COMPLETE}
+    assert [r.info.status for r in children if r.data.tags["sweeplab.trial"] == str(killed_trial)] in (
+        [],
+        ["KILLED"],
+    )
+    parents = {r.data.tags.get("mlflow.parentRunId") for r in children}
+    assert len(parents) == 1
+    (parent,) = [r for r in runs if r.info.run_id in parents]
+    assert parent.info.status == "FINISHED" and parent.data.tags["sweeplab.shared"] == "true"
+    assert parent.data.metrics["runs_finished"] == 18
+
+    # The database password reaches neither the console nor the store.
+    for out in outputs:
+        assert state.password not in out
+    for run in runs:
+        values = [*run.data.tags.values(), *run.data.params.values()]
+        assert not [v for v in values if state.password in v]
+
+
+def test_services_cli_prints_no_password(state: services.State):
+    out = subprocess.run(
+        [sys.executable, "-m", "sweeps.services", "status", "--root", state.root],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+    ).stdout
+    assert "running" in out and state.password not in out and "***" in out
+    url = subprocess.run(
+        [sys.executable, "-m", "sweeps.services", "url", "--root", state.root],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+    ).stdout.strip()
+    assert url == state.storage
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("hydra.sweeper.heartbeat_interval=0", "hydra.sweeper.heartbeat_interval=0 must be"),
+        ("hydra.sweeper.grace_period=5", "hydra.sweeper.grace_period=5 must be longer"),
+    ],
+)
+def test_bad_heartbeat_settings_fail_with_one_line(workdir: Path, setting: str, message: str):
+    args = ["-m", "lr=interval(0.001,0.1)", f"hydra.sweeper.storage=sqlite:///{workdir}/s.db", setting]
+    proc = run_cli(args, cwd=workdir)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert not list(workdir.glob("mlruns/multirun"))
