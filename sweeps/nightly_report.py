@@ -11,7 +11,6 @@ import datetime as dt
 import json
 import math
 import shlex
-import socket
 import sys
 from collections import Counter
 from pathlib import Path
@@ -21,10 +20,9 @@ import optuna
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeps import search
+from sweeps import search, shared
 from sweeps.errors import ConfigError
 from sweeps.secrets import redact_text
-from sweeps.tracker_service import alive
 
 STATES = ("complete", "pruned", "failed", "stopped")
 
@@ -247,15 +245,8 @@ def _value(value: Any) -> str:
 
 def close_orphans(study: optuna.Study) -> None:
     """Fail (and queue again) the trials that a killed sweep process left RUNNING on this host, as the next
-    run of the study would (``search.open_study``), so that the report and the store show no open trial."""
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        attrs = trial.user_attrs
-        owner = attrs.get("sweeplab.pid")
-        if attrs.get("sweeplab.host") == socket.gethostname() and not (
-            owner and alive(int(owner), attrs.get("sweeplab.pid_start", ""))
-        ):
-            study.tell(trial.number, state=TrialState.FAIL)
-            study.enqueue_trial(trial.params, user_attrs={"sweeplab.retry_of": trial.number})
+    run of the study would, so that the report and the store show no open trial."""
+    shared.recover_stale(study, heartbeats=False)
 
 
 def write(

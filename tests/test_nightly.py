@@ -147,7 +147,7 @@ def test_second_copy_is_refused_and_a_killed_holder_is_taken_over(workdir: Path)
 
     first.kill()  # SIGKILL: the lock file keeps its details, the kernel lock goes
     first.wait(timeout=30)
-    sweep_pid = int(running[0].user_attrs["sweeplab.pid"])  # the sweep process dies with nightly
+    sweep_pid = int(running[0].user_attrs["sweeplab.owner"]["pid"])  # the sweep process dies with nightly
     limit = time.monotonic() + 30
     while Path(f"/proc/{sweep_pid}").exists() and time.monotonic() < limit:
         time.sleep(0.2)
@@ -194,7 +194,7 @@ def test_sweep_killed_in_the_night_exits_non_zero_and_still_reports(workdir: Pat
     assert proc.returncode == 128 + 9, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = report_of(proc).read_text()
     assert "exit code 137 (**the sweep broke**" in text and "No trial has completed yet." in text
-    assert "- 1 x `its process died before the trial ended`" in text, text
+    assert "- 1 x `its worker stopped (stale trial)`" in text, text
     study = load_study(workdir)
     assert not study.get_trials(states=(TrialState.RUNNING,))
     assert study.get_trials(states=(TrialState.WAITING,))  # queued again for the next night
