@@ -173,7 +173,7 @@ def tonight(args: argparse.Namespace, cfg: Any, until: dt.datetime, plan_dir: Pa
         "night": folder.name,
         "study": study,
         "started": started.isoformat(timespec="seconds"),
-        "deadline": until.isoformat(timespec="seconds"),
+        "deadline": until.isoformat(),  # exact: a trial may start within the last second
         "ended": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "exit_code": code,
         "overrides": [redact_override(o) for o in args.overrides],
