@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from sweeps import current_trial, tracking
 from sweeps.child import ROOT
@@ -157,8 +157,3 @@ def serve(cfg: DictConfig, output_dir: Path, job_spec: dict[str, Any]) -> int:
         partial.write_text(json.dumps(outcome))
         partial.replace(output_dir / RESULT)  # the sweep never reads half a file
     return 1 if outcome["state"] == "failed" else 0
-
-
-def job_choices(choices: Any) -> dict[str, Any]:
-    """Hydra's group choices as plain values (what RunRecord logs as params)."""
-    return OmegaConf.to_container(choices) if isinstance(choices, DictConfig) else dict(choices or {})

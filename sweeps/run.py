@@ -48,7 +48,7 @@ def main(cfg: DictConfig) -> float:
         sys.exit(isolated.serve(cfg, output_dir, job_spec))
     if multirun and distributed(cfg.trainer):
         overrides = list(hc.overrides.task)
-        choices = isolated.job_choices(hc.runtime.choices)
+        choices = OmegaConf.to_container(hc.runtime.choices)
         return isolated.run(overrides, output_dir, job, run_name(job, overrides), choices)
     session = tracking.active() if multirun else None
     own = job_context.attach(cfg, hc) if multirun else None  # a trial in a job of its own (submitit)

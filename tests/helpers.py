@@ -12,7 +12,8 @@ from lightning_modules.models import MLP
 
 
 class SelfKillingMLP(MLP):
-    """An MLP whose process kills itself (SIGKILL) when built with ``die=True`` outside a dry run."""
+    """An MLP whose process kills itself (SIGKILL): when built with ``die=True`` outside a dry run, or, under
+    DDP, in the process of rank ``die_rank`` at its first training forward."""
 
     def __init__(
         self,
@@ -23,25 +24,10 @@ class SelfKillingMLP(MLP):
         dropout: float = 0.0,
         batch_norm: bool = False,
         die: bool = False,
+        die_rank: int | None = None,
     ) -> None:
         if die and torch.empty(0).device.type != "meta":  # the sweeper's config check builds on meta
             os.kill(os.getpid(), signal.SIGKILL)
-        super().__init__(input_shape, out_features, hidden, activation, dropout, batch_norm)
-
-
-class RankKillingMLP(MLP):
-    """An MLP whose DDP process of rank ``die_rank`` kills itself (SIGKILL) at its first training forward."""
-
-    def __init__(
-        self,
-        input_shape: Sequence[int],
-        out_features: int,
-        hidden: Sequence[int] = (128,),
-        activation: str = "relu",
-        dropout: float = 0.0,
-        batch_norm: bool = False,
-        die_rank: int = 1,
-    ) -> None:
         super().__init__(input_shape, out_features, hidden, activation, dropout, batch_norm)
         self.die_rank = die_rank
 

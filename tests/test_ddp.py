@@ -7,14 +7,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import optuna
 from mlflow.tracking import MlflowClient
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from sweeps.train import train
 from tests.conftest import compose_cfg, run_cli
+from tests.test_search import studies
 
 FAST = ["trainer.max_epochs=2", "early_stopping_patience=0", "trainer.progress=epoch"]
 
@@ -60,9 +58,8 @@ def test_ddp_optuna_search_three_trials(workdir: Path):
     args = ["-m", "trainer=ddp_cpu", "lr=tag(log, interval(1e-4, 1e-2))", "hydra.sweeper.n_trials=3", *FAST]
     proc = run_cli(args, cwd=workdir, timeout=500)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    storage = JournalStorage(JournalFileBackend(str(workdir / "mlruns" / "optuna.journal")))
-    (summary,) = optuna.get_all_study_summaries(storage)
-    trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
+    (study,) = studies(workdir)
+    trials = study.get_trials()
     assert len(trials) == 3
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     assert [p.name for p in job_folders(workdir)] == ["0", "1", "2"]
@@ -79,7 +76,7 @@ def test_a_crashed_rank_fails_its_trial_and_the_sweep_goes_on(workdir: Path):
     args = [
         "-m",
         "trainer=ddp_cpu",
-        "model._target_=tests.helpers.RankKillingMLP",
+        "model._target_=tests.helpers.SelfKillingMLP",
         "+model.die_rank=1,7",  # rank 1 dies in job 0; there is no rank 7, so job 1 trains
         *FAST,
     ]
@@ -124,9 +121,8 @@ def test_pruning_decided_on_rank_0_stops_every_rank(workdir: Path):
     ]
     proc = run_cli(args, cwd=workdir, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    storage = JournalStorage(JournalFileBackend(str(workdir / "mlruns" / "optuna.journal")))
-    (summary,) = optuna.get_all_study_summaries(storage)
-    (trial,) = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
+    (study,) = studies(workdir)
+    (trial,) = study.get_trials()
     assert trial.state == TrialState.PRUNED
     assert list(trial.intermediate_values) == [1]
     _, (run,) = runs(workdir)
