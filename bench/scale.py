@@ -3,23 +3,30 @@ the share of trial time spent in storage and in sampling, side by side in one ru
 
 Each worker is a process that opens the study as the sweeper does (``search.open_study``), claims trials
 with ``shared.next_trial`` (advisory lock, heartbeats, stale check, Optuna's ask) and tells them, and trains
-each trial in-process with ``sweeps.train`` (digits MLP, CPU-bound, one torch thread per worker). Workers
+each trial in-process with ``sweeps.train`` (digits, CPU-bound, one torch thread per worker). Workers
 start together once all have imported torch and opened the study, so start-up is not counted.
-Storage = claiming and telling minus sampling; sampling = time inside the sampler (TPE). A PostgreSQL
-server is started for the run (``sweeps.services``) and stopped at the end.
 
-    .venv/bin/python bench/scale.py [--trials 200] [--epochs 20] [--workers 1 2 4]   # trials of a few seconds
-    .venv/bin/python bench/scale.py --trials 8 --epochs 1          # a quick check that it works
+Sampling = the sampler's own computation (TPE), without the storage reads and writes it makes; storage =
+everything else in claiming and telling (advisory lock, counts, stale check, Optuna's ask and tell with
+their reads and writes). Both are also printed in ms per trial, which does not depend on the trial's
+length, with the trial length at which that overhead is 2 %. A PostgreSQL server is started for the run
+(``sweeps.services``) and stopped at the end.
+
+    .venv/bin/python bench/scale.py                            # 200 trials, CNN, 40 epochs (about 3 s)
+    .venv/bin/python bench/scale.py --model mlp --epochs 20    # trials of about 0.4 s
+    .venv/bin/python bench/scale.py --trials 8 --epochs 1      # a quick check that it works
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -27,13 +34,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def worker(url: str, study_name: str, n_trials: int, epochs: int, go: Path) -> None:
+def worker(url: str, study_name: str, n_trials: int, model: str, epochs: int, go: Path) -> None:
     """One worker: claim, train, tell until the study has ``n_trials`` finished trials; print its timings."""
     import torch
     from hydra import compose, initialize_config_dir
     from optuna.distributions import FloatDistribution
     from optuna.samplers import TPESampler
     from optuna.trial import TrialState
+    from sqlalchemy import event
 
     from sweeps import search, shared
     from sweeps.train import fit, prepare
@@ -43,6 +51,7 @@ def worker(url: str, study_name: str, n_trials: int, epochs: int, go: Path) -> N
         base = compose(
             config_name="config",
             overrides=[
+                f"model={model}",
                 f"trainer.max_epochs={epochs}",
                 "trainer.num_threads=1",
                 "trainer.progress=none",
@@ -51,22 +60,26 @@ def worker(url: str, study_name: str, n_trials: int, epochs: int, go: Path) -> N
                 "tracking=off",
             ],
         )
-    sampling = [0.0]
     sampler = TPESampler(seed=0)
-    for name in ("infer_relative_search_space", "sample_relative", "sample_independent"):
-        method = getattr(sampler, name)
-
-        def timed(*args, _method=method, **kwargs):
-            start = time.perf_counter()
-            try:
-                return _method(*args, **kwargs)
-            finally:
-                sampling[0] += time.perf_counter() - start
-
-        setattr(sampler, name, timed)
     space = search.Space({"lr": FloatDistribution(1e-4, 1e-1, log=True)})
     settings = {"storage": url, "heartbeat_interval": 5, "grace_period": 60}
     study = search.open_study(settings, space, study_name, "max", sampler, None)
+    # Time inside the sampler, and inside the storage while the sampler runs (TPE's reads of the trials and
+    # the constant liar's writes): the difference is sampling, the rest of claim + tell is storage.
+    clock = {"sampler": 0.0, "storage_in_sampler": 0.0, "in_sampler": False}
+    for name in ("infer_relative_search_space", "sample_relative", "sample_independent"):
+        setattr(sampler, name, _timed(getattr(sampler, name), clock, "sampler", flag="in_sampler"))
+    backend = study._storage._backend  # the RDBStorage under Optuna's cache
+    for name in dir(backend):
+        method = getattr(backend, name)
+        if inspect.ismethod(method) and not name.startswith("__"):
+            setattr(backend, name, _timed(method, clock, "storage_in_sampler", only_if="in_sampler"))
+    statements = [0]  # SQL statements of this loop through Optuna's storage (not the heartbeat thread's)
+
+    def count(*_args) -> None:
+        statements[0] += threading.current_thread() is threading.main_thread()
+
+    event.listen(backend.engine, "before_cursor_execute", count)
     prepare(base)  # the first build pays one-off costs (data loading, torch's first kernels)
     print("ready", flush=True)
     while not go.exists():
@@ -92,11 +105,37 @@ def worker(url: str, study_name: str, n_trials: int, epochs: int, go: Path) -> N
         shared.release(study, trial._trial_id)
         tell_s += time.perf_counter() - start
         done += 1
-    result = {"trials": done, "claim": claim_s, "tell": tell_s, "train": train_s, "sample": sampling[0]}
+    sample = clock["sampler"] - clock["storage_in_sampler"]
+    result = {"trials": done, "claim": claim_s, "tell": tell_s, "train": train_s, "sample": sample}
+    result["sql"] = statements[0]
     print(json.dumps(result), flush=True)
 
 
-def measure(state, n_workers: int, n_trials: int, epochs: int, folder: Path) -> dict:
+def _timed(method, clock: dict, key: str, flag: str = "", only_if: str = ""):
+    """``method``, adding its time to ``clock[key]`` (only while ``clock[only_if]``; the outermost call
+    only, since storage methods call one another; not the heartbeat thread's), with ``clock[flag]`` set
+    while it runs."""
+
+    def timed(*args, **kwargs):
+        skip = (only_if and not clock[only_if]) or clock.get(f"busy:{key}")
+        if skip or threading.current_thread() is not threading.main_thread():
+            return method(*args, **kwargs)
+        clock[f"busy:{key}"] = True
+        if flag:
+            clock[flag] = True
+        start = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            clock[key] += time.perf_counter() - start
+            clock[f"busy:{key}"] = False
+            if flag:
+                clock[flag] = False
+
+    return timed
+
+
+def measure(state, n_workers: int, n_trials: int, model: str, epochs: int, folder: Path) -> dict:
     """``n_workers`` workers on a new study in a new database: wall time and the summed timings."""
     import psycopg2
 
@@ -111,7 +150,7 @@ def measure(state, n_workers: int, n_trials: int, epochs: int, folder: Path) -> 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, "--worker", url, "scale", str(n_trials), str(epochs), str(go)],
+            [sys.executable, __file__, "--worker", url, "scale", str(n_trials), model, str(epochs), str(go)],
             stdout=subprocess.PIPE,
             text=True,
             env=env,
@@ -123,7 +162,7 @@ def measure(state, n_workers: int, n_trials: int, epochs: int, folder: Path) -> 
             raise SystemExit(f"a worker failed to start (exit code {proc.wait()})")
     start = time.perf_counter()
     go.touch()
-    totals = {"trials": 0, "claim": 0.0, "tell": 0.0, "train": 0.0, "sample": 0.0}
+    totals = {"trials": 0, "claim": 0.0, "tell": 0.0, "train": 0.0, "sample": 0.0, "sql": 0}
     for proc in procs:
         line = proc.stdout.readline()
         if proc.wait() != 0 or not line:
@@ -138,12 +177,13 @@ def measure(state, n_workers: int, n_trials: int, epochs: int, folder: Path) -> 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        url, name, n, epochs, go = sys.argv[2:7]
-        worker(url, name, int(n), int(epochs), Path(go))
+        url, name, n, model, epochs, go = sys.argv[2:8]
+        worker(url, name, int(n), model, int(epochs), Path(go))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=200, help="trials per study (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=20, help="epochs per trial (default: %(default)s)")
+    parser.add_argument("--model", choices=("cnn", "mlp"), default="cnn", help="(default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=40, help="epochs per trial (default: %(default)s)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     args = parser.parse_args()
 
@@ -156,25 +196,32 @@ def main() -> None:
             rows = []
             for n in args.workers:
                 print(f"{n} worker(s), {args.trials} trials of {args.epochs} epochs ...", flush=True)
-                rows.append((n, measure(state, n, args.trials, args.epochs, folder)))
+                rows.append((n, measure(state, n, args.trials, args.model, args.epochs, folder)))
         finally:
             services.stop(folder / "services")
-    print(f"\nPostgreSQL study, {args.trials} trials of {args.epochs} epochs (digits MLP, 1 thread each)")
-    head = ("workers", "trials/min", "speed-up", "s/trial", "storage", "sampling")
-    print("  ".join(f"{h:>{w}}" for h, w in zip(head, (7, 10, 8, 7, 7, 8), strict=True)))
+    model = {"cnn": "CNN", "mlp": "MLP"}[args.model]
+    print(f"\nPostgreSQL study, {args.trials} trials, digits {model}, {args.epochs} epochs, 1 thread each")
+    head = ("workers", "trials/min", "speed-up", "s/trial", "storage", "ms", "SQL", "sampling", "ms", "2% at")
+    widths = (7, 10, 8, 7, 7, 5, 4, 8, 5, 6)
+    print("  ".join(f"{h:>{w}}" for h, w in zip(head, widths, strict=True)))
     base = None
     for n, t in rows:
         per_minute = 60 * t["trials"] / t["wall"]
         base = base or per_minute
         trial_time = t["train"] + t["claim"] + t["tell"]
-        storage = (t["claim"] - t["sample"] + t["tell"]) / trial_time
-        sampling = t["sample"] / trial_time
+        storage = t["claim"] - t["sample"] + t["tell"]
+        overhead_ms = 1000 * max(storage, t["sample"]) / t["trials"]
         print(
             f"{n:>7}  {per_minute:>10.1f}  {per_minute / base:>7.2f}x  {trial_time / t['trials']:>7.2f}"
-            f"  {storage:>7.2%}  {sampling:>8.2%}"
+            f"  {storage / trial_time:>7.2%}  {1000 * storage / t['trials']:>5.1f}"
+            f"  {t['sql'] / t['trials']:>4.0f}"
+            f"  {t['sample'] / trial_time:>8.2%}  {1000 * t['sample'] / t['trials']:>5.1f}"
+            f"  {overhead_ms / 20:>5.1f}s"
         )
-    print("storage: claiming (lock, stale check, counts, ask's writes) and telling, minus sampling;")
-    print("shares of the workers' summed trial time (claim + train + tell).")
+    print("storage: claiming (lock, counts, stale check, Optuna's ask) and telling, without TPE's math;")
+    print("sampling: TPE's math. Shares of the workers' summed trial time (claim + train + tell);")
+    print("ms: per trial; SQL: statements per trial through Optuna's storage (the advisory lock adds 2);")
+    print("2% at: the trial length at which the larger of storage and sampling is 2 % of it.")
     print("Goals on 2 cores: 2 workers >= 1.8x one worker; each share <= 2% at 200 trials.")
 
 
