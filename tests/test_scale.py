@@ -169,7 +169,7 @@ WORKER_ARGS = [
     "hydra/sweeper/pruner=none",
     "hydra.sweeper.heartbeat_interval=1",
     "hydra.sweeper.grace_period=6",
-    "trainer.max_epochs=3",
+    "trainer.max_epochs=10",
     "trainer.num_threads=1",
     "checkpoint=false",
     "early_stopping_patience=0",
@@ -216,7 +216,9 @@ def test_three_workers_one_killed_share_an_18_trial_study_and_one_parent_run(
             for t in trials
             if t.state == TrialState.RUNNING and t.user_attrs.get("sweeplab.owner", {}).get("pid") == victim
         ]
-        if done >= 2 and mine and len(mine[0].intermediate_values) >= 1:  # mid-trial: an epoch reported
+        # Mid-trial: an epoch reported, most still to come. Near its end, the kill could land between the
+        # MLflow run's FINISHED and Optuna's tell, which is another test (a run for a failed trial).
+        if done >= 2 and mine and 1 <= len(mine[0].intermediate_values) <= 4:
             os.killpg(victim, signal.SIGKILL)  # the sweeper and its tracking process: a machine gone
             killed_trial = mine[0].number
     assert killed_trial is not None, "worker 0 never ran a trial"
