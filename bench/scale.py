@@ -28,7 +28,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -76,7 +78,7 @@ def worker(url: str, study_name: str, n_trials: int, model: str, epochs: int, go
             setattr(backend, name, _timed(method, clock, "storage_in_sampler", only_if="in_sampler"))
     statements = [0]  # SQL statements of this loop through Optuna's storage (not the heartbeat thread's)
 
-    def count(*_args) -> None:
+    def count(*_args: Any) -> None:
         statements[0] += threading.current_thread() is threading.main_thread()
 
     event.listen(backend.engine, "before_cursor_execute", count)
@@ -111,12 +113,14 @@ def worker(url: str, study_name: str, n_trials: int, model: str, epochs: int, go
     print(json.dumps(result), flush=True)
 
 
-def _timed(method, clock: dict, key: str, flag: str = "", only_if: str = ""):
+def _timed(
+    method: Callable[..., Any], clock: dict[str, Any], key: str, flag: str = "", only_if: str = ""
+) -> Callable[..., Any]:
     """``method``, adding its time to ``clock[key]`` (only while ``clock[only_if]``; the outermost call
     only, since storage methods call one another; not the heartbeat thread's), with ``clock[flag]`` set
     while it runs."""
 
-    def timed(*args, **kwargs):
+    def timed(*args: Any, **kwargs: Any) -> Any:
         skip = (only_if and not clock[only_if]) or clock.get(f"busy:{key}")
         if skip or threading.current_thread() is not threading.main_thread():
             return method(*args, **kwargs)
