@@ -141,15 +141,10 @@ def _timed(
 
 def measure(state, n_workers: int, n_trials: int, model: str, epochs: int, folder: Path) -> dict:
     """``n_workers`` workers on a new study in a new database: wall time and the summed timings."""
-    import psycopg2
+    from sweeps import services
 
     database = f"bench_{n_workers}_{time.time_ns()}"
-    conn = psycopg2.connect(state.url("postgres"))
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{database}"')
-    conn.close()
-    url = state.url(database)
+    url = services.create_database(state, database)
     go = folder / f"go-{database}"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     procs = [

@@ -164,16 +164,22 @@ def _run(command: list[str], what: str) -> None:
 
 
 def _create_databases(state: State) -> None:
+    for name in DATABASES:
+        create_database(state, name)
+
+
+def create_database(state: State, name: str) -> str:
+    """The database ``name`` on the server (created if missing); its URL, with the password."""
     import psycopg2
 
     conn = psycopg2.connect(state.url("postgres"))
     conn.autocommit = True
     with conn.cursor() as cur:
-        for name in DATABASES:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            if cur.fetchone() is None:
-                cur.execute(f'CREATE DATABASE "{name}"')
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if cur.fetchone() is None:
+            cur.execute(f'CREATE DATABASE "{name}"')
     conn.close()
+    return state.url(name)
 
 
 def postgres_alive(state: State) -> bool:

@@ -12,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -35,17 +36,33 @@ def compose_cfg(overrides: Sequence[str] = ()) -> DictConfig:
         return compose(config_name="config", overrides=list(overrides))
 
 
-def run_cli(args: Sequence[str], cwd: Path, timeout: float = 240, env: dict | None = None):
+def cli_env(env: dict | None = None) -> dict:
+    """The environment of a command run as a user would: this checkout importable, Hydra's short errors."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0", **(env or {})}
+
+
+def run_cli(
+    args: Sequence[str],
+    cwd: Path,
+    timeout: float = 240,
+    env: dict | None = None,
+    module: str = "sweeps.run",
+) -> subprocess.CompletedProcess:
     """``python -m sweeps.run ARGS`` in ``cwd`` (so that mlruns/ lands there), as a user would run it."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "sweeps.run", *args],
+        [sys.executable, "-m", module, *args],
         cwd=cwd,
-        env=full_env,
+        env=cli_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def start_cli(args: Sequence[str], cwd: Path, module: str = "sweeps.run", **popen: Any) -> subprocess.Popen:
+    """The same command left running (output piped, as text, unless ``popen`` says otherwise)."""
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True, **popen}
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=cli_env(), **popen)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import http.server
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,32 +19,17 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from sweeps import deadline, nightly, nightly_report, webhook
-from tests.conftest import ROOT, free_port
+from tests.conftest import free_port, run_cli, start_cli
 
 SHORT = ["trainer.max_epochs=3"]  # short trials: several fit in a short night
 
 
 def nightly_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 300):
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "sweeps.nightly", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_cli(args, cwd, timeout, env, module="sweeps.nightly")
 
 
 def start_nightly(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "sweeps.nightly", *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return start_cli(args, cwd, module="sweeps.nightly")
 
 
 def load_study(workdir: Path, name: str = "nightly-default") -> optuna.Study:

@@ -6,7 +6,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import run_cli, start_cli
 
 SEARCH = ["-m", "search=lr_betas", "trainer.max_epochs=6", "early_stopping_patience=0", "checkpoint=false"]
 
@@ -102,18 +101,11 @@ def test_diverging_trial_fails_with_its_reason_and_the_search_finishes(workdir: 
 
 def test_killed_search_resumes_without_losing_or_repeating_trials(workdir: Path):
     args = [*SEARCH, "trainer.max_epochs=15"]  # the preset's 12 trials
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     rng = random.Random(7)
     finished_before: dict[int, dict] = {}
     for _ in range(2):  # killed twice, at random moments of a trial
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sweeps.run", *args],
-            cwd=workdir,
-            env=env,
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        proc = start_cli(args, workdir, start_new_session=True, **quiet)
         journal = workdir / "mlruns" / "optuna.journal"
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import run_cli, start_cli
 
 
 def runs(workdir: Path) -> list:
@@ -68,14 +67,7 @@ def start_run(workdir: Path, run_dir: Path) -> subprocess.Popen:
         "trainer.num_threads=1",
         f"hydra.run.dir={run_dir}",
     ]
-    return subprocess.Popen(
-        [sys.executable, "-m", "sweeps.run", *args],
-        cwd=workdir,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return start_cli(args, workdir)
 
 
 def wait_for_epoch(proc: subprocess.Popen, epoch: int, timeout: float = 180) -> str:
@@ -139,14 +131,7 @@ def test_submitit_requeue_signal_checkpoints_and_the_requeued_job_resumes(workdi
         "early_stopping_patience=0",
         "trainer.num_threads=1",
     ]
-    sweep = subprocess.Popen(
-        [sys.executable, "-m", "sweeps.run", *args],
-        cwd=workdir,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    sweep = start_cli(args, workdir)
     deadline = time.monotonic() + 240
     job_log = None
     while time.monotonic() < deadline:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT, free_port, mlflow_server, run_cli
+from tests.conftest import ROOT, free_port, mlflow_server, run_cli, start_cli
 
 GRID = ["-m", "loss=cross_entropy,mse", "optimizer=adam,sgd", "lr=1e-3,1e-2", "trainer.max_epochs=3"]
 ENV_TAGS = (
@@ -142,14 +142,8 @@ def _start_long_sweep(workdir: Path) -> subprocess.Popen:
         "data.n_samples=20000",
         "trainer.steps_per_batch=1",
     ]
-    return subprocess.Popen(
-        [sys.executable, "-m", "sweeps.run", *args],
-        cwd=workdir,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    return start_cli(args, workdir, start_new_session=True, **quiet)
 
 
 def _wait_for_running_child(workdir: Path, timeout: float = 120) -> MlflowClient:
