@@ -260,22 +260,13 @@ def test_three_workers_one_killed_share_an_18_trial_study_and_one_parent_run(
 
 
 def test_services_cli_prints_no_password(state: services.State):
-    out = subprocess.run(
-        [sys.executable, "-m", "sweeps.services", "status", "--root", state.root],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        check=True,
-    ).stdout
+    status = run_cli(["status", "--root", str(state.root)], ROOT, module="sweeps.services")
+    assert status.returncode == 0, status.stderr
+    out = status.stdout
     assert "running" in out and state.password not in out and "***" in out
-    url = subprocess.run(
-        [sys.executable, "-m", "sweeps.services", "url", "--root", state.root],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        check=True,
-    ).stdout.strip()
-    assert url == state.storage
+    url = run_cli(["url", "--root", str(state.root)], ROOT, module="sweeps.services")
+    assert url.returncode == 0, url.stderr
+    assert url.stdout.strip() == state.storage
 
 
 @pytest.mark.parametrize(
