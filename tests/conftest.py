@@ -48,7 +48,8 @@ def run_cli(
     env: dict | None = None,
     module: str = "sweeps.run",
 ) -> subprocess.CompletedProcess:
-    """``python -m sweeps.run ARGS`` in ``cwd`` (so that mlruns/ lands there), as a user would run it."""
+    """``python -m MODULE ARGS`` (``sweeps.run`` unless told) in ``cwd`` (so that mlruns/ lands there), as a
+    user would run it."""
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,
