@@ -390,7 +390,7 @@ class SequenceDataModule(ArrayDataModule):
         label = rng.integers(0, classes, n)
         start = rng.integers(0, self.vocab_size, (n, 1))
         tokens = (start + (label[:, None] + 1) * np.arange(length + 1)) % self.vocab_size
-        flip = rng.random(tokens.shape) < noise
+        flip = np.asarray(rng.random(tokens.shape) < noise)
         tokens[flip] = rng.integers(0, self.vocab_size, int(flip.sum()))
         if self.task == "lm":
             return tokens[:, :-1], tokens[:, 1:]
@@ -399,4 +399,4 @@ class SequenceDataModule(ArrayDataModule):
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
         if self.task == "lm":
-            self.n_classes = self.vocab_size
+            self.n_classes = int(self.vocab_size or 0)

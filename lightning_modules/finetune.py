@@ -228,7 +228,8 @@ class FineTuneModule(LitModule):
         self._set_frozen(self.frozen)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        head, backbone = [], []
+        head: list[Any] = []
+        backbone: list[Any] = []
         for name, p in self.model.named_parameters():
             (head if block_of(name) in self.head else backbone).append(p)
         groups = [{"params": head, "lr_scale": 1.0, "name": "head"}]

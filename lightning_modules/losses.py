@@ -30,6 +30,8 @@ def _flatten_tokens(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch
 class CrossEntropy(nn.Module):
     """Softmax cross-entropy, with optional label smoothing and class weights (``balanced`` or a list)."""
 
+    weight: torch.Tensor | None
+
     def __init__(
         self,
         task: str = "classification",
@@ -116,6 +118,8 @@ class Huber(_Regression):
 
 class LogLoss(nn.Module):
     """Binary cross-entropy on a single logit (binary classification only)."""
+
+    pos_weight: torch.Tensor | None
 
     def __init__(
         self, task: str = "classification", n_classes: int = 2, pos_weight: float | None = None

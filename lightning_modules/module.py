@@ -8,7 +8,8 @@ step itself, so this module
 - keeps per-epoch metrics in ``epoch_metrics`` from sums kept on the device, and passes only the
   monitored ones to ``self.log`` (~0.5 ms a call), never per step,
 - computes validation metrics once per epoch on the concatenated outputs,
-- sets ``_current_fx_name`` (assigned ~20 times a step by Lightning) without ``nn.Module.__setattr__``.
+- sets ``_current_fx_name`` (assigned ~20 times a step by Lightning) without ``nn.Module.__setattr__``
+  (``compat``).
 """
 
 from __future__ import annotations
@@ -16,15 +17,18 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
 import torchmetrics.functional as tmf
+from pytorch_lightning.core.optimizer import LightningOptimizer
 from pytorch_lightning.strategies import SingleDeviceStrategy
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import nn
 from torch.optim import Optimizer
+
+from lightning_modules.compat import set_fast, step_with_hooks
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 OptimizerFactory = Callable[..., Optimizer]
@@ -75,9 +79,7 @@ class LitModule(pl.LightningModule):
         self._reset_epoch()
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
+        if not set_fast(self, name, value):
             super().__setattr__(name, value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -93,7 +95,7 @@ class LitModule(pl.LightningModule):
         if self.scheduler_factory is not None and self.trainer.state.fn == TrainerFn.FITTING:
             epochs = max(1, int(self.trainer.max_epochs or 1))
             batches = math.ceil(self.trainer.estimated_stepping_batches / epochs)  # loads the train data
-            loader = self.trainer.train_dataloader
+            loader: Any = self.trainer.train_dataloader
             if hasattr(loader, "steps") and len(loader) == batches:
                 steps = loader.steps  # a whole epoch: the exact count, the last group may be short
             else:
@@ -103,14 +105,15 @@ class LitModule(pl.LightningModule):
 
     def _penalty(self) -> torch.Tensor:
         """The L1 penalty on weight matrices (biases and norms excluded)."""
-        return self.l1 * sum(p.abs().sum() for p in self.model.parameters() if p.dim() > 1)
+        weights = (p.abs().sum() for p in self.model.parameters() if p.dim() > 1)
+        return cast(torch.Tensor, self.l1 * sum(weights))
 
     def training_step(self, batch: Batch | list[Batch], batch_idx: int) -> None:
         """One optimizer step per mini-batch; a list of mini-batches (see InMemoryBatches) is several."""
         steps = batch if isinstance(batch, list) and not isinstance(batch[0], torch.Tensor) else [batch]
         direct = self._direct
-        lightning_opt = self.optimizers()
-        opt = lightning_opt.optimizer if direct else lightning_opt
+        lightning_opt = cast(LightningOptimizer, self.optimizers())
+        opt: Any = lightning_opt.optimizer if direct else lightning_opt
         schedule = self._schedule if self._schedule and self._schedule["interval"] == "step" else None
         losses = []
         for x, y in steps:
@@ -127,10 +130,7 @@ class LitModule(pl.LightningModule):
                 if self.grad_clip:
                     self.clip_gradients(opt, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
             if direct:
-                # Lightning counts global_step (checkpoints, max_steps) through these two hooks.
-                lightning_opt._on_before_step()
-                opt.step()
-                lightning_opt._on_after_step()
+                step_with_hooks(lightning_opt, opt.step)  # Lightning still counts global_step
             else:
                 opt.step()
             if schedule is not None:
@@ -180,7 +180,7 @@ class LitModule(pl.LightningModule):
         self._publish(
             {
                 "train_loss": mean_loss,
-                "lr": float(self.optimizers().param_groups[0]["lr"]),
+                "lr": float(cast(LightningOptimizer, self.optimizers()).param_groups[0]["lr"]),
                 "epoch_time": seconds,
                 "samples_per_sec": self._samples * self.trainer.world_size / max(seconds, 1e-9),
             }
@@ -229,17 +229,17 @@ class LitModule(pl.LightningModule):
         loss_sum = torch.stack([s for _, _, s in outs]).sum()
         if self.trainer.world_size > 1:
             out, y = self._gather(out), self._gather(y)
-            loss_sum = self.all_gather(loss_sum).sum()
+            loss_sum = cast(torch.Tensor, self.all_gather(loss_sum)).sum()
         metrics = task_metrics(out, y, self.task, loss_sum / len(y))
         return {f"{prefix}_{k}": float(v) for k, v in metrics.items()}
 
     def _gather(self, t: torch.Tensor) -> torch.Tensor:
         """Every process's rows, in rank order: shards may differ by a row, and all_gather needs equal
         shapes, so each pads to the longest and the padding is dropped after the gather."""
-        sizes = self.all_gather(torch.tensor(len(t), device=t.device)).tolist()
+        sizes = cast(torch.Tensor, self.all_gather(torch.tensor(len(t), device=t.device))).tolist()
         longest = max(sizes)
         padded = torch.cat([t, t.new_zeros((longest - len(t), *t.shape[1:]))]) if len(t) < longest else t
-        gathered = self.all_gather(padded)
+        gathered = cast(torch.Tensor, self.all_gather(padded))
         return torch.cat([gathered[r, :n] for r, n in enumerate(sizes)])
 
 

@@ -1,0 +1,2 @@
+"""Optuna search: the space from Hydra's sweep syntax, the persistent study, and the coordination of the
+workers that share one study."""

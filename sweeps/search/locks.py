@@ -1,0 +1,82 @@
+"""Locks between the processes (and machines) that share a study: creating the storage's tables and the
+study, and claiming trials.
+
+``RDBStorage`` creates its tables and ``create_study(load_if_exists=True)`` its study with no lock, so
+workers starting at the same instant on an empty database fail with duplicate-key errors. A lock rather
+than retrying the known errors: the errors differ by backend and by step (tables, alembic stamp, study
+row), a lock covers them all and costs one round trip. PostgreSQL: an advisory lock held on one connection
+per process; a journal or SQLite file: a file lock beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+_connections: dict[str, Any] = {}
+_file_locks: dict[str, Any] = {}
+_held: dict[str, int] = {}
+
+
+def driver_url(url: str) -> str:
+    """SQLAlchemy 2.1 reads ``postgresql://`` as psycopg 3; psycopg2 is the driver sweeplab installs."""
+    return "postgresql+psycopg2://" + url.split("://", 1)[1] if url.startswith("postgresql://") else url
+
+
+def _key(name: str) -> int:
+    """A signed 64-bit advisory lock key for ``name``."""
+    return int.from_bytes(hashlib.sha256(f"sweeplab:{name}".encode()).digest()[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def lock(url: str, name: str = "create") -> Iterator[None]:
+    """Exclusive between processes (and machines, for PostgreSQL) for ``name``; re-entrant in a process."""
+    ident = f"{url}|{name}"
+    if _held.get(ident):
+        _held[ident] += 1
+        try:
+            yield
+        finally:
+            _held[ident] -= 1
+        return
+    if url.startswith("postgresql"):
+        conn = _pg_connection(url)
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (_key(name),))
+        release: Callable[[], None] = lambda: _pg_unlock(conn, name)  # noqa: E731
+    else:
+        path = url.split("///", 1)[1] if url.startswith("sqlite:///") else "" if "://" in url else url
+        if not path or path == ":memory:":  # another database (MySQL, ...): its own row locks only
+            release = lambda: None  # noqa: E731
+        else:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            file_lock = _file_locks.setdefault(ident, FileLock(f"{path}.{name}.lock", timeout=600))
+            file_lock.acquire()
+            release = file_lock.release
+    _held[ident] = 1
+    try:
+        yield
+    finally:
+        _held[ident] = 0
+        release()
+
+
+def _pg_connection(url: str) -> Any:
+    import psycopg2
+
+    conn = _connections.get(url)
+    if conn is None or conn.closed:
+        conn = psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://"))
+        conn.autocommit = True
+        _connections[url] = conn
+    return conn
+
+
+def _pg_unlock(conn: Any, name: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_unlock(%s)", (_key(name),))

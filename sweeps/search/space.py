@@ -1,0 +1,118 @@
+"""The search space: Hydra's sweep syntax (``interval``, ``choice``, ``range``, ``tag(log, ...)``) as Optuna
+distributions, plus the fixed overrides every trial gets."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
+from hydra.errors import HydraException
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+from sweeps.support.errors import ConfigError
+
+
+@dataclass
+class Space:
+    """What each trial overrides: sampled parameters and fixed values."""
+
+    distributions: dict[str, BaseDistribution] = field(default_factory=dict)
+    fixed: list[str] = field(default_factory=list)
+
+    def overrides(self, params: dict[str, Any]) -> list[str]:
+        return [*self.fixed, *(f"{k}={format_value(v)}" for k, v in params.items())]
+
+
+def format_value(value: Any) -> str:
+    """A sampled value as an override string (floats round-trip exactly)."""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def parse_space(parser: OverridesParser, arguments: Sequence[str], params: dict[str, str] | None) -> Space:
+    """``params`` from the config, then the command line (which wins for the same key)."""
+    merged: dict[str, Override] = {}
+    texts = [f"{k}={v}" for k, v in (params or {}).items()] + list(arguments)
+    for text in texts:
+        try:
+            override = parser.parse_overrides([text])[0]
+        except HydraException as err:
+            raise ConfigError(f"malformed search expression {text!r}: {str(err).splitlines()[0]}") from None
+        merged[override.get_key_element()] = override
+    space = Space()
+    for key, override in merged.items():
+        if override.is_sweep_override():
+            space.distributions[key] = distribution(key, override.value())
+        else:
+            space.fixed.append(f"{key}={override.get_value_element_as_str()}")
+    if not space.distributions:
+        raise ConfigError(
+            "the search has no parameter to search (use interval(...), choice(...) or range(...))"
+        )
+    return space
+
+
+def distribution(key: str, sweep: Any) -> BaseDistribution:
+    """Hydra's sweep objects as Optuna distributions; a ``log`` tag asks for a log scale."""
+    log = "log" in getattr(sweep, "tags", set())
+    if isinstance(sweep, IntervalSweep):
+        low: Any = sweep.start
+        high: Any = sweep.end
+        if not low < high:
+            raise ConfigError(
+                f"{key}: empty interval({low}, {high}); the lower bound must be below the upper"
+            )
+        if log and low <= 0:
+            raise ConfigError(f"{key}: a log interval must be above 0, got interval({low}, {high})")
+        if isinstance(low, int) and isinstance(high, int) and not isinstance(low, bool):
+            return IntDistribution(low, high, log=log)
+        return FloatDistribution(float(low), float(high), log=log)
+    if isinstance(sweep, RangeSweep):
+        values = list(_range_values(sweep))
+        if not values:
+            raise ConfigError(f"{key}: empty range({sweep.start}, {sweep.stop}, {sweep.step})")
+        if log and values[0] <= 0:
+            raise ConfigError(f"{key}: a log range must be above 0")
+        if all(isinstance(v, int) for v in values):
+            step = int(sweep.step or 1) if not log else 1
+            return IntDistribution(int(values[0]), int(values[-1]), step=step, log=log)
+        return CategoricalDistribution(values)
+    if isinstance(sweep, ChoiceSweep):
+        if not sweep.list:
+            raise ConfigError(f"{key}: empty choice()")
+        return CategoricalDistribution([str(v) if not isinstance(v, int | float) else v for v in sweep.list])
+    raise ConfigError(f"{key}: unsupported search expression")
+
+
+def _range_values(sweep: RangeSweep) -> Sequence[float]:
+    start: Any = sweep.start
+    stop: Any = sweep.stop
+    step: Any = sweep.step or 1
+    count = max(0, math.ceil((stop - start) / step))
+    return [start + i * step for i in range(count)]
+
+
+def study_name(space: Space) -> str:
+    """The same search (space and fixed overrides) gets the same name, so that rerunning resumes it."""
+    key = repr((sorted((k, repr(d)) for k, d in space.distributions.items()), sorted(space.fixed)))
+    return "sweeplab-" + hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+def probes(space: Space) -> list[list[str]]:
+    """Configs to check before the first trial: each parameter at its bounds (or each choice)."""
+
+    def corners(dist: Any) -> list[Any]:
+        if isinstance(dist, CategoricalDistribution):
+            return list(dist.choices)
+        return [dist.low, dist.high]
+
+    base = {k: corners(d)[0] for k, d in space.distributions.items()}
+    jobs = [space.overrides(base)]
+    for key, dist in space.distributions.items():
+        for value in corners(dist)[1:]:
+            jobs.append(space.overrides({**base, key: value}))
+    return jobs

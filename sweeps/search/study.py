@@ -1,0 +1,186 @@
+"""The persistent Optuna study of a search: its storage, created or resumed by name, with the sweep's
+sampler and pruner.
+
+``StudyRef`` keeps the storage object we built beside the study: Optuna keeps its own private, and the
+coordination of several workers (``coordination``) needs the storage's public methods.
+Why not the published ``hydra-optuna-sweeper``: it pins ``optuna<3`` and has neither pruning nor resume.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.utils import instantiate
+from optuna.distributions import CategoricalDistribution
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeps.search.locks import driver_url, lock
+from sweeps.search.space import Space
+from sweeps.support.errors import ConfigError
+from sweeps.support.secrets import redact_text
+
+DEFAULT_STORAGE = "mlruns/optuna.journal"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class RequeueStale(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a trial failed as stale (its copy waits for the next ask), with the trial it
+    retries as ``sweeplab.retry_of``; the numbers it retried are kept for ``taken()`` (their MLflow runs are
+    closed by the caller)."""
+
+    def __init__(self) -> None:
+        with warnings.catch_warnings():  # "experimental": public since Optuna 2.8, and what we need
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            super().__init__()
+        self.retried: list[int] = []
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        trial.user_attrs = {**trial.user_attrs, "sweeplab.retry_of": trial.number}
+        super().__call__(study, trial)
+        self.retried.append(trial.number)
+
+    def taken(self) -> list[int]:
+        numbers, self.retried = self.retried, []
+        return numbers
+
+
+@dataclass
+class StudyRef:
+    """A study, the storage it was opened on (with its URL), and the ids of the trials this process holds."""
+
+    study: optuna.Study
+    storage: BaseStorage
+    url: str
+    requeue: RequeueStale = field(default_factory=RequeueStale)
+    trial_ids: dict[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.study_id = self.storage.get_study_id_from_name(self.study.study_name)
+
+    @property
+    def name(self) -> str:
+        return self.study.study_name
+
+    @property
+    def heartbeat_interval(self) -> int | None:
+        """Seconds between heartbeats (None: off, or a journal file)."""
+        return self.storage.get_heartbeat_interval() if isinstance(self.storage, RDBStorage) else None
+
+    def trial_id(self, number: int) -> int:
+        """The storage's id of trial ``number`` (remembered for the trials this process claimed)."""
+        if number not in self.trial_ids:
+            self.trial_ids[number] = self.storage.get_trial_id_from_study_id_trial_number(
+                self.study_id, number
+            )
+        return self.trial_ids[number]
+
+    def trials(self, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
+        """The study's trials, read from the storage (no copy)."""
+        return self.storage.get_all_trials(self.study_id, deepcopy=False, states=states)
+
+    def finished(self) -> int:
+        return len(self.trials(FINISHED))
+
+
+def storage(url: str | None, heartbeat: int | None = None, grace: int | None = None) -> BaseStorage:
+    """A journal file by default (safe for several processes on one machine); any RDB URL otherwise, with
+    heartbeats every ``heartbeat`` seconds (stale after ``grace``) so that workers elsewhere can tell a
+    trial whose worker died (see ``coordination``)."""
+    url = url or DEFAULT_STORAGE
+    try:
+        if "://" in url:
+            return rdb_storage(url, heartbeat, grace)
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(url))
+    except Exception as err:  # noqa: BLE001 - SQLAlchemy and drivers raise many kinds
+        raise _unreachable(url, err) from None
+
+
+def rdb_storage(url: str, heartbeat: int | None, grace: int | None) -> RDBStorage:
+    """``RDBStorage`` whose tables are created by one process at a time; stale trials run again."""
+    with lock(url), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RDBStorage(
+            driver_url(url),
+            heartbeat_interval=heartbeat,
+            grace_period=grace,
+            heartbeat_stale_trial_callback=RequeueStale() if heartbeat else None,
+            engine_kwargs={"pool_pre_ping": True},
+        )
+
+
+def _unreachable(url: str, err: BaseException) -> ConfigError:
+    reason = redact_text(f"{type(err).__name__}: {err}".splitlines()[0])
+    return ConfigError(f"hydra.sweeper.storage={redact_text(url)} cannot be opened: {reason}")
+
+
+def reference(study: optuna.Study, opened: BaseStorage, url: str) -> StudyRef:
+    """``StudyRef`` of a study opened on ``opened``, sharing its retry callback where it has one."""
+    callback = opened.get_heartbeat_stale_trial_callback() if isinstance(opened, RDBStorage) else None
+    ref = StudyRef(study, opened, url)
+    if isinstance(callback, RequeueStale):
+        ref.requeue = callback
+    return ref
+
+
+def load(name: str, url: str | None, pruner: dict[str, Any] | None = None) -> StudyRef:
+    """The sweep's study in another process (a trial worker, a DDP job's process, a report) with the sweep's
+    pruner: a loaded study would otherwise decide with Optuna's default pruner. Raises KeyError if missing."""
+    opened = storage(url)
+    study = optuna.load_study(study_name=name, storage=opened, pruner=make("pruner", pruner, Space()))
+    return reference(study, opened, url or DEFAULT_STORAGE)
+
+
+def make(kind: str, node: dict[str, Any] | None, space: Space) -> Any:
+    """The sampler or pruner from its config; a grid sampler gets the search space's choices."""
+    if not node:
+        return None
+    node = dict(node)
+    try:
+        if str(node.get("_target_", "")).endswith("GridSampler"):
+            grid = {}
+            for key, dist in space.distributions.items():
+                if not isinstance(dist, CategoricalDistribution):
+                    raise ConfigError(f"hydra/sweeper/sampler=grid needs choice(...) or range(...) for {key}")
+                grid[key] = list(dist.choices)
+            node["search_space"] = grid
+        return instantiate(node)
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - Hydra wraps the sampler's own errors
+        raise ConfigError(f"hydra.sweeper.{kind}: {str(err).splitlines()[0]}") from None
+
+
+def open_study(
+    url: str, name: str, direction: str, sampler: Any, pruner: Any, heartbeat: tuple[int, int] | None = None
+) -> StudyRef:
+    """Create or load the study (one process at a time: see ``locks``). ``heartbeat`` is (interval,
+    grace period) in seconds, for database storage. The caller recovers the trials a dead process left."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    beat, grace = heartbeat if heartbeat and "://" in url else (None, None)
+    try:
+        with lock(url):
+            opened = storage(url, beat, grace)
+            study = optuna.create_study(
+                study_name=name,
+                storage=opened,
+                direction="maximize" if direction == "max" else "minimize",
+                sampler=sampler,
+                pruner=pruner,
+                load_if_exists=True,
+            )
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the lock's connection: drivers raise many kinds
+        raise _unreachable(url, err) from None
+    if "://" in url:
+        # Workers started with the same seed would sample the same first parameters: each gets its own
+        # stream (Optuna does the same for its own parallel workers).
+        study.sampler.reseed_rng()
+    return reference(study, opened, url)

@@ -1,0 +1,60 @@
+"""Helper processes, and telling whether a process still runs.
+
+Helpers (the tracking process, trial workers) are a plain ``python -m MODULE FD`` on one end of a socket
+pair. Plain, because multiprocessing's spawn would first re-import this command's ``__main__`` (Hydra and
+all) in the child; the child sees EOF on the socket when its parent dies, however it dies.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]  # the project: conf/, and what a child needs on PYTHONPATH
+
+
+def python_path() -> str:
+    """``PYTHONPATH`` for a child command: this project first, then whatever was there."""
+    return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+
+
+def spawn(module: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Connection]:
+    """``python -m module FD``; ``env`` is added to this process's environment."""
+    ours, theirs = socket.socketpair()
+    process = subprocess.Popen(
+        [sys.executable, "-m", module, str(theirs.fileno())],
+        pass_fds=[theirs.fileno()],
+        env={**os.environ, **(env or {}), "PYTHONPATH": python_path()},
+    )
+    theirs.close()
+    return process, Connection(ours.detach())
+
+
+def alive(pid: int, start: str) -> bool:
+    """Whether process ``pid`` still runs and is the one that started (same start time, where known)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not start or process_start(pid) == start
+
+
+def process_start(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def host() -> str:
+    """This machine's name in trial records; ``SWEEPLAB_HOST`` overrides it where machines share a
+    hostname (containers), since a trial of "this host" whose pid is not running here is failed at once."""
+    return os.environ.get("SWEEPLAB_HOST") or socket.gethostname()

@@ -1,0 +1,200 @@
+"""sweeplab's sweeper: plans the jobs of a multirun, checks them all, runs them, and reports.
+
+This module holds what a grid and a search share; ``entry`` picks one (``grid`` or ``optuna_loop``).
+Why our own and not Hydra's BasicSweeper: it stops the whole sweep at the first failed job and returns no
+summary; ours checks every job's config before the first one trains, keeps going past a failed job
+(recording why it failed), records the sweep in MLflow and ends with a leaderboard. (Hydra's Optuna
+sweeper pins optuna<3, without pruning or resume.)
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn
+from hydra.errors import HydraException
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from sweeps.launch import submitit
+from sweeps.outcome import Outcome, State
+from sweeps.support.errors import ConfigError
+from sweeps.support.secrets import redact, redact_override
+from sweeps.sweeper.settings import SweeplabSettings
+from sweeps.tracking import leaderboard
+from sweeps.tracking import session as tracking
+
+log = logging.getLogger("sweeplab")
+
+
+class Sweep:
+    def __init__(
+        self,
+        settings: SweeplabSettings,
+        *,
+        hydra_context: HydraContext,
+        task_function: TaskFunction,
+        config: DictConfig,
+    ) -> None:
+        self.settings = settings
+        self.hydra_context = hydra_context
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def parser(self) -> OverridesParser:
+        return OverridesParser.create(config_loader=self.hydra_context.config_loader)
+
+    def plan(self, arguments: list[str]) -> list[list[str]]:
+        """Expand comma lists and ``range``/``choice`` into the grid of jobs (one override list each)."""
+        axes: dict[str, list[str]] = {}  # by key: a key given twice takes its last value, as in Hydra
+        for override in self.parser().parse_overrides(arguments):
+            key = override.get_key_element()
+            if not override.is_sweep_override():
+                axes[key] = [f"{key}={override.get_value_element_as_str()}"]
+            elif override.is_discrete_sweep():
+                axes[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+            else:
+                raise HydraException(f"{override.input_line}: a grid needs a list of values")
+        return [list(job) for job in itertools.product(*axes.values())]
+
+    def job_config(self, overrides: list[str]) -> DictConfig:
+        return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+
+    def check(self, jobs: list[list[str]]) -> tuple[str, str]:
+        """Every job's config, checked before any trains (raises ConfigError naming the job).
+
+        Returns the objective (metric, mode) of the first job.
+        """
+        from sweeps.training.build import validate  # torch loads here
+
+        cache: dict[str, Any] = {}
+        objectives = []
+        for overrides in jobs:
+            try:
+                objectives.append(validate(self.job_config(overrides), cache))
+            except ConfigError as err:
+                where = f" (job {' '.join(redact_override(o) for o in overrides)})" if len(jobs) > 1 else ""
+                raise ConfigError(f"{err}{where}") from err
+        return objectives[0] if objectives else ("objective", "max")
+
+    def start(
+        self,
+        arguments: list[str],
+        jobs: list[list[str]],
+        prepare: Callable[[tuple[str, str]], Any] | None = None,
+        parent: Callable[..., Any] | None = None,
+    ) -> tuple[tracking.Session | None, Any, Path]:
+        """Open the store (in the background) while every job is checked; then the sweep folder, parent run.
+
+        Bad input of any kind exits here with one line and code 2, before anything is created.
+        ``parent(session, prepared, start)``, if given, joins another process's parent run or calls
+        ``start()`` to create one shared by several processes (a study shared by workers).
+        """
+        session, prepared = self.open(jobs, prepare)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        config = redact(OmegaConf.to_container(self.config, resolve=False))
+        (sweep_dir / "multirun.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+        if session:
+            name = f"sweep {sweep_dir.parent.name}/{sweep_dir.name}"
+            if parent:
+                parent(
+                    session, prepared, lambda: session.start_sweep(name, arguments, sweep_dir, shared=True)
+                )
+            else:
+                session.start_sweep(name, arguments, sweep_dir)
+            submitit.publish(self.config, sweep_id=session.sweep_id)  # for jobs run elsewhere (submitit)
+        return session, prepared, sweep_dir
+
+    def open(
+        self, jobs: list[list[str]], prepare: Callable[[tuple[str, str]], Any] | None
+    ) -> tuple[tracking.Session | None, Any]:
+        """The tracking session and ``prepare(objective)``, or one line and exit code 2 for bad input."""
+        session = None
+        try:
+            ours = "data" in self.config and "trainer" in self.config  # sweeplab's config, not another app's
+            session = tracking.start(self.config.tracking) if "tracking" in self.config else None
+            validate = ours and self.settings.validate_all
+            objective = self.check(jobs) if validate else ("objective", "max")
+            prepared = prepare(objective) if prepare else None
+            if session:
+                session.ready()
+        except ConfigError as err:
+            if session:
+                session.close()
+            refuse(err)
+        return session, prepared
+
+
+def refuse(err: ConfigError) -> NoReturn:
+    """Bad input of a sweep: one line and exit code 2."""
+    print(f"error: {err}", file=sys.stderr)
+    raise SystemExit(err.exit_code) from None
+
+
+def finish(session: tracking.Session | None, status: str) -> None:
+    """Close the sweep's parent run (if this process has one) and the tracking process."""
+    if session and session.parent:
+        session.send("end_run", run=session.parent, status=status)
+    if session:
+        session.close()
+
+
+def job_outcome(ret: JobReturn) -> Outcome:
+    """A job's outcome from Hydra's ``JobReturn``: what the task returned, or the error it raised (Hydra's
+    ``return_value`` re-raises that one). Another app's task may return any number."""
+    try:
+        value = ret.return_value
+    except Exception as err:  # noqa: BLE001 - the job's own error, whatever it is
+        return Outcome.of_error(err)
+    if isinstance(value, Outcome):
+        return value
+    try:
+        return Outcome(State.FINISHED, float(value))
+    except (TypeError, ValueError):
+        return Outcome(State.FINISHED)
+
+
+def objective_of(results: list[JobReturn]) -> tuple[str, str]:
+    """The objective's name and direction, from the last job that finished."""
+    finished = [o for o in map(job_outcome, results) if o.state is State.FINISHED]
+    return (finished[-1].metric, finished[-1].mode) if finished else ("objective", "max")
+
+
+def grid_rows(
+    jobs: list[list[str]], results: list[JobReturn], session: tracking.Session | None
+) -> list[leaderboard.Row]:
+    """One leaderboard row per job, showing the keys the grid varies, with MLflow run ids."""
+    swept = _swept_keys(jobs)
+    rows = []
+    for i, (overrides, ret) in enumerate(zip(jobs, results, strict=True)):
+        pairs = dict(o.split("=", 1) for o in overrides if "=" in o)
+        shown = {
+            k.lstrip("+~"): redact_override(f"{k}={v}").split("=", 1)[1]
+            for k, v in pairs.items()
+            if k in swept
+        }
+        rows.append(leaderboard.Row.of(i, shown, job_outcome(ret)))
+    if session:
+        session.fill_run_ids(rows, [r.run_id or None for r in rows])
+    return rows
+
+
+def _swept_keys(jobs: list[list[str]]) -> set[str]:
+    """Keys whose value differs between jobs (all keys for a single job)."""
+    values: dict[str, set[str]] = {}
+    for overrides in jobs:
+        for o in overrides:
+            if "=" in o:
+                k, v = o.split("=", 1)
+                values.setdefault(k, set()).add(v)
+    return {k for k, v in values.items() if len(v) > 1 or len(jobs) == 1}

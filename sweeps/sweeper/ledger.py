@@ -1,0 +1,126 @@
+"""The books of a search: tells Optuna each trial's outcome, keeps the leaderboard rows, and decides whether
+another trial may start (the study's ``n_trials``, the failure budget, the timeout and the deadline)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from sweeps.outcome import Outcome, State
+from sweeps.search import coordination
+from sweeps.search.space import format_value
+from sweeps.search.study import FINISHED, StudyRef
+from sweeps.sweeper.settings import SweeplabSettings
+from sweeps.tracking.leaderboard import Row
+
+log = logging.getLogger("sweeplab")
+
+
+def expected_duration(durations: Sequence[float]) -> float:
+    """How long the next trial will take: the median of the trials so far (0 when there are none)."""
+    return statistics.median(durations) if durations else 0.0
+
+
+class Ledger:
+    def __init__(self, ref: StudyRef, settings: SweeplabSettings, metric: str) -> None:
+        self.ref, self.settings, self.metric = ref, settings, metric
+        self.n_trials = settings.n_trials
+        self.start = time.monotonic()
+        self.done = ref.finished()
+        self.failures = 0
+        self.stopped = 0  # trials stopped by the deadline
+        self.rows: list[Row] = []
+        self.gave_up = ""
+        self.on_stale: Callable[[list[int]], None] | None = None  # closes the MLflow runs of stale trials
+        self.sync_runs: Callable[[list[str]], Any] | None = None  # waits for runs' tracking writes
+
+    def next_trial(self, distributions: dict[str, Any], wait: bool = True) -> optuna.Trial | None:
+        """The study's next trial, claimed safely among every worker on the study (``coordination``)."""
+        return coordination.next_trial(
+            self.ref, distributions, self.n_trials, wait, self.may_start, self.on_stale
+        )
+
+    def may_start(self, running: int = 0) -> bool:
+        if self.gave_up or self.done + running >= self.n_trials:
+            return False
+        timeout = self.settings.timeout
+        if timeout and time.monotonic() - self.start > float(timeout):
+            if not running:
+                log.info("search: timeout (%gs) reached, no new trial starts", timeout)
+            return False
+        return not self.settings.deadline or self.fits(running)
+
+    def fits(self, running: int) -> bool:
+        """Whether a trial started now ends before the deadline, by the median duration of the study's
+        completed trials so far (all finished ones while none has completed)."""
+        left = float(self.settings.deadline or 0) - time.time()
+        trials = self.ref.trials(FINISHED)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE] or trials
+        need = expected_duration([t.duration.total_seconds() for t in complete if t.duration])
+        if left > need:
+            return True
+        if not running and left <= 0:
+            log.info("search: deadline reached, no new trial starts")
+        elif not running:
+            log.info("search: deadline in %.0fs, a trial takes ~%.0fs: no new trial starts", left, need)
+        return False
+
+    def settle(self, trial: optuna.Trial, outcome: Outcome, began: float) -> Row:
+        """Tell Optuna how ``trial`` ended (unless another worker failed it as stale meanwhile); its row."""
+        outcome = outcome.for_search()
+        if self.ref.storage.get_trial(self.ref.trial_id(trial.number)).state.is_finished():
+            # Another worker took it for dead (no heartbeat within the grace period): it runs again there.
+            log.warning("search: trial %d was failed as stale meanwhile; its result is dropped", trial.number)
+            outcome = outcome.replace(
+                state=State.FAILED, value=math.nan, reason="failed as stale by another worker"
+            )
+        else:
+            self._tell(trial, outcome)
+        coordination.release(self.ref, trial.number)
+        self.done += outcome.state in (State.FINISHED, State.PRUNED)
+        self.failures += outcome.state is State.FAILED
+        self.stopped += outcome.state is State.STOPPED
+        shown = {k: format_value(v) for k, v in trial.params.items()}
+        row = Row.of(trial.number, shown, outcome, seconds=time.monotonic() - began)
+        self.rows.append(row)
+        said = f" {self.metric}={outcome.value:.4f}" if outcome.complete else f": {outcome.reason}"
+        log.info(
+            "search: trial %d %s%s (%d/%d finished)",
+            trial.number,
+            outcome.state.value.lower(),
+            said,
+            self.done,
+            self.n_trials,
+        )
+        self._check_budget()
+        return row
+
+    def _tell(self, trial: optuna.Trial, outcome: Outcome) -> None:
+        if outcome.reason:
+            trial.set_user_attr("sweeplab.reason", outcome.reason)
+        stopped = outcome.state is State.STOPPED
+        if stopped:
+            trial.set_user_attr("sweeplab.stopped", "deadline")
+        self.ref.study.tell(trial, outcome.value if outcome.complete else None, state=outcome.optuna_state())
+        if stopped:  # not the trial's fault: the next run of this study runs it again
+            self.ref.study.enqueue_trial(trial.params, user_attrs={"sweeplab.retry_of": trial.number})
+
+    def _check_budget(self) -> None:
+        fail_fast, most = self.settings.fail_fast, self.settings.max_failures
+        if self.failures and (fail_fast or (most is not None and self.failures >= most)):
+            budget = "fail_fast" if fail_fast else f"max_failures={most}"
+            self.gave_up = f"the search gave up after {self.failures} failed trials ({budget})"
+
+    def abandon(self, trials: Sequence[optuna.Trial]) -> None:
+        """Interrupted while these trials ran: failed, and queued for the next run of this command."""
+        for trial in trials:
+            self.ref.study.tell(trial, state=TrialState.FAIL)
+            coordination.release(self.ref, trial.number)
+            self.ref.study.enqueue_trial(trial.params)

@@ -1,0 +1,176 @@
+"""The sweeper's Optuna mode: ask a trial, run it, tell the outcome, until the study holds ``n_trials``
+finished trials, the ``timeout`` passes, the next trial would not end before the ``deadline``, or the failure
+budget is spent. Then the leaderboard of the whole study and its best trial."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn
+from omegaconf import OmegaConf
+
+from sweeps.launch import gpus, submitit
+from sweeps.search import coordination
+from sweeps.search.space import Space, parse_space, probes, study_name
+from sweeps.search.study import StudyRef, make, open_study
+from sweeps.support.context import set_deadline
+from sweeps.support.errors import ConfigError
+from sweeps.support.secrets import redact_text
+from sweeps.sweeper import trials
+from sweeps.sweeper.base import Sweep, finish, refuse
+from sweeps.sweeper.ledger import Ledger
+from sweeps.sweeper.report import report
+from sweeps.sweeper.results import best, study_rows
+from sweeps.tracking.session import Session
+
+log = logging.getLogger("sweeplab")
+
+
+@dataclass
+class Search:
+    """One run of a search in this process: what it searches and where it records."""
+
+    sweep: Sweep
+    space: Space
+    name: str
+    devices: list[str | None]
+    ref: StudyRef | None = None
+    session: Session | None = None
+    metric: str = "objective"
+    mode: str = "max"
+
+    @property
+    def shared(self) -> bool:
+        """A database: workers anywhere may share the study and one parent run."""
+        return "://" in self.sweep.settings.storage_url
+
+
+def plan(sweep: Sweep, arguments: list[str]) -> Search:
+    """The space, the study's name and each worker's GPUs; bad input exits with one line and code 2."""
+    settings = sweep.settings
+    try:
+        space = parse_space(sweep.parser(), arguments, settings.params)
+        settings.check_search()
+        trainer = sweep.config.get("trainer") or {}
+        devices = gpus.for_workers(settings.n_jobs, trainer, settings.trials_per_gpu)
+    except ConfigError as err:
+        refuse(err)
+    return Search(sweep, space, settings.study_name or study_name(space), devices)
+
+
+def start(search: Search, arguments: list[str]) -> Path:
+    """Open the study (checking every probe config meanwhile), the parent run; returns the sweep folder."""
+    settings = search.sweep.settings
+
+    def prepare(objective: tuple[str, str]) -> tuple[StudyRef, str, str]:
+        metric, mode = objective
+        sampler = make("sampler", settings.sampler, search.space)
+        pruner = make("pruner", settings.pruner, search.space)
+        beat = (settings.heartbeat_interval, settings.grace_period)
+        ref = open_study(settings.storage_url, search.name, mode, sampler, pruner, beat)
+        with coordination.lock(ref.url, f"study:{ref.name}"):
+            coordination.recover_stale(ref)  # trials a dead process left RUNNING: failed, queued again
+        return ref, metric, mode
+
+    def parent(session: Session, prepared: tuple, begin: Any) -> None:
+        coordination.join_or_start(prepared[0], session, begin)
+
+    chosen = parent if search.shared else None
+    session, prepared, sweep_dir = search.sweep.start(arguments, probes(search.space), prepare, chosen)
+    search.session = session
+    search.ref, search.metric, search.mode = prepared
+    if session:
+        shown = redact_text(settings.storage_url)
+        session.send(
+            "log", run=session.parent, tags={"sweeplab.study": search.name, "sweeplab.storage": shown}
+        )
+    return sweep_dir
+
+
+def ledger_for(search: Search) -> Ledger:
+    assert search.ref is not None
+    ledger = Ledger(search.ref, search.sweep.settings, search.metric)
+    session = search.session
+    if session:
+        ledger.on_stale = lambda numbers: session.send(
+            "kill_trial_runs", study=search.name, trials=[str(n) for n in numbers]
+        )
+    if session and search.shared:
+        # A machine may die with tracking writes in flight: a trial is told to Optuna only once its MLflow
+        # run is closed, so that a finished trial never has a run left RUNNING.
+        ledger.sync_runs = session.run_ids
+    return ledger
+
+
+def run_trials(search: Search, ledger: Ledger) -> list[JobReturn]:
+    """This process's trials, in the way the settings and the launcher ask for."""
+    sweep, settings = search.sweep, search.sweep.settings
+    if settings.n_jobs > 1 and type(sweep.launcher).__name__ != "BasicLauncher":
+        return trials.through_launcher(sweep, search.space, ledger, settings.n_jobs)
+    if settings.n_jobs == 1:
+        return trials.in_process(sweep, search.space, ledger)
+    session = search.session
+    setup = {
+        "tracking": OmegaConf.to_container(sweep.config.tracking, resolve=True),
+        "sweep_id": session.sweep_id if session else None,
+        "study": search.name,
+        "storage": settings.storage_url,
+        "pruner": settings.pruner,
+        "deadline": settings.deadline,
+    }
+    trials.in_workers(sweep, search.space, ledger, search.devices, setup)
+    return []
+
+
+def run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
+    search = plan(sweep, arguments)
+    sweep_dir = start(search, arguments)
+    ref, session, settings = search.ref, search.session, sweep.settings
+    assert ref is not None
+    already = ref.finished()
+    log.info(
+        "search: study %s, %d of %d trials finished before -> %s",
+        ref.name,
+        already,
+        settings.n_trials,
+        sweep_dir,
+    )
+    ledger = ledger_for(search)
+    set_deadline(settings.deadline)  # read by the trials' StopAtDeadline callback
+    submitit.publish(sweep.config, study=search.name)  # for trials run elsewhere (submitit)
+    closing = True  # whether this process reports on and closes the parent run
+    status = "KILLED"
+    results: list[JobReturn] = []
+    try:
+        results = run_trials(search, ledger)
+        rows = ledger.rows
+        if session:
+            session.fill_run_ids(rows, [r.run_id or None for r in rows])
+        if search.shared and session:
+            closing = coordination.last_out(ref, session)
+            rows = study_rows(ref, ledger.rows) if closing else rows
+        report(rows, search.metric, search.mode, sweep_dir, session if closing else None)
+        best(ref, search.space, search.metric, sweep_dir, session if closing else None)
+        status = "FINISHED"
+    finally:
+        if status != "FINISHED" and search.shared and session:
+            closing = _last_out_quietly(ref, session)
+        if closing:
+            finish(session, status)
+        elif session:
+            session.close()
+    if ledger.gave_up:
+        print(f"error: {ledger.gave_up}", file=sys.stderr)
+        raise SystemExit(1)
+    return [results]
+
+
+def _last_out_quietly(ref: StudyRef, session: Session) -> bool:
+    try:
+        return coordination.last_out(ref, session)
+    except Exception:  # noqa: BLE001 - going down already: leave the parent to the other workers
+        return False

@@ -1,0 +1,72 @@
+"""What a search leaves besides the leaderboard: the best trial of the whole study (``best.yaml``, the
+console, Optuna's pictures on the parent run), and the rows of trials that other workers ran."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+from sweeps.outcome import Outcome, of_trial
+from sweeps.search.space import Space, format_value
+from sweeps.search.study import StudyRef
+from sweeps.tracking.leaderboard import Row
+from sweeps.tracking.session import Session
+
+log = logging.getLogger("sweeplab")
+
+
+def best(ref: StudyRef, space: Space, metric: str, sweep_dir: Path, session: Session | None) -> None:
+    """Print and keep the best trial of the whole study, and put Optuna's pictures on the parent run."""
+    if not ref.trials((TrialState.COMPLETE,)):
+        log.warning("search: no trial of study %s has completed yet", ref.name)
+        return
+    trial = ref.study.best_trial
+    summary = {
+        "study": ref.name,
+        "metric": metric,
+        "direction": ref.study.direction.name.lower(),
+        "value": trial.value,
+        "trial": trial.number,
+        "params": {k: trial.params[k] for k in sorted(trial.params)},
+        "overrides": space.overrides(trial.params),
+    }
+    (sweep_dir / "best.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(summary)))
+    params = " ".join(f"{k}={format_value(v)}" for k, v in trial.params.items())
+    print(f"best of study {ref.name}: {metric}={trial.value:.4f} (trial {trial.number}) with {params}")
+    print(f"written to {sweep_dir / 'best.yaml'}", flush=True)
+    if session:
+        session.send("artifact", run=session.parent, path=str(sweep_dir / "best.yaml"))
+        session.send(
+            "optuna_plots",
+            run=session.parent,
+            storage=ref.url,
+            study=ref.name,
+            params=list(space.distributions),
+        )
+
+
+def study_rows(ref: StudyRef, own: list[Row]) -> list[Row]:
+    """Leaderboard rows of every ended trial of the study: this worker's rows, and the others' from Optuna
+    (their run ids are on their MLflow runs, tagged with the trial number)."""
+    mine = {row.job: row for row in own}
+    rows = []
+    for t in ref.study.get_trials(deepcopy=False):
+        state = of_trial(t)
+        if t.number in mine:
+            rows.append(mine[t.number])
+        elif state is not None:
+            value = t.value if t.state == TrialState.COMPLETE and t.value is not None else math.nan
+            outcome = Outcome(
+                state,
+                value,
+                epochs=len(t.intermediate_values),
+                seconds=t.duration.total_seconds() if t.duration else 0.0,
+                reason=str(t.user_attrs.get("sweeplab.reason", "")),
+            )
+            shown = {k: format_value(v) for k, v in t.params.items()}
+            rows.append(Row.of(t.number, shown, outcome))
+    return rows

@@ -1,0 +1,62 @@
+"""The tracking process: ``python -m sweeps.tracking.server FD``, one per command, answering ``session``.
+
+Why a process of its own: importing MLflow and opening a store costs 2-3 s on these machines, and each
+write several milliseconds. In a separate process that work overlaps the torch import and the training
+instead of adding to them. It also outlives a crash of the training process long enough to close its runs:
+when the pipe to its parent breaks, every run still open is ended as KILLED.
+
+Requests arrive as ``(name, kwargs)`` tuples; those sent with ``reply=True`` get ``("ok", value)`` or
+``("error", message)`` back.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from multiprocessing.connection import Connection
+
+from sweeps.support.secrets import redact_text
+from sweeps.tracking.service import Service
+
+
+def serve(conn: Connection) -> None:
+    """Answer requests until the parent says ``close`` or goes away."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "View run at ..." lines
+    # No usage reports leave the machine (and none hold up the exit trying to reach a server).
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    service: Service | None = None
+    while True:
+        try:
+            if service is not None and service.pending and (service.due() or not conn.poll(0.25)):
+                service.flush()  # the caller went quiet, or metrics have waited long enough
+            name, kwargs, reply = conn.recv()
+        except (EOFError, OSError):
+            if service is not None and service.client is not None:
+                service.flush()
+                service.abandon()
+            return
+        if name == "close":
+            if service is not None and service.client is not None:
+                service.flush()
+            conn.send(("ok", None))
+            return
+        try:
+            if service is None:
+                service = Service()
+            answer = ("ok", getattr(service, name)(**kwargs))
+        except Exception as err:  # noqa: BLE001 - reported to the parent, which decides
+            answer = ("error", f"{type(err).__name__}: {err}".splitlines()[0])
+            if not reply:
+                print(f"tracking: {redact_text(answer[1])}", file=sys.stderr, flush=True)
+        if reply:
+            try:
+                conn.send(answer)
+            except OSError:  # the parent is gone: the next recv() ends the loop
+                pass
+
+
+if __name__ == "__main__":
+    os.nice(5)  # training comes first where the two compete for a core
+    serve(Connection(int(sys.argv[1])))  # the socket the parent passed (``session.Session``)

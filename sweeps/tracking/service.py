@@ -1,0 +1,278 @@
+"""What the tracking process does with each request: the only place that imports MLflow and writes to the
+store (``server`` runs it; ``session`` sends the requests). Everything is redacted before it gets here."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import os
+import socket
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from sweeps.support.processes import alive
+from sweeps.support.secrets import redact_text
+from sweeps.tracking.environment import environment_tags
+from sweeps.tracking.plots import heatmap
+
+MAX_PARAM_VALUE = 6000
+BATCH = 100
+FLUSH_SECONDS = 2.0
+
+
+class Service:
+    """MLflow writes for one command. Runs are named by handles the caller chose (so that it never waits
+    for a run to be created); ``ids`` maps them to MLflow run ids. Metrics are held back and written in
+    batches: when the caller goes quiet, after ``FLUSH_SECONDS``, or before anything else about the run."""
+
+    def __init__(self) -> None:
+        from mlflow.tracking import MlflowClient
+
+        for name in ("mlflow", "alembic"):  # "Creating initial MLflow database tables..." and the like
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+        self.client_type = MlflowClient
+        self.client: Any = None
+        self.experiment_id = ""
+        self.ids: dict[str, str] = {}
+        self.open_runs: set[str] = set()
+        self.pending: dict[str, list[Any]] = {}
+        self.pending_since = 0.0
+
+    # -- requests ---
+    def open(self, uri: str, experiment: str, artifact_root: str | None, check_url: str | None) -> dict:
+        """Reach the store, create the experiment if needed, close runs whose process died."""
+        if check_url:
+            _probe(check_url)
+        with _store_lock(uri):  # schema and experiment creation race between processes otherwise
+            self.connect(uri)
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                location = Path(artifact_root).resolve().as_uri() if artifact_root else None
+                kind = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens on training runs
+                self.experiment_id = self._create_experiment(experiment, location, kind)
+            else:
+                self.experiment_id = found.experiment_id
+        reaped = self.reap()
+        return {"experiment_id": self.experiment_id, "reaped": reaped}
+
+    def _create_experiment(self, name: str, location: str | None, tags: dict[str, str]) -> str:
+        """Create the experiment; where another process (on any machine: a tracking server takes no lock
+        of ours) created it first, use theirs."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.create_experiment(name, artifact_location=location, tags=tags)
+        except MlflowException as err:
+            found = self.client.get_experiment_by_name(name)
+            if err.error_code != "RESOURCE_ALREADY_EXISTS" or found is None:
+                raise
+            return found.experiment_id
+
+    def connect(self, uri: str) -> Any:
+        """A client for ``uri``; credentials in it move to MLflow's variables, out of every URL it prints."""
+        parts = urllib.parse.urlsplit(uri)
+        if parts.scheme.startswith("http") and parts.username is not None:
+            os.environ["MLFLOW_TRACKING_USERNAME"] = urllib.parse.unquote(parts.username)
+            os.environ["MLFLOW_TRACKING_PASSWORD"] = urllib.parse.unquote(parts.password or "")
+            uri = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+        self.client = self.client_type(tracking_uri=uri)
+        return self.client
+
+    def reap(self) -> list[str]:
+        """End as KILLED the RUNNING runs of this host whose process is gone (killed, crashed, lost power)."""
+        host = socket.gethostname()
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+        )
+        reaped = []
+        for run in runs:
+            tags = run.data.tags
+            if tags.get("sweeplab.host") != host or not tags.get("sweeplab.pid"):
+                continue
+            if alive(int(tags["sweeplab.pid"]), tags.get("sweeplab.pid_start", "")):
+                continue
+            self._kill(run.info.run_id, "its process ended without closing the run")
+            reaped.append(run.info.run_id)
+        return reaped
+
+    def _kill(self, run_id: str, reason: str) -> None:
+        self.client.set_tag(run_id, "sweeplab.state", "KILLED")
+        self.client.set_tag(run_id, "sweeplab.reason", reason)
+        self.client.set_terminated(run_id, "KILLED")
+        self.open_runs.discard(run_id)
+
+    def start_run(self, handle: str, name: str, tags: dict[str, str], parent: str | None = None) -> str:
+        tags = {**environment_tags(), **tags}
+        if parent:
+            tags = {**tags, "mlflow.parentRunId": self.ids.get(parent, parent)}  # a handle, or a run id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        self.ids[handle] = run.info.run_id
+        self.open_runs.add(run.info.run_id)
+        return run.info.run_id
+
+    def _id(self, run: str) -> str:
+        """The MLflow run id of a handle of ours, or ``run`` itself (another process's run, e.g. a parent
+        run that this process joined)."""
+        return self.ids.get(run, run)
+
+    def kill_trial_runs(self, study: str, trials: list[str]) -> None:
+        """End as KILLED the RUNNING runs of these Optuna trials: their worker stopped, on any machine
+        (a worker found their trials stale). A worker's own tracking process usually did it already."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"attributes.status = 'RUNNING' and tags.\"sweeplab.study\" = '{study}'",
+            max_results=1000,
+        )
+        for run in runs:
+            if run.data.tags.get("sweeplab.trial") in trials:
+                self._kill(run.info.run_id, "its worker stopped (stale trial)")
+
+    def resolve(self, handles: list[str]) -> dict[str, str]:
+        """Run ids of our handles; a run id (of a run another process made, e.g. a submitit job) stays."""
+        return {h: self._id(h) for h in handles if h in self.ids or not h.startswith("run")}
+
+    def log(
+        self,
+        run: str,
+        metrics: dict[str, float] | None = None,
+        step: int = 0,
+        params: dict[str, str] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        if metrics:
+            if not self.pending:
+                self.pending_since = time.monotonic()
+            self.pending.setdefault(run, []).extend(
+                Metric(k, float(v), now, step) for k, v in metrics.items()
+            )
+        if params or tags:
+            params_list = [Param(k, str(v)[:MAX_PARAM_VALUE]) for k, v in (params or {}).items()]
+            tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+            for i in range(0, max(len(params_list), len(tag_list)), BATCH):
+                self.client.log_batch(
+                    self._id(run), params=params_list[i : i + BATCH], tags=tag_list[i : i + BATCH]
+                )
+
+    def flush(self, run: str | None = None) -> None:
+        """Write the held-back metrics (of one run, or all)."""
+        for handle in [run] if run else list(self.pending):
+            metrics = self.pending.pop(handle, [])
+            for i in range(0, len(metrics), 1000):
+                self.client.log_batch(self._id(handle), metrics=metrics[i : i + 1000])
+
+    def due(self) -> bool:
+        return bool(self.pending) and time.monotonic() - self.pending_since > FLUSH_SECONDS
+
+    def artifact(self, run: str, path: str, folder: str | None = None) -> None:
+        if Path(path).exists():
+            self.client.log_artifact(self._id(run), path, folder)
+
+    def text(self, run: str, text: str, name: str) -> None:
+        self.client.log_text(self._id(run), text, name)
+
+    def heatmap(self, run: str, rows: list[dict], metric: str, mode: str) -> None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            self.client.log_artifact(
+                self._id(run), str(heatmap(rows, metric, mode, Path(tmp) / "heatmap.png"))
+            )
+
+    def optuna_plots(self, run: str, storage: str, study: str, params: list[str]) -> None:
+        """Optimisation history, parameter importances, a contour of lr against beta1 (or the first two
+        parameters) and the intermediate values (the pruning picture), as PNG files on the run."""
+        import tempfile
+        import warnings
+
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import optuna
+        from optuna.visualization import matplotlib as plots
+
+        from sweeps.search.study import storage as open_storage
+
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        loaded = optuna.load_study(study_name=study, storage=open_storage(storage))
+        pair = ["lr", "optimizer.beta1"] if {"lr", "optimizer.beta1"} <= set(params) else params[:2]
+        figures = {
+            "optimization_history.png": lambda: plots.plot_optimization_history(loaded),
+            "param_importances.png": lambda: plots.plot_param_importances(loaded),
+            "contour.png": lambda: plots.plot_contour(loaded, params=pair),
+            "intermediate_values.png": lambda: plots.plot_intermediate_values(loaded),
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, draw in figures.items():
+                try:
+                    drawn: Any = draw()
+                except Exception as err:  # noqa: BLE001 - e.g. too few trials for importances
+                    print(f"tracking: no {name}: {redact_text(str(err))[:200]}", file=sys.stderr, flush=True)
+                    continue
+                figure = getattr(drawn, "figure", None) or drawn.flat[0].figure
+                figure.set_size_inches(8, 6)
+                figure.savefig(Path(tmp) / name, dpi=100, bbox_inches="tight")
+                matplotlib.pyplot.close(figure)
+                self.client.log_artifact(self._id(run), str(Path(tmp) / name), "optuna")
+
+    def source_run(self, run_id: str, dest: str) -> dict[str, Any] | None:
+        """A run's params and its best checkpoint artifact, downloaded into ``dest`` (for fine-tuning from
+        it); None when the store has no such run, ``checkpoint`` None when the run logged none."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return None
+        logged = {a.path for a in self.client.list_artifacts(run_id, "checkpoints")}
+        path = "checkpoints/best.ckpt"
+        checkpoint = self.client.download_artifacts(run_id, path, dest) if path in logged else None
+        return {"params": dict(run.data.params), "checkpoint": checkpoint}
+
+    def end_run(self, run: str, status: str) -> None:
+        self.flush(run)
+        self.client.set_terminated(self._id(run), status)
+        self.open_runs.discard(self._id(run))
+
+    def abandon(self) -> None:
+        """The parent process is gone: no run of ours may stay RUNNING."""
+        for run_id in list(self.open_runs):
+            try:
+                self._kill(run_id, "the training process ended without closing the run")
+            except Exception:  # noqa: BLE001 - best effort while going down
+                pass
+
+
+def _store_lock(uri: str) -> Any:
+    """An inter-process lock beside a SQLite store (a no-op for servers, which serialise this themselves)."""
+    if uri.startswith("sqlite:///"):
+        return FileLock(uri.removeprefix("sqlite:///") + ".lock", timeout=300)
+    return contextlib.nullcontext()
+
+
+def _probe(url: str) -> None:
+    """Fail fast (one clear line) when a tracking server cannot be reached."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else parts.netloc
+    request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=netloc)))
+    if parts.username is not None:
+        token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        urllib.request.urlopen(request, timeout=5).close()  # noqa: S310 - http(s) only, checked by the caller
+    except urllib.error.HTTPError:
+        return  # it answered: reachable
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise ConnectionError(f"cannot reach the tracking server ({reason})") from None

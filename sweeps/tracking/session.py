@@ -1,0 +1,274 @@
+"""MLflow records of runs and sweeps, written by a separate tracking process (``tracking.server``).
+
+A ``Session`` owns that process for one command: a sweep (one parent run, a child run per job) or a single
+run. A ``RunRecord`` is one training run: params, tags, per-epoch metrics, artifacts and its final state.
+Nothing here imports MLflow, and everything is redacted before it leaves this process.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from sweeps.outcome import Outcome, State
+from sweeps.support.context import current_trial
+from sweeps.support.errors import ConfigError
+from sweeps.support.processes import process_start, spawn
+from sweeps.support.secrets import redact, redact_override, redact_text
+
+_active: Session | None = None
+
+
+class Session:
+    """The tracking process of one command, and the sweep's parent run if there is one."""
+
+    def __init__(self, tracking: DictConfig) -> None:
+        uri = str(tracking.uri)
+        self.shown_uri = redact_text(uri)
+        check_url = None
+        if uri.startswith("sqlite:///"):
+            path = Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            uri = f"sqlite:///{path}"
+        elif uri.startswith(("http://", "https://")):
+            check_url = uri.rstrip("/") + "/health"
+        else:
+            raise ConfigError(f"tracking.uri={self.shown_uri}: allowed are sqlite:///PATH and http(s)://HOST")
+        self.log_checkpoint = bool(tracking.log_checkpoint)
+        self.process, self.conn = spawn("sweeps.tracking.server")
+        artifacts = str(tracking.artifacts) if tracking.get("artifacts") else None
+        self._send(
+            "open",
+            True,
+            uri=uri,
+            experiment=str(tracking.experiment),
+            artifact_root=artifacts,
+            check_url=check_url,
+        )
+        self._ready: dict[str, Any] | None = None
+        self.parent: str | None = None  # the sweep's run handle
+        self._handles = 0
+
+    # -- the pipe ---
+    def _send(self, request: str, reply: bool = False, **kwargs: Any) -> None:
+        self.conn.send((request, kwargs, reply))
+
+    def _answer(self) -> Any:
+        try:
+            status, value = self.conn.recv()
+        except EOFError:
+            raise ConfigError(f"tracking.uri={self.shown_uri}: the tracking process stopped") from None
+        if status != "ok":
+            raise ConfigError(f"tracking.uri={self.shown_uri}: {redact_text(str(value))}")
+        return value
+
+    def call(self, request: str, **kwargs: Any) -> Any:
+        """A request whose answer we wait for."""
+        self.ready()
+        self._send(request, reply=True, **kwargs)
+        return self._answer()
+
+    def send(self, request: str, **kwargs: Any) -> None:
+        """Fire and forget: the tracking process works through it while training goes on."""
+        self._send(request, **kwargs)
+
+    def ready(self) -> dict[str, Any]:
+        """Wait until the store is open (raises ConfigError with one line if it cannot be)."""
+        if self._ready is None:
+            self._ready = self._answer()
+        return self._ready
+
+    def close(self) -> None:
+        """Wait for every queued write, then stop the tracking process."""
+        global _active
+        try:
+            self._send("close", reply=True)
+            self.conn.recv()  # every write before it is done
+        except (EOFError, OSError):
+            pass
+        # Its interpreter shutdown (MLflow, SQLAlchemy) takes a second and has nothing left to do.
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.conn.close()
+        if _active is self:
+            _active = None
+
+    # -- sweeps ---
+    def new_run(self, name: str, tags: dict[str, str], parent: str | None = None) -> str:
+        """Create a run without waiting for it: returns our handle for it (see ``run_ids``)."""
+        self.ready()
+        self._handles += 1
+        handle = f"run{self._handles}"
+        self.send("start_run", handle=handle, name=name, tags=tags, parent=parent)
+        return handle
+
+    def run_ids(self, handles: Sequence[str]) -> dict[str, str]:
+        """MLflow's run ids for our handles (waits for the writes queued so far).
+
+        A run created by another process (a DDP job's own process) is known by its run id already.
+        """
+        ours = [h for h in handles if h.startswith("run")]
+        ids = self.call("resolve", handles=ours) if ours else {}
+        return {**{h: h for h in handles if h not in ours}, **ids}
+
+    def fill_run_ids(self, rows: Sequence[Any], handles: Sequence[str | None]) -> None:
+        """Set each leaderboard row's ``run_id`` from the handle of its run (one round trip for all)."""
+        ids = self.run_ids([h for h in handles if h])
+        for row, handle in zip(rows, handles, strict=True):
+            row.run_id = ids.get(handle or "", "")
+
+    def start_sweep(self, name: str, arguments: Sequence[str], sweep_dir: Path, shared: bool = False) -> str:
+        """The parent run. A ``shared`` one (a study shared by workers) carries no pid: it outlives the
+        process that created it, and the last worker on the study closes it (``search.coordination``)."""
+        tags = {
+            "sweeplab.kind": "sweep",
+            "sweeplab.command": command(["-m", *arguments]),
+            "sweeplab.sweep_dir": str(sweep_dir),
+        }
+        if shared:
+            tags["sweeplab.shared"] = "true"
+        else:
+            tags.update({"sweeplab.pid": str(os.getpid()), "sweeplab.pid_start": process_start(os.getpid())})
+        self.parent = self.new_run(name, tags)
+        sweep_id = self.run_ids([self.parent])[self.parent]  # once per sweep: its children are tagged with it
+        self.sweep_id = sweep_id
+        self.send("log", run=self.parent, tags={"sweeplab.sweep_id": sweep_id})
+        return sweep_id
+
+    def join_sweep(self, sweep_id: str) -> None:
+        """Record runs as children of a sweep that another process started (parallel trial workers)."""
+        self.parent = self.sweep_id = sweep_id
+
+    def begin_run(
+        self,
+        cfg: DictConfig,
+        name: str,
+        job: int | None,
+        overrides: Sequence[str],
+        choices: dict[str, str],
+    ) -> RunRecord:
+        return RunRecord(self, cfg, name, job, overrides, choices)
+
+
+def start(tracking: DictConfig) -> Session | None:
+    """Start the tracking process for this command (None when tracking is off)."""
+    global _active
+    if not tracking.get("enabled", False):
+        return None
+    _active = Session(tracking)
+    return _active
+
+
+def active() -> Session | None:
+    """The session a sweeper started in this process, if any."""
+    return _active
+
+
+class RunRecord:
+    """One training run in MLflow: created before training, closed with its final state whatever happens."""
+
+    def __init__(
+        self,
+        session: Session,
+        cfg: DictConfig,
+        name: str,
+        job: int | None,
+        overrides: Sequence[str],
+        choices: dict[str, str],
+    ) -> None:
+        """``choices`` are the config group options (``loss: cross_entropy``), logged as params too."""
+        self.session = session
+        tags = {
+            "sweeplab.kind": "run",
+            "sweeplab.command": command(overrides),
+            "sweeplab.pid": str(os.getpid()),
+            "sweeplab.pid_start": process_start(os.getpid()),
+            "sweeplab.state": "RUNNING",
+        }
+        if session.parent:
+            tags["sweeplab.sweep_id"] = session.sweep_id
+        if job is not None:
+            tags["sweeplab.job"] = str(job)
+        if os.environ.get("CUDA_VISIBLE_DEVICES"):  # the GPUs the sweep gave this trial (``launch.gpus``)
+            tags["sweeplab.cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
+        trial = current_trial()
+        if trial:
+            tags.update({"sweeplab.trial": str(trial.trial.number), "sweeplab.study": trial.study})
+        self.handle = session.new_run(name, tags, parent=session.parent)
+        resolved = redact(OmegaConf.to_container(cfg, resolve=True))
+        params = {**flatten(resolved), **{k: v for k, v in choices.items() if not k.startswith("hydra")}}
+        session.send("log", run=self.handle, params={k: _text(v) for k, v in params.items()})
+        session.send(
+            "text", run=self.handle, text=OmegaConf.to_yaml(OmegaConf.create(resolved)), name="config.yaml"
+        )
+        session.send(
+            "text",
+            run=self.handle,
+            text="\n".join(redact_override(o) for o in overrides) + "\n",
+            name="overrides.txt",
+        )
+
+    def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """One epoch's metrics, sent in one batch (for ``lightning_modules.callbacks.EpochEnd``)."""
+        self.session.send("log", run=self.handle, metrics=metrics, step=epoch)
+
+    def finish(self, outcome: Outcome) -> None:
+        """Close a FINISHED run: its final metrics, its checkpoint (if asked for), the objective's name."""
+        metric = outcome.metric
+        final = {
+            f"best_{metric}": outcome.value,
+            "epochs": float(outcome.epochs),
+            "train_seconds": outcome.seconds,
+        }
+        if metric in outcome.metrics:
+            final[f"final_{metric}"] = outcome.metrics[metric]
+        final.update({k: v for k, v in outcome.metrics.items() if k.startswith("test_")})
+        tags = {"sweeplab.state": State.FINISHED.value, "sweeplab.objective": metric}
+        self.session.send("log", run=self.handle, metrics=final, step=outcome.epochs, tags=tags)
+        if self.session.log_checkpoint and outcome.checkpoint:
+            self.session.send("artifact", run=self.handle, path=outcome.checkpoint, folder="checkpoints")
+        self.session.send("end_run", run=self.handle, status=outcome.mlflow_status)
+
+    def end(self, outcome: Outcome) -> None:
+        """Close a run that did not finish, with our state and the reason as tags (``outcome`` says which
+        MLflow status that is)."""
+        tags = {"sweeplab.state": outcome.state.value, "sweeplab.reason": outcome.reason}
+        self.session.send("log", run=self.handle, tags=tags)
+        self.session.send("end_run", run=self.handle, status=outcome.mlflow_status)
+
+    @property
+    def run_id(self) -> str:
+        return self.session.run_ids([self.handle])[self.handle]
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as dotted keys (``optimizer.beta1``); lists stay values."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _text(value: Any) -> str:
+    return "null" if value is None else str(value)
+
+
+def command(overrides: Sequence[str]) -> str:
+    """The command that re-runs this configuration (secrets masked)."""
+    return shlex.join(
+        [Path(sys.executable).name, "-m", "sweeps.run", *(redact_override(o) for o in overrides)]
+    )
+
+
+def run_name(job: int | None, overrides: Sequence[str]) -> str:
+    """What the MLflow UI lists: the job number and its overrides (secrets masked)."""
+    shown = " ".join(redact_override(o) for o in overrides) or "defaults"
+    return (shown if job is None else f"{job}: {shown}")[:250]

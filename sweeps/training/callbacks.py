@@ -1,0 +1,59 @@
+"""Callbacks of a trial: pruning (each epoch's objective goes to the Optuna trial, which may stop the run
+there) and the sweep's deadline (a trial still training when it passes stops there).
+
+optuna-integration's Lightning callback imports ``lightning.pytorch``, whose classes do not mix with a
+``pytorch_lightning.Trainer`` (two packages ship the same Lightning; a module of one is refused by the
+other's Trainer), hence these few lines.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+import pytorch_lightning as pl
+
+from sweeps.outcome import DeadlineReached, Pruned
+
+
+class OptunaPruning(pl.Callback):
+    """Reports each epoch's objective to ``trial`` and stops the run when the pruner says so.
+
+    Under DDP only the first process holds the trial (``trial=None`` elsewhere): it decides, and the
+    decision is broadcast so that every process stops at the same epoch.
+    """
+
+    def __init__(self, trial: Any, metric: str) -> None:
+        self.trial = trial
+        self.metric = metric
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or self.metric not in trainer.callback_metrics:
+            return
+        epoch = trainer.current_epoch + 1
+        value = float(trainer.callback_metrics[self.metric])
+        prune = False
+        if self.trial is not None:
+            self.trial.report(value, epoch)
+            prune = self.trial.should_prune()
+        if trainer.world_size > 1:
+            prune = trainer.strategy.broadcast(prune, src=0)
+        if prune:
+            raise Pruned(epoch, self.metric, value)
+
+
+class StopAtDeadline(pl.Callback):
+    """Stops a trial that is still training when the sweep's deadline passes (checked after each batch:
+    a clock read, nothing more)."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        late = time.time() >= self.at
+        if trainer.world_size > 1:  # DDP: every process stops at the same batch, by the first one's clock
+            late = trainer.strategy.broadcast(late, src=0)
+        if late:
+            when = datetime.fromtimestamp(self.at).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+            raise DeadlineReached(f"stopped at the deadline {when} in epoch {trainer.current_epoch + 1}")
