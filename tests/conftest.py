@@ -110,3 +110,28 @@ def mlflow_server(folder: Path, store: Path | None = None, timeout: float = 90) 
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+# The slow tier (``make test`` runs it, ``make test-fast`` does not): every test that runs the CLI (the
+# ``workdir`` fixture), and the modules that train to the end, start servers or run Hydra's suites.
+SLOW_MODULES = {
+    "test_cli",
+    "test_configs",
+    "test_ddp",
+    "test_finetune",
+    "test_gpu",
+    "test_hydra_suites",
+    "test_scale",
+    "test_search",
+    "test_slurm",
+    "test_tracking",
+    "test_training",
+    "test_ui",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+        if module in SLOW_MODULES or "workdir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 import torch
 
-from sweeps.build import build
-from sweeps.checks import distributed
-from sweeps.errors import ConfigError
-from sweeps.train import train
+from sweeps.support.errors import ConfigError
+from sweeps.training.build import build
+from sweeps.training.checks import distributed
+from sweeps.training.fit import train
 from tests.conftest import CONF, ONE_BATCH, compose_cfg
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")

@@ -10,7 +10,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from sweeps.train import train
+from sweeps.training.fit import train
 from tests.conftest import compose_cfg, run_cli
 from tests.test_search import studies
 

@@ -12,8 +12,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from lightning_modules import finetune as ft
-from sweeps.errors import ConfigError
-from sweeps.train import fit, make_trainer, prepare, train
+from sweeps.support.errors import ConfigError
+from sweeps.training.fit import fit, make_trainer, prepare, train
 from tests.conftest import compose_cfg, run_cli
 
 QUIET = ["trainer.progress=none", "tracking=off"]
@@ -26,7 +26,7 @@ RUN_LINE = re.compile(r"recorded as MLflow run ([0-9a-f]{32})")
 def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The CNN pretrained on digits 0-4 (once for this module): its best checkpoint."""
     result = train(compose_cfg(PRETRAIN), output_dir=tmp_path_factory.mktemp("pretrain"))
-    assert result >= 0.95 and result.checkpoint
+    assert result.value >= 0.95 and result.checkpoint
     return Path(result.checkpoint)
 
 
@@ -148,7 +148,7 @@ def test_transformer_pretrained_as_language_model_fine_tunes_as_classifier(tmp_p
         assert torch.equal(model.state_dict()[key], state[key]), key
     assert len(found.loaded) == len(model.state_dict()) - 2
     result = fit(cfg, built)
-    assert result > 0.45  # 4 classes: chance is 0.25
+    assert result.value > 0.45  # 4 classes: chance is 0.25
 
 
 def test_shape_mismatch_is_said(pretrained: Path, caplog: pytest.LogCaptureFixture):

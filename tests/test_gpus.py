@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.errors import ConfigError
-from sweeps.gpus import assign
+from sweeps.launch.gpus import assign
+from sweeps.support.errors import ConfigError
 from tests.conftest import run_cli
 
 

@@ -18,7 +18,9 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from sweeps import deadline, nightly, nightly_report, webhook
+from sweeps.nightly import cli as nightly
+from sweeps.nightly import clock, webhook
+from sweeps.nightly import report as nightly_report
 from tests.conftest import free_port, run_cli, start_cli
 
 SHORT = ["trainer.max_epochs=3"]  # short trials: several fit in a short night
@@ -316,9 +318,9 @@ def test_bad_input_fails_with_one_line(workdir: Path, args: list[str], message: 
 
 def test_deadline_parsing():
     now = dt.datetime(2026, 11, 22, 21, 0).astimezone()
-    assert deadline.parse("07:00", now=now) == now.replace(day=23, hour=7)
-    assert deadline.parse("23:30", now=now) == now.replace(hour=23, minute=30)
-    assert deadline.parse(hours=0.25, now=now) == now + dt.timedelta(minutes=15)
+    assert clock.parse("07:00", now=now) == now.replace(day=23, hour=7)
+    assert clock.parse("23:30", now=now) == now.replace(hour=23, minute=30)
+    assert clock.parse(hours=0.25, now=now) == now + dt.timedelta(minutes=15)
 
 
 def test_dated_study_when_the_plan_asks_for_a_new_one_each_night():

@@ -18,7 +18,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from sweeps import search, services, shared
+from sweeps.launch import services
+from sweeps.search import coordination, locks
+from sweeps.search import study as search
 from tests.conftest import ROOT, run_cli
 
 
@@ -69,15 +71,15 @@ RACE = """
     import sys, time
     from pathlib import Path
     from optuna.distributions import FloatDistribution
-    from sweeps import search, shared
+    from sweeps.search import coordination
+    from sweeps.search.study import open_study
     url, go, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     while not go.exists():
         time.sleep(0.005)
-    space = search.Space({"lr": FloatDistribution(1e-4, 1e-1, log=True)})
-    settings = {"storage": url, "heartbeat_interval": 1, "grace_period": 30}
-    study = search.open_study(settings, space, "race", "max", None, None)
+    distributions = {"lr": FloatDistribution(1e-4, 1e-1, log=True)}
+    ref = open_study(url, "race", "max", None, None, heartbeat=(1, 30))
     claimed = 0
-    while shared.next_trial(study, url, space.distributions, n, wait=False) is not None:
+    while coordination.next_trial(ref, distributions, n, wait=False) is not None:
         claimed += 1
     print("claimed", claimed, flush=True)
     while not Path(str(go) + ".end").exists():  # exiting would leave our trials to be failed as stale
@@ -106,19 +108,18 @@ def test_eight_workers_at_once_on_an_empty_database_create_one_study_and_claim_e
 
 
 def search_storage(url: str) -> optuna.storages.RDBStorage:
-    return optuna.storages.RDBStorage(shared.driver_url(url))
+    return optuna.storages.RDBStorage(locks.driver_url(url))
 
 
 # Claims one trial and keeps its heartbeat going until killed.
 HOLDER = """
     import sys, time
     from optuna.distributions import FloatDistribution
-    from sweeps import search, shared
+    from sweeps.search import coordination
+    from sweeps.search.study import open_study
     url = sys.argv[1]
-    space = search.Space({"x": FloatDistribution(0, 1)})
-    settings = {"storage": url, "heartbeat_interval": 1, "grace_period": 4}
-    study = search.open_study(settings, space, "held", "max", None, None)
-    trial = shared.next_trial(study, url, space.distributions, 10)
+    ref = open_study(url, "held", "max", None, None, heartbeat=(1, 4))
+    trial = coordination.next_trial(ref, {"x": FloatDistribution(0, 1)}, 10)
     print("holding", trial.number, flush=True)
     time.sleep(600)
 """
@@ -131,10 +132,10 @@ def test_a_live_trial_on_another_host_is_kept_and_a_dead_one_is_failed_and_queue
     holder = python(HOLDER, url, env={"SWEEPLAB_HOST": "another-machine"})
     try:
         assert holder.stdout.readline().startswith("holding"), holder.stderr.read()[-3000:]
-        storage = search.storage(url, 1, 4)
-        study = optuna.load_study(study_name="held", storage=storage)
+        ref = search.open_study(url, "held", "max", None, None, heartbeat=(1, 4))
+        study = ref.study
         time.sleep(8)  # twice the grace period: a live trial keeps beating
-        assert shared.recover_stale(study) == []
+        assert coordination.recover_stale(ref) == []
         assert len(study.get_trials(states=(TrialState.RUNNING,))) == 1
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=30)
@@ -142,11 +143,11 @@ def test_a_live_trial_on_another_host_is_kept_and_a_dead_one_is_failed_and_queue
         failed: list[int] = []
         while not failed and time.monotonic() < deadline:
             time.sleep(1)
-            failed = shared.recover_stale(study)
+            failed = coordination.recover_stale(ref)
         assert failed == [0]
         (dead,) = study.get_trials(states=(TrialState.FAIL,))
         (queued,) = study.get_trials(states=(TrialState.WAITING,))
-        assert queued.system_attrs["fixed_params"] == dead.params  # what the next ask() gets
+        assert queued.params == dead.params  # Optuna's retry: what the next ask() gets
         assert queued.user_attrs["sweeplab.retry_of"] == 0
     finally:
         holder.kill()
