@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup sweep test lint bench ui compare services services-stop services-status
+.PHONY: setup sweep test test-fast lint bench ui compare services services-stop services-status
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,15 @@ sweep: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
 
+## The unit tests alone (under a minute): no training to the end, no subprocess, no server.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+## Style, types, and the layers of sweeps/ (a lower layer importing a higher one fails here).
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 ## Speed measurements (ratios side by side; a few minutes each).
 bench: $(STAMP)
