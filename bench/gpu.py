@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from sweeps.build import Built, build  # noqa: E402
-from sweeps.train import make_trainer, quiet_lightning  # noqa: E402
+from sweeps.training.build import Built, build  # noqa: E402
+from sweeps.training.fit import make_trainer, quiet_lightning  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
@@ -122,7 +122,7 @@ class StepClock(pl.Callback):
 
 
 def ours(precision: str, smoke: bool, warmup: int, steps: int, device: torch.device) -> float:
-    """sweeplab's training path (``sweeps.train``'s Trainer and LitModule). Returns seconds per step."""
+    """sweeplab's training path (``sweeps.training.fit``'s Trainer and LitModule); seconds per step."""
     cfg, built = prepared(precision, smoke, warmup + steps)
     trainer = make_trainer(cfg, built, None)
     clock = StepClock(warmup, steps, device)

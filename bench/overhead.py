@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from sweeps.build import build  # noqa: E402
-from sweeps.train import make_trainer, quiet_lightning  # noqa: E402
+from sweeps.training.build import build  # noqa: E402
+from sweeps.training.fit import make_trainer, quiet_lightning  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -95,7 +95,7 @@ class EpochClock(pl.Callback):
 
 
 def ours(overrides: list[str]) -> tuple[float, float, int]:
-    """sweeplab's own path (the one ``sweeps.train.train`` takes). Returns (fit s, epochs s, steps)."""
+    """sweeplab's own path (the one ``sweeps.training.fit.train`` takes). Returns (fit s, epochs s, steps)."""
     cfg = config(overrides)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     built = build(cfg)

@@ -1,10 +1,11 @@
 """Scaling out on one machine: trials per minute with 1, 2 and 4 workers on the same PostgreSQL study, and
 the share of trial time spent in storage and in sampling, side by side in one run.
 
-Each worker is a process that opens the study as the sweeper does (``search.open_study``), claims trials
-with ``shared.next_trial`` (advisory lock, heartbeats, stale check, Optuna's ask) and tells them, and trains
-each trial in-process with ``sweeps.train`` (digits, CPU-bound, one torch thread per worker). Workers
-start together once all have imported torch and opened the study, so start-up is not counted.
+Each worker is a process that opens the study as the sweeper does (``sweeps.search.study.open_study``),
+claims trials with ``coordination.next_trial`` (advisory lock, heartbeats, stale check, Optuna's ask) and
+tells them, and trains each trial in-process with ``sweeps.training.fit`` (digits, CPU-bound, one torch
+thread per worker). Workers start together once all have imported torch and opened the study, so start-up
+is not counted.
 
 Sampling = the sampler's own computation (TPE), without the storage reads and writes it makes; storage =
 everything else in claiming and telling (advisory lock, counts, stale check, Optuna's ask and tell with
@@ -45,8 +46,9 @@ def worker(url: str, study_name: str, n_trials: int, model: str, epochs: int, go
     from optuna.trial import TrialState
     from sqlalchemy import event
 
-    from sweeps import search, shared
-    from sweeps.train import fit, prepare
+    from sweeps.search import coordination
+    from sweeps.search.study import open_study
+    from sweeps.training.fit import fit, prepare
 
     torch.set_num_threads(1)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -63,15 +65,14 @@ def worker(url: str, study_name: str, n_trials: int, model: str, epochs: int, go
             ],
         )
     sampler = TPESampler(seed=0)
-    space = search.Space({"lr": FloatDistribution(1e-4, 1e-1, log=True)})
-    settings = {"storage": url, "heartbeat_interval": 5, "grace_period": 60}
-    study = search.open_study(settings, space, study_name, "max", sampler, None)
+    distributions = {"lr": FloatDistribution(1e-4, 1e-1, log=True)}
+    ref = open_study(url, study_name, "max", sampler, None, heartbeat=(5, 60))
     # Time inside the sampler, and inside the storage while the sampler runs (TPE's reads of the trials and
     # the constant liar's writes): the difference is sampling, the rest of claim + tell is storage.
     clock = {"sampler": 0.0, "storage_in_sampler": 0.0, "in_sampler": False}
     for name in ("infer_relative_search_space", "sample_relative", "sample_independent"):
         setattr(sampler, name, _timed(getattr(sampler, name), clock, "sampler", flag="in_sampler"))
-    backend = study._storage._backend  # the RDBStorage under Optuna's cache
+    backend = ref.storage  # the RDBStorage (Optuna's cache in front of it calls it too)
     for name in dir(backend):
         method = getattr(backend, name)
         if inspect.ismethod(method) and not name.startswith("__"):
@@ -90,21 +91,21 @@ def worker(url: str, study_name: str, n_trials: int, model: str, epochs: int, go
     done = 0
     while True:
         start = time.perf_counter()
-        trial = shared.next_trial(study, url, space.distributions, n_trials, wait=False)
+        trial = coordination.next_trial(ref, distributions, n_trials, wait=False)
         claim_s += time.perf_counter() - start
         if trial is None:
-            if shared.counts(study)[0] >= n_trials:
+            if coordination.counts(ref)[0] >= n_trials:
                 break
             time.sleep(0.2)  # the last trials run in other workers: idle, not counted as storage
             continue
         start = time.perf_counter()
         cfg = base.copy()
         cfg.lr = trial.params["lr"]
-        value = float(fit(cfg, prepare(cfg)))
+        value = fit(cfg, prepare(cfg)).value
         train_s += time.perf_counter() - start
         start = time.perf_counter()
-        study.tell(trial, value, state=TrialState.COMPLETE)
-        shared.release(study, trial._trial_id)
+        ref.study.tell(trial, value, state=TrialState.COMPLETE)
+        coordination.release(ref, trial.number)
         tell_s += time.perf_counter() - start
         done += 1
     sample = clock["sampler"] - clock["storage_in_sampler"]
@@ -141,7 +142,7 @@ def _timed(
 
 def measure(state, n_workers: int, n_trials: int, model: str, epochs: int, folder: Path) -> dict:
     """``n_workers`` workers on a new study in a new database: wall time and the summed timings."""
-    from sweeps import services
+    from sweeps.launch import services
 
     database = f"bench_{n_workers}_{time.time_ns()}"
     url = services.create_database(state, database)
@@ -186,7 +187,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     args = parser.parse_args()
 
-    from sweeps import services
+    from sweeps.launch import services
 
     with tempfile.TemporaryDirectory(prefix="sweeplab-scale-") as tmp:
         folder = Path(tmp)

@@ -1,8 +1,9 @@
 """Costs of sweeplab's Optuna sweep, side by side in one run.
 
 1. Fixed cost per trial: our sweep (``python -m sweeps.run -m ...``, Hydra launcher, MLflow records, pruning
-   hooks) against a bare ``optuna`` loop calling the same training function (``sweeps.train.train``) on the
-   same trials. Each is run for N and 3N trials; the slope (seconds per extra trial) removes start-up costs.
+   hooks) against a bare ``optuna`` loop calling the same training function (``sweeps.training.fit.train``)
+   on the same trials. Each is run for N and 3N trials; the slope (seconds per extra trial) removes start-up
+   costs.
 2. Pruning: training epochs a study with the median pruner spends to reach the best value of the same study
    without pruning (same sampler and seed), as a ratio.
 
@@ -27,7 +28,7 @@ from optuna.storages.journal import JournalFileBackend
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sweeps.train import train  # noqa: E402
+from sweeps.training.fit import train  # noqa: E402
 
 TRAINING = ["trainer.max_epochs=3", "checkpoint=false", "early_stopping_patience=0", "trainer.progress=none"]
 SPACE = {"lr": (1e-4, 1e-1), "optimizer.beta1": (0.8, 0.99), "optimizer.beta2": (0.9, 0.9999)}
@@ -138,7 +139,7 @@ def main() -> None:
         t_bare = (bare(big) - bare(n)) / (big - n)
         t_ours = (ours(folder, big, []) - ours(folder, n, [])) / (big - n)
         print(f"per-trial time in steady state ({n} vs {big} trials, 3 epochs each, tracking on):")
-        print(f"  bare optuna loop over sweeps.train.train  {t_bare:6.3f} s/trial")
+        print(f"  bare optuna loop over sweeps.training.fit.train  {t_bare:6.3f} s/trial")
         print(f"  sweeplab sweep                            {t_ours:6.3f} s/trial")
         print(f"  fixed overhead per trial                  {t_ours - t_bare:6.3f} s (goal <= 0.3)")
         pruning(folder, args.pruning_trials)
