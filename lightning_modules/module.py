@@ -28,7 +28,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torch import nn
 from torch.optim import Optimizer
 
-from lightning_modules.compat import set_fast, step_with_hooks
+from lightning_modules.compat import FX_NAME, step_with_hooks
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 OptimizerFactory = Callable[..., Optimizer]
@@ -79,7 +79,9 @@ class LitModule(pl.LightningModule):
         self._reset_epoch()
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if not set_fast(self, name, value):
+        if name == FX_NAME:  # Lightning's hook name, ~20 times a step: skip nn.Module's bookkeeping
+            object.__setattr__(self, name, value)
+        else:
             super().__setattr__(name, value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

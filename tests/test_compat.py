@@ -33,10 +33,6 @@ def test_lightning_names_the_running_hook_in_current_fx_name(tmp_path):
             super().__init__()
             self.layer = torch.nn.Linear(1, 1)
 
-        def __setattr__(self, name: str, value: object) -> None:
-            if not compat.set_fast(self, name, value):
-                super().__setattr__(name, value)
-
         def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
             seen.append(self.__dict__.get(compat.FX_NAME))
             return self.layer(batch).sum()
