@@ -142,7 +142,7 @@ def _timed(
 
 def measure(state, n_workers: int, n_trials: int, model: str, epochs: int, folder: Path) -> dict:
     """``n_workers`` workers on a new study in a new database: wall time and the summed timings."""
-    from sweeps.launch import services
+    from sweeps.launch import servers as services
 
     database = f"bench_{n_workers}_{time.time_ns()}"
     url = services.create_database(state, database)
@@ -187,7 +187,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     args = parser.parse_args()
 
-    from sweeps.launch import services
+    from sweeps.launch import servers as services
 
     with tempfile.TemporaryDirectory(prefix="sweeplab-scale-") as tmp:
         folder = Path(tmp)

@@ -18,7 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from sweeps.launch import services
+from sweeps.launch import servers as services
 from sweeps.search import coordination, locks
 from sweeps.search import study as search
 from tests.conftest import ROOT, run_cli

@@ -85,7 +85,7 @@ def _join(cfg: DictConfig, job_spec: dict[str, Any]) -> tracking.Session | None:
     return session
 
 
-def serve(cfg: DictConfig, output_dir: Path, job_spec: dict[str, Any]) -> int:
+def run_rank(cfg: DictConfig, output_dir: Path, job_spec: dict[str, Any]) -> int:
     """The job's own command, in each of its processes; returns the exit code.
 
     Finished, pruned and deadline-stopped runs exit 0 in every process: Lightning's launcher kills the whole

@@ -31,7 +31,7 @@ def task(cfg: DictConfig) -> Outcome:
     hc = HydraConfig.get()
     job_spec = ddp.spec()
     if job_spec is not None:  # one process of a sweep's DDP job (``ddp``)
-        sys.exit(ddp.serve(cfg, Path(hc.runtime.output_dir), job_spec))
+        sys.exit(ddp.run_rank(cfg, Path(hc.runtime.output_dir), job_spec))
     if hc.mode == RunMode.MULTIRUN:
         return sweep_job(cfg, hc)
     return single_run(cfg, hc)
@@ -70,22 +70,26 @@ def sweep_job(cfg: DictConfig, hc: Any) -> Outcome:
             outcome = outcome.replace(run_id=record.run_id)
         return outcome
     except BaseException as err:
-        _leave_if_preempted(err, own)
+        if _preempted(err) and own:
+            own.close()  # before the hand-over: submitit's handler exits
+            own = None
+        _leave_if_preempted(err)
         raise
     finally:
         if own:
             own.close()
 
 
-def _leave_if_preempted(err: BaseException, session: tracking.Session | None) -> None:
-    """Stopped by a scheduler's signal: the checkpoint is written and the run KILLED; hand over and exit."""
+def _preempted(err: BaseException) -> bool:
     preemption = sys.modules.get("sweeps.training.preemption")  # loaded if training started
-    if preemption is None or not isinstance(err, preemption.Preempted):
-        return
-    log.warning("%s", err)
-    if session:
-        session.close()
-    err.exit()
+    return preemption is not None and isinstance(err, preemption.Preempted)
+
+
+def _leave_if_preempted(err: BaseException) -> None:
+    """Stopped by a scheduler's signal: the checkpoint is written and the run KILLED; hand over and exit."""
+    if _preempted(err):
+        log.warning("%s", err)
+        err.exit()  # type: ignore[attr-defined]
 
 
 def single_run(cfg: DictConfig, hc: Any) -> Outcome:
@@ -132,7 +136,7 @@ def _fit(cfg: DictConfig, built: Any, output_dir: Path, record: Any) -> Outcome:
         print(f"error: training diverged: {err}", file=sys.stderr)
         sys.exit(1)
     except BaseException as err:
-        _leave_if_preempted(err, None)
+        _leave_if_preempted(err)
         raise
 
 

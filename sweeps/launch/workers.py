@@ -115,7 +115,7 @@ def _trial(setup: dict[str, Any], session: Any, ref: Any, job: dict[str, Any]) -
     return outcome.replace(run_id=record.run_id) if record is not None else outcome
 
 
-def serve(conn: Connection) -> None:
+def run_worker(conn: Connection) -> None:
     """The worker: set up once, then run each trial it is sent until the sweeper closes the connection."""
     from omegaconf import OmegaConf
 
@@ -143,4 +143,4 @@ def serve(conn: Connection) -> None:
 
 
 if __name__ == "__main__":
-    serve(Connection(int(sys.argv[1])))  # the socket the sweeper passed (Workers._start)
+    run_worker(Connection(int(sys.argv[1])))  # the socket the sweeper passed (Workers._start)

@@ -299,12 +299,12 @@ def write(
 def to_mlflow(tracking: Any, sweep_dir: Path, folder: Path, files: list[str], note: str) -> str | None:
     """Put the report on the sweep's parent run (found by its sweep folder): artifacts under ``nightly/``
     and the text as the run's description. Returns the run id."""
-    from sweeps.tracking.service import Service  # MLflow: only once the report is written
+    from sweeps.tracking.store import Store  # MLflow: only once the report is written
 
     uri = str(tracking.uri)
     if uri.startswith("sqlite:///"):
         uri = f"sqlite:///{Path(uri.removeprefix('sqlite:///')).expanduser().resolve()}"
-    client = Service().connect(uri)
+    client = Store().connect(uri)
     experiment = client.get_experiment_by_name(str(tracking.experiment))
     if experiment is None:
         return None

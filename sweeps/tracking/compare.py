@@ -103,11 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", default="sweeplab", help="experiment name (default: sweeplab)")
     parser.add_argument("--store", default=DEFAULT_STORE, help=f"tracking URI (default: {DEFAULT_STORE})")
     args = parser.parse_args(argv)
-    from sweeps.tracking.service import Service  # MLflow: after --help
+    from sweeps.tracking.store import Store  # MLflow: after --help
 
     if args.store.startswith("sqlite:///") and not _exists(args.store):
         raise SystemExit(f"error: --store {args.store}: no such database (run a sweep first)")
-    service = Service()
+    service = Store()
     client = service.connect(args.store)
     if client.get_experiment_by_name(args.experiment) is not None:
         service.open(

@@ -16,17 +16,17 @@ import sys
 from multiprocessing.connection import Connection
 
 from sweeps.support.secrets import redact_text
-from sweeps.tracking.service import Service
+from sweeps.tracking.store import Store
 
 
-def serve(conn: Connection) -> None:
+def answer_requests(conn: Connection) -> None:
     """Answer requests until the parent says ``close`` or goes away."""
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "View run at ..." lines
     # No usage reports leave the machine (and none hold up the exit trying to reach a server).
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-    service: Service | None = None
+    service: Store | None = None
     while True:
         try:
             if service is not None and service.pending and (service.due() or not conn.poll(0.25)):
@@ -44,7 +44,7 @@ def serve(conn: Connection) -> None:
             return
         try:
             if service is None:
-                service = Service()
+                service = Store()
             answer = ("ok", getattr(service, name)(**kwargs))
         except Exception as err:  # noqa: BLE001 - reported to the parent, which decides
             answer = ("error", f"{type(err).__name__}: {err}".splitlines()[0])
@@ -59,4 +59,4 @@ def serve(conn: Connection) -> None:
 
 if __name__ == "__main__":
     os.nice(5)  # training comes first where the two compete for a core
-    serve(Connection(int(sys.argv[1])))  # the socket the parent passed (``session.Session``)
+    answer_requests(Connection(int(sys.argv[1])))  # the socket the parent passed (``session.Session``)

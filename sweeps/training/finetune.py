@@ -2,7 +2,7 @@
 
 The torch side (loading what fits, freezing, learning-rate groups) is ``lightning_modules.finetune``; here
 the config is read, ``init_from`` is resolved, and every way it can fail becomes one ConfigError line before
-anything trains. A run id is resolved through the tracking process (``Service.source_run``), which already
+anything trains. A run id is resolved through the tracking process (``Store.source_run``), which already
 has the store open and MLflow imported: importing MLflow here would add 2-3 s to every fine-tuning run.
 """
 

@@ -1,5 +1,6 @@
-"""What the tracking process does with each request: the only place that imports MLflow and writes to the
-store (``server`` runs it; ``session`` sends the requests). Everything is redacted before it gets here."""
+"""The MLflow store, opened in the tracking process: what it does with each request, and the only place that
+imports MLflow and writes to the store (``server`` runs it; ``session`` sends the requests). Everything is
+redacted before it gets here."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ BATCH = 100
 FLUSH_SECONDS = 2.0
 
 
-class Service:
+class Store:
     """MLflow writes for one command. Runs are named by handles the caller chose (so that it never waits
     for a run to be created); ``ids`` maps them to MLflow run ids. Metrics are held back and written in
     batches: when the caller goes quiet, after ``FLUSH_SECONDS``, or before anything else about the run."""

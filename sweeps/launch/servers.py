@@ -1,4 +1,4 @@
-"""Local services for multi-worker sweeps: a PostgreSQL server and an MLflow tracking server on 127.0.0.1.
+"""Local servers for multi-worker sweeps: a PostgreSQL server and an MLflow tracking server on 127.0.0.1.
 
     python -m sweeps.services start [--root DIR]   # prints the storage URL and the tracking URI
     python -m sweeps.services status
