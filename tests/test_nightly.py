@@ -152,7 +152,8 @@ def test_second_copy_is_refused_and_a_killed_holder_is_taken_over(workdir: Path)
 
 
 def test_trial_still_training_at_the_deadline_is_stopped_cleanly(workdir: Path):
-    long_trials = ["trainer.max_epochs=2000", "hydra/sweeper/pruner=none"]
+    # 20000 epochs take minutes: 2000 (about 29 s on a quiet machine) could end before the 35 s deadline.
+    long_trials = ["trainer.max_epochs=20000", "hydra/sweeper/pruner=none"]
     proc = nightly_cli(["default", "--hours", hours(35), *long_trials], cwd=workdir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((report_of(proc).parent / "summary.json").read_text())

@@ -97,9 +97,15 @@ def storage(url: str | None, heartbeat: int | None = None, grace: int | None = N
         if "://" in url:
             return rdb_storage(url, heartbeat, grace)
         Path(url).parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(url))
+        return JournalStorage(JournalFileBackend(journal_path(url)))
     except Exception as err:  # noqa: BLE001 - SQLAlchemy and drivers raise many kinds
         raise _unreachable(url, err) from None
+
+
+def journal_path(url: str) -> str:
+    """The journal file, absolute: Optuna's lock is a symlink to this path, and a relative one would dangle
+    (it resolves beside the link), so a lock left by a killed process would never be released."""
+    return str(Path(url).resolve())
 
 
 def rdb_storage(url: str, heartbeat: int | None, grace: int | None) -> RDBStorage:
