@@ -75,13 +75,10 @@ def _join(cfg: DictConfig, job_spec: dict[str, Any]) -> tracking.Session | None:
         session.join_sweep(job_spec["sweep_id"])
     trial = job_spec.get("trial")
     if trial:
-        import optuna
-
         from sweeps.search.study import load
 
         ref = load(trial["study"], trial["storage"], trial["pruner"])
-        opened = optuna.trial.Trial(ref.study, ref.trial_id(trial["number"]))
-        set_trial(Trial(opened, trial["study"], trial["storage"], trial["pruner"]))
+        set_trial(Trial(ref.trial(trial["number"]), trial["study"], trial["storage"], trial["pruner"]))
     return session
 
 

@@ -52,8 +52,7 @@ def attach(cfg: DictConfig, hydra_cfg: Any) -> tracking.Session | None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         ref = load(study_name, sweeper.get("storage"))
         number = sweeper.get("sweeplab_trial")
-        trial_id = ref.trial_id(int(hydra_cfg.job.num if number is None else number))
-        set_trial(Trial(optuna.trial.Trial(ref.study, trial_id), study_name))
+        set_trial(Trial(ref.trial(int(hydra_cfg.job.num if number is None else number)), study_name))
     sweep_id = sweeper.get("sweeplab_sweep_id")
     if not sweep_id or not cfg.get("tracking") or not cfg.tracking.get("enabled"):
         return None

@@ -85,7 +85,6 @@ class Workers:
 
 def _trial(setup: dict[str, Any], session: Any, ref: Any, job: dict[str, Any]) -> Outcome:
     """One trial in this worker: a DDP trainer in a process group of its own, anything else here."""
-    import optuna
     from omegaconf import OmegaConf
 
     from sweeps.launch import ddp
@@ -95,8 +94,7 @@ def _trial(setup: dict[str, Any], session: Any, ref: Any, job: dict[str, Any]) -
     from sweeps.training.record import run_trial
 
     number = int(job["number"])
-    trial = optuna.trial.Trial(ref.study, ref.trial_id(number))
-    set_trial(Trial(trial, setup["study"], setup["storage"], setup["pruner"]))
+    set_trial(Trial(ref.trial(number), setup["study"], setup["storage"], setup["pruner"]))
     cfg = OmegaConf.create(job["config"])
     output_dir = Path(job["output_dir"])
     output_dir.mkdir(parents=True, exist_ok=True)

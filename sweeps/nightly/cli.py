@@ -28,6 +28,7 @@ from typing import Any
 
 from sweeps.nightly import clock, schedule
 from sweeps.nightly.lock import AlreadyRunning, PlanLock, describe
+from sweeps.search import DEFAULT_STORAGE
 from sweeps.support.errors import ConfigError
 from sweeps.support.processes import ROOT, python_path
 from sweeps.support.secrets import redact_override
@@ -151,7 +152,6 @@ def run(args: argparse.Namespace) -> int:
 def tonight(args: argparse.Namespace, cfg: Any, until: dt.datetime, plan_dir: Path) -> int:
     from sweeps.nightly import report as nightly_report
     from sweeps.nightly import webhook
-    from sweeps.search.study import DEFAULT_STORAGE
 
     settings = cfg.hydra.sweeper
     started = dt.datetime.now().astimezone()

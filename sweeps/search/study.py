@@ -20,12 +20,12 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartb
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeps.search import DEFAULT_STORAGE
 from sweeps.search.locks import driver_url, lock
 from sweeps.search.space import Space
 from sweeps.support.errors import ConfigError
 from sweeps.support.secrets import redact_text
 
-DEFAULT_STORAGE = "mlruns/optuna.journal"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -79,6 +79,10 @@ class StudyRef:
                 self.study_id, number
             )
         return self.trial_ids[number]
+
+    def trial(self, number: int) -> optuna.Trial:
+        """Trial ``number`` of the study, to report to and ask about (another process claimed it)."""
+        return optuna.trial.Trial(self.study, self.trial_id(number))
 
     def trials(self, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
         """The study's trials, read from the storage (no copy)."""

@@ -164,28 +164,28 @@ def job_outcome(ret: JobReturn) -> Outcome:
         return Outcome(State.FINISHED)
 
 
-def objective_of(results: list[JobReturn]) -> tuple[str, str]:
+def objective_of(outcomes: list[Outcome]) -> tuple[str, str]:
     """The objective's name and direction, from the last job that finished."""
-    finished = [o for o in map(job_outcome, results) if o.state is State.FINISHED]
+    finished = [o for o in outcomes if o.state is State.FINISHED]
     return (finished[-1].metric, finished[-1].mode) if finished else ("objective", "max")
 
 
 def grid_rows(
-    jobs: list[list[str]], results: list[JobReturn], session: tracking.Session | None
+    jobs: list[list[str]], outcomes: list[Outcome], session: tracking.Session | None
 ) -> list[leaderboard.Row]:
     """One leaderboard row per job, showing the keys the grid varies, with MLflow run ids."""
     swept = _swept_keys(jobs)
     rows = []
-    for i, (overrides, ret) in enumerate(zip(jobs, results, strict=True)):
+    for i, (overrides, outcome) in enumerate(zip(jobs, outcomes, strict=True)):
         pairs = dict(o.split("=", 1) for o in overrides if "=" in o)
         shown = {
             k.lstrip("+~"): redact_override(f"{k}={v}").split("=", 1)[1]
             for k, v in pairs.items()
             if k in swept
         }
-        rows.append(leaderboard.Row.of(i, shown, job_outcome(ret)))
+        rows.append(leaderboard.Row.of(i, shown, outcome))
     if session:
-        session.fill_run_ids(rows, [r.run_id or None for r in rows])
+        session.fill_run_ids(rows)
     return rows
 
 

@@ -7,7 +7,7 @@ import logging
 from hydra.core.utils import JobReturn
 
 from sweeps.outcome import State
-from sweeps.sweeper.base import Sweep, finish, grid_rows, objective_of
+from sweeps.sweeper.base import Sweep, finish, grid_rows, job_outcome, objective_of
 from sweeps.sweeper.report import report
 
 log = logging.getLogger("sweeplab")
@@ -22,8 +22,9 @@ def run_grid(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
     status = "KILLED"
     try:
         results = list(sweep.launcher.launch(jobs, initial_job_idx=0))
-        rows = grid_rows(jobs, results, session)
-        metric, mode = objective_of(results)
+        outcomes = [job_outcome(r) for r in results]
+        rows = grid_rows(jobs, outcomes, session)
+        metric, mode = objective_of(outcomes)
         report(rows, metric, mode, sweep_dir, session)
         status = "FINISHED"
     finally:

@@ -149,7 +149,7 @@ def run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
         results = run_trials(search, ledger)
         rows = ledger.rows
         if session:
-            session.fill_run_ids(rows, [r.run_id or None for r in rows])
+            session.fill_run_ids(rows)
         if search.shared and session:
             closing = coordination.last_out(ref, session)
             rows = study_rows(ref, ledger.rows) if closing else rows

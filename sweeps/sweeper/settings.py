@@ -15,6 +15,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from sweeps.search import DEFAULT_STORAGE
+from sweeps.support.errors import ConfigError
+
 
 @dataclass
 class SweeplabSettings:
@@ -52,8 +55,6 @@ class SweeplabSettings:
 
     def check_search(self) -> None:
         """What an Optuna search needs beyond the types; raises ConfigError naming the key."""
-        from sweeps.support.errors import ConfigError
-
         for key in ("n_trials", "n_jobs", "trials_per_gpu"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"hydra.sweeper.{key}={getattr(self, key)} must be >= 1")
@@ -72,7 +73,7 @@ class SweeplabSettings:
 
     @property
     def storage_url(self) -> str:
-        return self.storage or "mlruns/optuna.journal"
+        return self.storage or DEFAULT_STORAGE
 
 
 @dataclass

@@ -117,11 +117,11 @@ class Session:
         ids = self.call("resolve", handles=ours) if ours else {}
         return {**{h: h for h in handles if h not in ours}, **ids}
 
-    def fill_run_ids(self, rows: Sequence[Any], handles: Sequence[str | None]) -> None:
-        """Set each leaderboard row's ``run_id`` from the handle of its run (one round trip for all)."""
-        ids = self.run_ids([h for h in handles if h])
-        for row, handle in zip(rows, handles, strict=True):
-            row.run_id = ids.get(handle or "", "")
+    def fill_run_ids(self, rows: Sequence[Any]) -> None:
+        """Replace each leaderboard row's ``run_id`` (our handle, or an id) by its run id (one round trip)."""
+        ids = self.run_ids([r.run_id for r in rows if r.run_id])
+        for row in rows:
+            row.run_id = ids.get(row.run_id, "")
 
     def start_sweep(self, name: str, arguments: Sequence[str], sweep_dir: Path, shared: bool = False) -> str:
         """The parent run. A ``shared`` one (a study shared by workers) carries no pid: it outlives the
