@@ -8,6 +8,9 @@ Why not the published ``hydra-optuna-sweeper``: it pins ``optuna<3`` and has nei
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +30,7 @@ from sweeps.support.errors import ConfigError
 from sweeps.support.secrets import redact_text
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+log = logging.getLogger("sweeplab")
 
 
 class RequeueStale(RetryHeartbeatStaleTrialCallback):
@@ -101,6 +105,7 @@ def storage(url: str | None, heartbeat: int | None = None, grace: int | None = N
         if "://" in url:
             return rdb_storage(url, heartbeat, grace)
         Path(url).parent.mkdir(parents=True, exist_ok=True)
+        release_dangling_lock(journal_path(url))
         return JournalStorage(JournalFileBackend(journal_path(url)))
     except Exception as err:  # noqa: BLE001 - SQLAlchemy and drivers raise many kinds
         raise _unreachable(url, err) from None
@@ -110,6 +115,27 @@ def journal_path(url: str) -> str:
     """The journal file, absolute: Optuna's lock is a symlink to this path, and a relative one would dangle
     (it resolves beside the link), so a lock left by a killed process would never be released."""
     return str(Path(url).resolve())
+
+
+def release_dangling_lock(journal: str) -> None:
+    """Remove a journal lock whose symlink points nowhere, saying so in one line.
+
+    Optuna's ``JournalFileSymlinkLock`` releases a stale lock only after ``os.stat`` of it succeeds; on a
+    dangling link (one left by a killed process of a version that gave a relative path, or made by hand)
+    ``stat`` fails and its loop retries forever at full CPU. Every lock we take now points at the absolute
+    journal, which exists while the lock is held, so a dangling one has no live holder.
+    """
+    link = Path(journal + ".lock")  # the name Optuna's lock gives: the journal's path plus ".lock"
+    try:
+        target = os.readlink(link)
+    except OSError:  # no lock, or not a symlink
+        return
+    if not link.exists():
+        with contextlib.suppress(FileNotFoundError):  # another process released it first
+            link.unlink()
+            log.warning(
+                "released a stale journal lock %s (it pointed at %s, which does not exist)", link, target
+            )
 
 
 def rdb_storage(url: str, heartbeat: int | None, grace: int | None) -> RDBStorage:
