@@ -1,5 +1,6 @@
 """The books of a search: tells Optuna each trial's outcome, keeps the leaderboard rows, and decides whether
-another trial may start (the study's ``n_trials``, the failure budget, the timeout and the deadline)."""
+another trial may start (the study's ``n_trials``, the failure budget, the timeout, the deadline, a
+``target`` value reached and the ``max_epochs_total`` compute budget); ``stop_reason`` says which ended it."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ class Ledger:
         self.stopped = 0  # trials stopped by the deadline
         self.rows: list[Row] = []
         self.gave_up = ""
+        self.stop_reason = ""  # why no further trial starts, once one of the limits says so
         self.on_stale: Callable[[list[int]], None] | None = None  # closes the MLflow runs of stale trials
         self.sync_runs: Callable[[list[str]], Any] | None = None  # waits for runs' tracking writes
 
@@ -48,14 +50,47 @@ class Ledger:
         )
 
     def may_start(self, running: int = 0) -> bool:
-        if self.gave_up or self.done + running >= self.n_trials:
-            return False
+        if self.gave_up:
+            return self._stop(self.gave_up)
+        if self.done + running >= self.n_trials:
+            return self._stop(f"n_trials={self.n_trials} reached", quiet=True)
         timeout = self.settings.timeout
         if timeout and time.monotonic() - self.start > float(timeout):
-            if not running:
-                log.info("search: timeout (%gs) reached, no new trial starts", timeout)
-            return False
+            return self._stop(f"timeout ({timeout:g}s) reached", quiet=bool(running))
+        reached = self.target_reached()
+        if reached:
+            return self._stop(reached, quiet=bool(running))
+        spent, budget = self.epochs_spent(), self.settings.max_epochs_total
+        if budget is not None and spent >= budget:
+            return self._stop(f"max_epochs_total={budget} reached ({spent} epochs trained)", bool(running))
         return not self.settings.deadline or self.fits(running)
+
+    def _stop(self, why: str, quiet: bool = False) -> bool:
+        """No new trial starts: remember why (said once, unless ``quiet``)."""
+        if why != self.stop_reason and not quiet:
+            log.info("search: %s, no new trial starts", why)
+        self.stop_reason = why
+        return False
+
+    def target_reached(self) -> str:
+        """Why the study's best completed value meets ``target`` ("" while it does not)."""
+        target = self.settings.target
+        complete = self.ref.trials((TrialState.COMPLETE,)) if target is not None else []
+        values = [t.value for t in complete if t.value is not None]
+        if not values:
+            return ""
+        maximize = self.ref.study.direction == optuna.study.StudyDirection.MAXIMIZE
+        best = max(values) if maximize else min(values)
+        if (best >= target) if maximize else (best <= target):
+            return f"target {self.metric} {'>=' if maximize else '<='} {target:g} reached ({best:.4f})"
+        return ""
+
+    def epochs_spent(self) -> int:
+        """Epochs trained by the study's ended trials (every worker's and earlier runs' included)."""
+        if self.settings.max_epochs_total is None:
+            return 0
+        ended = self.ref.trials((*FINISHED, TrialState.FAIL))
+        return sum(int(t.user_attrs.get("sweeplab.epochs", len(t.intermediate_values))) for t in ended)
 
     def fits(self, running: int) -> bool:
         """Whether a trial started now ends before the deadline, by the median duration of the study's
@@ -75,13 +110,15 @@ class Ledger:
     def settle(self, trial: optuna.Trial, outcome: Outcome, began: float) -> Row:
         """Tell Optuna how ``trial`` ended (unless another worker failed it as stale meanwhile); its row."""
         outcome = outcome.for_search()
-        if self.ref.storage.get_trial(self.ref.trial_id(trial.number)).state.is_finished():
+        frozen = self.ref.storage.get_trial(self.ref.trial_id(trial.number))
+        if frozen.state.is_finished():
             # Another worker took it for dead (no heartbeat within the grace period): it runs again there.
             log.warning("search: trial %d was failed as stale meanwhile; its result is dropped", trial.number)
             outcome = outcome.replace(
                 state=State.FAILED, value=math.nan, reason="failed as stale by another worker"
             )
         else:
+            trial.set_user_attr("sweeplab.epochs", max(outcome.epochs, *frozen.intermediate_values, 0))
             self._tell(trial, outcome)
         coordination.release(self.ref, trial.number)
         self.done += outcome.state in (State.FINISHED, State.PRUNED)

@@ -147,6 +147,7 @@ def run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
     results: list[JobReturn] = []
     try:
         results = run_trials(search, ledger)
+        record_stop(search, ledger)
         rows = ledger.rows
         if session:
             session.fill_run_ids(rows)
@@ -167,6 +168,16 @@ def run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
         print(f"error: {ledger.gave_up}", file=sys.stderr)
         raise SystemExit(1)
     return [results]
+
+
+def record_stop(search: Search, ledger: Ledger) -> None:
+    """Why this process started no further trial: in the summary, on the study and on the parent run."""
+    why = ledger.stop_reason or "no trial left to run"
+    log.info("search: stopped: %s", why)
+    assert search.ref is not None
+    search.ref.study.set_user_attr("sweeplab.stop_reason", why)
+    if search.session:
+        search.session.send("log", run=search.session.parent, tags={"sweeplab.stop_reason": why})
 
 
 def _last_out_quietly(ref: StudyRef, session: Session) -> bool:

@@ -33,6 +33,8 @@ class SweeplabSettings:
     storage: str | None = None  # None: a journal file under mlruns/; or sqlite:///..., postgresql://...
     study_name: str | None = None  # None: named after the search, so that the same command resumes it
     max_failures: int | None = None  # stop after this many failed trials
+    target: float | None = None  # stop starting trials once the study's best objective reaches this value
+    max_epochs_total: int | None = None  # stop starting trials once its trials trained this many epochs
     fail_fast: bool = False  # stop at the first failed trial
     heartbeat_interval: int = 10  # seconds between heartbeats of a running trial (database storage only)
     grace_period: int = 60  # a trial without a heartbeat this long is failed and queued again
@@ -58,6 +60,12 @@ class SweeplabSettings:
         for key in ("n_trials", "n_jobs", "trials_per_gpu"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"hydra.sweeper.{key}={getattr(self, key)} must be >= 1")
+        if self.target is not None and self.target != self.target:
+            raise ConfigError("hydra.sweeper.target=nan: give a number (or null for none)")
+        if self.max_epochs_total is not None and self.max_epochs_total < 1:
+            raise ConfigError(
+                f"hydra.sweeper.max_epochs_total={self.max_epochs_total} must be >= 1 (or null for none)"
+            )
         if "://" not in self.storage_url:
             return
         for key in ("heartbeat_interval", "grace_period"):
