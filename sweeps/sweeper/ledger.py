@@ -75,8 +75,9 @@ class Ledger:
     def target_reached(self) -> str:
         """Why the study's best completed value meets ``target`` ("" while it does not)."""
         target = self.settings.target
-        complete = self.ref.trials((TrialState.COMPLETE,)) if target is not None else []
-        values = [t.value for t in complete if t.value is not None]
+        if target is None:
+            return ""
+        values = [t.value for t in self.ref.trials((TrialState.COMPLETE,)) if t.value is not None]
         if not values:
             return ""
         maximize = self.ref.study.direction == optuna.study.StudyDirection.MAXIMIZE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -99,11 +100,12 @@ def distributed(trainer: Any) -> bool:
     return strategy.startswith("ddp") or (strategy == "auto" and several)
 
 
-STAGES = ("train", "finetune")
+STAGES = ("train", "finetune", "lr_find")
 
 
 def check_stage(cfg: DictConfig) -> None:
-    """``stage`` is train or finetune, and fine-tuning says where its weights come from."""
+    """``stage`` is one of ``STAGES``, fine-tuning says where its weights come from, and the range test's
+    lr range and length make sense."""
     stage = str(cfg.get("stage", "train"))
     if stage not in STAGES:
         raise ConfigError(f"stage={stage}: allowed are {', '.join(STAGES)}")
@@ -111,3 +113,14 @@ def check_stage(cfg: DictConfig) -> None:
         raise ConfigError(
             "finetune.init_from is required with stage=finetune: a checkpoint file or an MLflow run id"
         )
+    if stage == "lr_find":
+        check_lr_find(cfg)
+
+
+def check_lr_find(cfg: DictConfig) -> None:
+    low, high = _number(cfg, "lr_find.min_lr") or 1e-6, _number(cfg, "lr_find.max_lr") or 10.0
+    if not (0 < low < high < math.inf):
+        raise ConfigError(f"lr_find.min_lr={low:g}, lr_find.max_lr={high:g}: need 0 < min_lr < max_lr")
+    steps = OmegaConf.select(cfg, "lr_find.steps", default=100)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 20:
+        raise ConfigError(f"lr_find.steps={steps} must be a whole number >= 20")

@@ -15,6 +15,7 @@ from lightning_modules.callbacks import EpochEnd
 from sweeps.outcome import Outcome, State
 from sweeps.support.context import current_trial, deadline
 from sweeps.support.secrets import redact_text
+from sweeps.training import lr_find
 from sweeps.training.build import Built
 from sweeps.training.callbacks import OptunaPruning, StopAtDeadline
 from sweeps.training.fit import fit
@@ -49,7 +50,10 @@ def fit_recorded(
     if record and built.lineage:  # stage=finetune: the run it started from
         record.session.send("log", run=record.handle, **built.lineage)
     try:
-        outcome = fit(cfg, built, output_dir, prefix, _callbacks(built, record, extra))
+        if lr_find.is_lr_find(cfg):
+            outcome = lr_find.run(cfg, built, output_dir, record, prefix)
+        else:
+            outcome = fit(cfg, built, output_dir, prefix, _callbacks(built, record, extra))
     except BaseException as err:
         if record:
             record.end(Outcome.of_error(err))
