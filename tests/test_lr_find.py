@@ -3,6 +3,7 @@ suggestion is an lr at which the configuration trains."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from lightning_modules.module import NonFiniteLoss
 from sweeps.training.fit import train
 from tests.conftest import compose_cfg, run_cli
+from tests.test_search import studies
 
 SHORT = ["trainer.max_epochs=3", "checkpoint=false", "early_stopping_patience=0", "trainer.progress=none"]
 
@@ -55,3 +57,29 @@ def test_a_bad_range_is_one_line(workdir: Path, override: str, message: str):
     proc = run_cli(["stage=lr_find", override], cwd=workdir)
     assert proc.returncode == 2 and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_lr_auto_searches_a_decade_either_side_of_each_optimizers_suggestion(workdir: Path):
+    args = [
+        "-m",
+        "optimizer=adam,sgd",
+        "lr=auto",
+        "hydra.sweeper.n_trials=4",
+        "hydra/sweeper/pruner=none",
+        "trainer.max_epochs=2",
+        "checkpoint=false",
+    ]
+    proc = run_cli(args, cwd=workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("the range test suggests lr") + proc.stderr.count("the range test suggests") == 2
+    (study,) = studies(workdir)
+    found = json.loads(study.user_attrs["sweeplab.lr_auto"])
+    assert set(found) == {"adam", "sgd"} and found["sgd"] > found["adam"]  # SGD takes the larger steps
+    for trial in study.trials:
+        suggestion = found[trial.params["optimizer"]]
+        assert suggestion / 10 <= trial.params["lr"] <= suggestion * 10, trial.params
+    again = run_cli([*args[:3], "hydra.sweeper.n_trials=5", *args[4:]], cwd=workdir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "the range test suggests" not in again.stdout + again.stderr  # the study kept its ranges
+    (study,) = studies(workdir)
+    assert len(study.trials) == 5

@@ -23,6 +23,17 @@ class Space:
 
     distributions: dict[str, BaseDistribution] = field(default_factory=dict)
     fixed: list[str] = field(default_factory=list)
+    # ``lr=auto``: the lr range of each optimizer (from its range test), sampled once the optimizer is known
+    lr_by_optimizer: dict[str, FloatDistribution] = field(default_factory=dict)
+
+    def suggest_rest(self, trial: Any) -> None:
+        """Sample what depends on the trial's other parameters: the lr range of its optimizer."""
+        if not self.lr_by_optimizer:
+            return
+        ranges = self.lr_by_optimizer
+        chosen = trial.params.get("optimizer")
+        dist = ranges[chosen] if chosen in ranges else next(iter(ranges.values()))
+        trial.suggest_float("lr", dist.low, dist.high, log=True)
 
     def overrides(self, params: dict[str, Any]) -> list[str]:
         return [*self.fixed, *(f"{k}={format_value(v)}" for k, v in params.items())]
@@ -49,7 +60,7 @@ def parse_space(parser: OverridesParser, arguments: Sequence[str], params: dict[
             space.distributions[key] = distribution(key, override.value())
         else:
             space.fixed.append(f"{key}={override.get_value_element_as_str()}")
-    if not space.distributions:
+    if not space.distributions and "lr=auto" not in space.fixed:  # lr=auto: the sweeper adds lr's range
         raise ConfigError(
             "the search has no parameter to search (use interval(...), choice(...) or range(...))"
         )

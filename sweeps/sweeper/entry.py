@@ -11,8 +11,9 @@ from sweeps.sweeper.grid import run_grid
 
 
 def is_search(arguments: list[str], params: Any) -> bool:
-    """An Optuna search rather than a grid: a ``params`` space, or an interval on the command line."""
-    return bool(params) or any("interval(" in a for a in arguments)
+    """An Optuna search rather than a grid: a ``params`` space, an interval on the command line, or
+    ``lr=auto`` (an lr range from the range test)."""
+    return bool(params) or any("interval(" in a or a == "lr=auto" for a in arguments)
 
 
 def sweep(base: Sweep, arguments: list[str]) -> list[list[JobReturn]]:

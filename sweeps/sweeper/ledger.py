@@ -42,12 +42,16 @@ class Ledger:
         self.stop_reason = ""  # why no further trial starts, once one of the limits says so
         self.on_stale: Callable[[list[int]], None] | None = None  # closes the MLflow runs of stale trials
         self.sync_runs: Callable[[list[str]], Any] | None = None  # waits for runs' tracking writes
+        self.complete: Callable[[optuna.Trial], None] | None = None  # samples what depends on the params
 
     def next_trial(self, distributions: dict[str, Any], wait: bool = True) -> optuna.Trial | None:
         """The study's next trial, claimed safely among every worker on the study (``coordination``)."""
-        return coordination.next_trial(
+        trial = coordination.next_trial(
             self.ref, distributions, self.n_trials, wait, self.may_start, self.on_stale
         )
+        if trial is not None and self.complete:
+            self.complete(trial)
+        return trial
 
     def may_start(self, running: int = 0) -> bool:
         if self.gave_up:

@@ -20,7 +20,7 @@ from sweeps.search.study import StudyRef, make, open_study
 from sweeps.support.context import set_deadline
 from sweeps.support.errors import ConfigError
 from sweeps.support.secrets import redact_text
-from sweeps.sweeper import trials
+from sweeps.sweeper import lr_auto, trials
 from sweeps.sweeper.base import Sweep, finish, refuse
 from sweeps.sweeper.ledger import Ledger
 from sweeps.sweeper.report import report
@@ -42,6 +42,7 @@ class Search:
     session: Session | None = None
     metric: str = "objective"
     mode: str = "max"
+    lr_auto: bool = False  # ``lr=auto``: each optimizer's lr range comes from its range test (``lr_auto``)
 
     @property
     def shared(self) -> bool:
@@ -59,7 +60,8 @@ def plan(sweep: Sweep, arguments: list[str]) -> Search:
         devices = gpus.for_workers(settings.n_jobs, trainer, settings.trials_per_gpu)
     except ConfigError as err:
         refuse(err)
-    return Search(sweep, space, settings.study_name or study_name(space), devices)
+    name = settings.study_name or study_name(space)  # with lr=auto in it: the same command, the same study
+    return Search(sweep, space, name, devices, lr_auto=lr_auto.take(space))
 
 
 def start(search: Search, arguments: list[str]) -> Path:
@@ -94,6 +96,7 @@ def start(search: Search, arguments: list[str]) -> Path:
 def ledger_for(search: Search) -> Ledger:
     assert search.ref is not None
     ledger = Ledger(search.ref, search.sweep.settings, search.metric)
+    ledger.complete = search.space.suggest_rest
     session = search.session
     if session:
         ledger.on_stale = lambda numbers: session.send(
@@ -146,6 +149,10 @@ def run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
     status = "KILLED"
     results: list[JobReturn] = []
     try:
+        if search.lr_auto:
+            status = "FAILED"  # a range test that finds no lr refuses the search
+            auto_lr(search)
+            status = "KILLED"
         results = run_trials(search, ledger)
         record_stop(search, ledger)
         rows = ledger.rows
@@ -168,6 +175,18 @@ def run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
         print(f"error: {ledger.gave_up}", file=sys.stderr)
         raise SystemExit(1)
     return [results]
+
+
+def auto_lr(search: Search) -> None:
+    """``lr=auto``: each optimizer's lr range, on the space, the parent run and in the log."""
+    assert search.ref is not None
+    try:
+        found = lr_auto.apply(search.sweep, search.space, search.ref)
+    except ConfigError as err:
+        refuse(err)
+    if search.session:
+        shown = ", ".join(f"{name}: {lr:.3g}" for name, lr in found.items())
+        search.session.send("log", run=search.session.parent, tags={"sweeplab.lr_auto": shown})
 
 
 def record_stop(search: Search, ledger: Ledger) -> None:
