@@ -69,7 +69,7 @@ def range_test(built: Built, min_lr: float, max_lr: float, steps: int, stop_fact
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        value = float(loss)
+        value = loss.item()
         if not math.isfinite(value):
             break
         average = SMOOTHING * average + (1 - SMOOTHING) * value
