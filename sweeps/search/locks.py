@@ -24,8 +24,17 @@ _held: dict[str, int] = {}
 
 
 def driver_url(url: str) -> str:
-    """SQLAlchemy 2.1 reads ``postgresql://`` as psycopg 3; psycopg2 is the driver sweeplab installs."""
-    return "postgresql+psycopg2://" + url.split("://", 1)[1] if url.startswith("postgresql://") else url
+    """The URL for SQLAlchemy: ``postgresql://`` already means psycopg 3 (SQLAlchemy 2.1), the driver sweeplab
+    installs, as in Optuna's CLI and optuna-dashboard; a ``postgresql+psycopg2://`` URL from older settings
+    is read with psycopg 3 too (psycopg2 is no longer installed)."""
+    old = "postgresql+psycopg2://"
+    return "postgresql+psycopg://" + url.removeprefix(old) if url.startswith(old) else url
+
+
+def libpq_url(url: str) -> str:
+    """The same database as a libpq URL (no SQLAlchemy driver name), for ``psycopg.connect``."""
+    scheme, rest = url.split("://", 1)
+    return f"{scheme.split('+', 1)[0]}://{rest}"
 
 
 def _key(name: str) -> int:
@@ -67,12 +76,11 @@ def lock(url: str, name: str = "create") -> Iterator[None]:
 
 
 def _pg_connection(url: str) -> Any:
-    import psycopg2
+    import psycopg
 
     conn = _connections.get(url)
     if conn is None or conn.closed:
-        conn = psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://"))
-        conn.autocommit = True
+        conn = psycopg.connect(libpq_url(url), autocommit=True)
         _connections[url] = conn
     return conn
 
