@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lightning_modules.callbacks import EpochEnd
 from sweeps.outcome import Outcome, State
@@ -17,6 +17,7 @@ from sweeps.support.context import current_trial, deadline
 from sweeps.support.secrets import redact_text
 from sweeps.training.build import Built
 from sweeps.training.callbacks import OptunaPruning, StopAtDeadline
+from sweeps.training.datasets import describe
 from sweeps.training.fit import fit
 
 log = logging.getLogger("sweeplab")
@@ -48,6 +49,9 @@ def fit_recorded(
     prefix = "" if job is None else f"[job {job}] "
     if record and built.lineage:  # stage=finetune: the run it started from
         record.session.send("log", run=record.handle, **built.lineage)
+    described = describe(built.datamodule, OmegaConf.to_yaml(cfg.data, resolve=True)) if record else []
+    if described:
+        record.datasets(described)
     try:
         outcome = fit(cfg, built, output_dir, prefix, _callbacks(built, record, extra))
     except BaseException as err:
@@ -55,6 +59,10 @@ def fit_recorded(
             record.end(Outcome.of_error(err))
         raise
     if record:
+        if record.session.log_model and outcome.state is State.FINISHED:
+            from sweeps.training.export import export
+
+            record.model(export(built, output_dir))
         record.finish(outcome)
         outcome = outcome.replace(run_id=record.handle)
     if job is not None:
