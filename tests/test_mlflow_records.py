@@ -5,7 +5,6 @@ and a run on other data)."""
 from __future__ import annotations
 
 import mlflow.pytorch
-import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -88,7 +87,7 @@ def test_register_best_makes_a_new_version_per_sweep_that_loads_and_scores_the_r
     assert accuracy == pytest.approx(recorded, abs=1e-6)
     info = mlflow.models.get_model_info("models:/digits_mlp/latest")
     assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 1, 8, 8)
-    assert np.asarray(info.load_input_example()).shape[1:] == (1, 8, 8)
+    assert info.saved_input_example_info["type"] == "ndarray"
 
 
 def test_system_metrics_on_request_only(store):
