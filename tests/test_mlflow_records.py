@@ -28,7 +28,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> MlflowClient:
         ["data=breast_cancer", *ONE_BATCH],
     ]
     for args in commands:
-        done = run_cli(args, cwd=folder, env={"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"})
+        done = run_cli(args, cwd=folder, timeout=600, env={"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"})
         assert done.returncode == 0, done.stderr
     return MlflowClient(f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")
 

@@ -78,3 +78,12 @@ def test_probes_cover_each_bound_and_each_choice():
         ["lr=0.01", "optimizer=sgd"],
         ["lr=0.01", "optimizer=rmsprop"],
     ]
+
+
+def test_a_study_name_with_a_path_in_it_locks_a_file_beside_the_journal(tmp_path):
+    from sweeps.search.locks import lock
+
+    journal = tmp_path / "optuna.journal"
+    name = study_name(space("lr=interval(0.01, 0.1)", "data.path=/data/my table.csv"))
+    with lock(str(journal), f"study:{name}"):
+        assert [p.name for p in tmp_path.glob("*.lock")]  # beside the journal, not in a folder of the path

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,8 @@ def lock(url: str, name: str = "create") -> Iterator[None]:
             release = lambda: None  # noqa: E731
         else:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            file_lock = _file_locks.setdefault(ident, FileLock(f"{path}.{name}.lock", timeout=600))
+            lock_path = f"{path}.{_file_part(name)}.lock"
+            file_lock = _file_locks.setdefault(ident, FileLock(lock_path, timeout=600))
             file_lock.acquire()
             release = file_lock.release
     _held[ident] = 1
@@ -73,6 +75,12 @@ def lock(url: str, name: str = "create") -> Iterator[None]:
     finally:
         _held[ident] = 0
         release()
+
+
+def _file_part(name: str) -> str:
+    """``name`` as part of a file name: a study's name may hold spaces, slashes (a path it was given) or
+    anything else. Names that differ only there share a lock, which only serialises them."""
+    return re.sub(r"[^A-Za-z0-9_.=+:-]+", "_", name)[:120]
 
 
 def _pg_connection(url: str) -> Any:

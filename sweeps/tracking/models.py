@@ -36,16 +36,24 @@ def log_model(client: Any, run_id: str, path: str, example: Any, output: Any) ->
 
 
 def register(client: Any, experiment_id: str, run_id: str, name: str, tags: dict[str, str]) -> str:
-    """Register the model logged by run ``run_id`` as a new version of ``name`` (created if missing)."""
-    import mlflow
+    """Register the model logged by run ``run_id`` as a new version of ``name`` (created if missing).
+    The client's calls rather than ``mlflow.register_model``, which prints to the console."""
+    from mlflow.exceptions import MlflowException
 
     found = client.search_logged_models(
         experiment_ids=[experiment_id], filter_string=f"source_run_id = '{run_id}'", max_results=1
     )
     if not found:
         raise ValueError(f"tracking.register_best={name}: run {run_id} logged no model")
-    mlflow.set_tracking_uri(client.tracking_uri)
-    version = mlflow.register_model(found[0].model_uri, name, tags=tags)
+    try:
+        client.create_registered_model(name)
+    except MlflowException as err:
+        if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    model = found[0]
+    version = client.create_model_version(
+        name, source=model.model_uri, run_id=run_id, tags=tags, model_id=model.model_id
+    )
     return str(version.version)
 
 
