@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from lightning_modules.data import DigitsDataModule
 from tests.conftest import ONE_BATCH, run_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # the first test runs the module's commands
 
 FAST = ["trainer.max_epochs=2", "trainer.progress=none"]
 

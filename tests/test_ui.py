@@ -121,6 +121,7 @@ def optuna_dashboard(storage: Path, log: Path, timeout: float = 120) -> Iterator
         proc.wait(timeout=30)
 
 
+@pytest.mark.timeout(900)  # the first test to use ``search`` runs it
 def test_optuna_dashboard_shows_the_finished_search_and_its_trials(search: Path, chromium: str):
     from playwright.sync_api import sync_playwright
 
@@ -161,6 +162,7 @@ METRIC_VALUES = """(link) => {
 }"""
 
 
+@pytest.mark.timeout(900)
 def test_mlflow_compare_view_shows_the_swept_params_and_the_objective_of_each_selected_run(
     search: Path, chromium: str, tmp_path_factory
 ):
@@ -195,7 +197,9 @@ def test_mlflow_compare_view_shows_the_swept_params_and_the_objective_of_each_se
             order = re.findall(r"[0-9a-f]{32}", urllib.parse.unquote(page.url))
             lines = page.inner_text("body").splitlines()
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "mlflow-ui-compare.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / "mlflow-ui-compare.png"))  # the runs and their plot
+            objective.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "mlflow-ui-compare-metrics.png"))
         finally:
             browser.close()
     assert sorted(order) == sorted(children)
@@ -203,4 +207,5 @@ def test_mlflow_compare_view_shows_the_swept_params_and_the_objective_of_each_se
         assert "\t".join([key, *(children[run].data.params[key] for run in order)]) in lines, key
     expected = [f"{children[run].data.metrics['best_val_acc']:.3g}" for run in order]
     assert shown_objective == expected
-    assert (ARTIFACTS / "mlflow-ui-compare.png").stat().st_size > 10_000
+    for picture in ("mlflow-ui-compare.png", "mlflow-ui-compare-metrics.png"):
+        assert (ARTIFACTS / picture).stat().st_size > 10_000
