@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup sweep test test-fast lint bench ui compare services services-stop services-status
+.PHONY: setup sweep test test-fast lint bench ui dashboard compare services services-stop services-status
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,13 @@ PORT ?= 5000
 ui: $(STAMP)
 	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m mlflow ui --host 127.0.0.1 --port $(PORT) \
 		--backend-store-uri sqlite:///mlruns/mlflow.db
+
+## optuna-dashboard over the study storage, on this machine only (127.0.0.1). DASHBOARD_PORT=8080 by default;
+## STORAGE=... for another storage (e.g. STORAGE="$$(python -m sweeps.services url)" for the PostgreSQL one).
+DASHBOARD_PORT ?= 8080
+STORAGE ?= mlruns/optuna.journal
+dashboard: $(STAMP)
+	$(VENV)/bin/optuna-dashboard --host 127.0.0.1 --port $(DASHBOARD_PORT) "$(STORAGE)"
 
 ## The latest sweep's leaderboard from the store (ARGS="<sweep run id>" for another).
 compare: $(STAMP)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from optuna.trial import TrialState
 from sweeps.launch import servers as services
 from sweeps.search import coordination, locks
 from sweeps.search import study as search
+from sweeps.support.secrets import redact_text
 from tests.conftest import ROOT, run_cli
 
 
@@ -268,6 +270,30 @@ def test_services_cli_prints_no_password(state: services.State):
     url = run_cli(["url", "--root", str(state.root)], ROOT, module="sweeps.services")
     assert url.returncode == 0, url.stderr
     assert url.stdout.strip() == state.storage
+
+
+def test_the_printed_url_opens_in_optunas_own_cli(state: services.State):
+    """``postgresql://`` is psycopg 3 for SQLAlchemy 2.1: the URL sweeplab prints must be what is installed,
+    so that Optuna's CLI (and optuna-dashboard, the same SQLAlchemy storage) opens it."""
+    printed = run_cli(["url", "--root", str(state.root)], ROOT, module="sweeps.services")
+    assert printed.returncode == 0, printed.stderr
+    url = printed.stdout.strip()
+    assert url.startswith("postgresql://")
+    ref = search.open_study(url, "printed-url", "max", None, None, heartbeat=(5, 20))
+    ref.study.tell(ref.study.ask(), 0.5)
+    found = {}
+    for command in (["studies"], ["trials", "--study-name", "printed-url"]):
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "optuna"), *command, "--storage", url, "-f", "json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, redact_text(done.stderr)
+        assert state.password not in done.stdout + done.stderr
+        found[command[0]] = json.loads(done.stdout)
+    assert "printed-url" in [row["name"] for row in found["studies"]]
+    assert [row["value"] for row in found["trials"]] == [0.5]
 
 
 @pytest.mark.parametrize(

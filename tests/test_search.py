@@ -247,3 +247,21 @@ def test_fail_fast_gives_up_at_the_first_failed_trial(workdir: Path):
     assert "gave up after 1 failed trials (fail_fast)" in proc.stderr
     (study,) = studies(workdir)
     assert [t.state for t in study.get_trials()] == [TrialState.FAIL]
+
+
+def test_the_study_is_named_after_its_preset_and_the_same_command_resumes_it(workdir: Path):
+    quick = ["-m", "search=lr_betas", "trainer.max_epochs=1", "trainer.limit_train_batches=2"]
+    for total in (1, 2):  # the study's total: the second command resumes the first's study for one more
+        proc = run_cli([*quick, f"hydra.sweeper.n_trials={total}"], cwd=workdir)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    (study,) = studies(workdir)
+    assert study.study_name.startswith("lr_betas ") and len(study.study_name) < 80
+    assert len(study.get_trials()) == 2
+    assert study.user_attrs["sweeplab.command"].endswith("-m " + " ".join(quick[1:]))
+    client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    parents = client.search_runs(
+        [client.get_experiment_by_name("sweeplab").experiment_id], "tags.`sweeplab.kind` = 'sweep'"
+    )
+    assert {p.data.tags["sweeplab.study"] for p in parents} == {study.study_name}
+    for parent in parents:
+        assert parent.data.tags["sweeplab.command"].startswith("python -m sweeps.run -m search=lr_betas")

@@ -40,6 +40,20 @@ def test_the_command_line_wins_over_params_and_the_name_follows_the_space():
     assert study_name(found) != study_name(space("lr=interval(0.01, 0.2)", "seed=1"))
 
 
+def test_study_names_say_what_they_search_and_keep_different_spaces_apart():
+    lr_betas = {"lr": "tag(log, interval(1e-4, 1e-1))", "optimizer.beta1": "interval(0.8, 0.99)"}
+    preset = study_name(space("search=lr_betas", params=lr_betas))
+    assert preset.startswith("lr_betas ") and preset == study_name(space("search=lr_betas", params=lr_betas))
+    swept = study_name(space("lr=interval(0.01, 0.1)", "optimizer=sgd"))
+    assert swept.startswith("lr optimizer=sgd ") and swept != preset
+    assert study_name(space("lr=interval(0.01, 0.2)", "optimizer=sgd")) != swept
+    assert study_name(space("search=lr_betas", "seed=2", params=lr_betas)) != preset
+    long = study_name(space("lr=interval(0.01, 0.1)", *[f"k{i}=v{i}" for i in range(30)]))
+    assert len(long) <= 70
+    secret = study_name(space("lr=interval(0.01, 0.1)", "tracking.uri=http://u:Canary9@h"))
+    assert "Canary9" not in secret
+
+
 @pytest.mark.parametrize(
     ("argument", "message"),
     [
@@ -64,3 +78,12 @@ def test_probes_cover_each_bound_and_each_choice():
         ["lr=0.01", "optimizer=sgd"],
         ["lr=0.01", "optimizer=rmsprop"],
     ]
+
+
+def test_a_study_name_with_a_path_in_it_locks_a_file_beside_the_journal(tmp_path):
+    from sweeps.search.locks import lock
+
+    journal = tmp_path / "optuna.journal"
+    name = study_name(space("lr=interval(0.01, 0.1)", "data.path=/data/my table.csv"))
+    with lock(str(journal), f"study:{name}"):
+        assert [p.name for p in tmp_path.glob("*.lock")]  # beside the journal, not in a folder of the path

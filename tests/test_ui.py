@@ -1,4 +1,5 @@
-"""The MLflow UI shows a sweep: a real ``mlflow server`` on loopback, headless Chromium driven by Playwright.
+"""The MLflow UI shows a sweep (its runs, and several compared), optuna-dashboard a search: real servers on
+loopback, headless Chromium driven by Playwright.
 
 Chromium comes from the system (Debian's ``chromium`` package; .ci/run installs it). Without it the test is
 skipped on a developer's machine and fails under CI.
@@ -6,14 +7,26 @@ skipped on a developer's machine and fails under CI.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 
-from tests.conftest import ROOT, mlflow_server, run_cli
+from tests.conftest import ROOT, free_port, mlflow_server, run_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 ARTIFACTS = Path(os.environ.get("SWEEPLAB_TEST_ARTIFACTS", ROOT / "test-artifacts"))
@@ -69,3 +82,130 @@ def test_mlflow_ui_shows_the_parent_and_its_child_runs(workdir: Path, chromium: 
     assert any(parent.info.run_name in text for text in shown)
     assert all(any(name in text for text in shown) for name in children)
     assert (ARTIFACTS / "mlflow-ui-sweep.png").stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished Optuna search of three trials (journal file and MLflow store under its mlruns/)."""
+    folder = tmp_path_factory.mktemp("search")
+    args = ["-m", "search=lr_betas", "hydra.sweeper.n_trials=3", "trainer.max_epochs=2"]
+    proc = run_cli(args, cwd=folder, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return folder
+
+
+@contextlib.contextmanager
+def optuna_dashboard(storage: Path, log: Path, timeout: float = 120) -> Iterator[str]:
+    """``optuna-dashboard`` as ``make dashboard`` starts it: on loopback, over the study storage."""
+    port = free_port()
+    program = str(Path(sys.executable).parent / "optuna-dashboard")
+    command = [program, "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [*command, str(storage)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/studies", timeout=2).close()
+                break
+            except OSError as err:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"optuna-dashboard did not start: {log.read_text()}") from err
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+@pytest.mark.timeout(900)  # the first test to use ``search`` runs it
+def test_optuna_dashboard_shows_the_finished_search_and_its_trials(search: Path, chromium: str):
+    from playwright.sync_api import sync_playwright
+
+    journal = search / "mlruns" / "optuna.journal"
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    (summary,) = optuna.get_all_study_summaries(storage)
+    study_id = storage.get_study_id_from_name(summary.study_name)
+    assert summary.study_name.startswith("lr_betas ") and summary.n_trials == 3
+    with optuna_dashboard(journal, search / "dashboard.log") as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=QUIET_CHROMIUM)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{url}/dashboard/")
+            page.get_by_text(summary.study_name).first.wait_for(timeout=60_000)
+            page.goto(f"{url}/dashboard/studies/{study_id}/trials")
+            page.get_by_text("3 Trials").first.wait_for(timeout=60_000)
+            for number in range(3):
+                page.get_by_text(f"Trial {number}", exact=True).first.wait_for(timeout=30_000)
+            body = page.inner_text("body")
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "optuna-dashboard-study.png"))
+        finally:
+            browser.close()
+    assert summary.study_name in body and "Complete" in body
+    assert "optimizer.beta1" in body and "lr" in body
+    assert (ARTIFACTS / "optuna-dashboard-study.png").stat().st_size > 10_000
+
+
+# The value cells of a metric in the compare view's grid: the cells at the height of its name cell.
+METRIC_VALUES = """(link) => {
+  const cell = link.parentElement;
+  for (let up = cell.parentElement; up; up = up.parentElement) {
+    const same = [...up.querySelectorAll('div')].filter(
+      (d) => d !== cell && d.style.position === 'absolute' && d.style.top === cell.style.top);
+    if (same.length) return same.map((d) => d.innerText.trim());
+  }
+  return [];
+}"""
+
+
+@pytest.mark.timeout(900)
+def test_mlflow_compare_view_shows_the_swept_params_and_the_objective_of_each_selected_run(
+    search: Path, chromium: str, tmp_path_factory
+):
+    from playwright.sync_api import sync_playwright
+
+    db = search / "mlruns" / "mlflow.db"
+    client = MlflowClient(f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("sweeplab")
+    runs = client.search_runs([experiment.experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("sweeplab.kind") == "sweep")
+    children = {r.info.run_id: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert len(children) == 3
+
+    with mlflow_server(tmp_path_factory.mktemp("compare"), store=db) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=QUIET_CHROMIUM)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/#/experiments/{experiment.experiment_id}/runs")
+            name_cells = page.locator("[role=gridcell][col-id='attributes.`Run Name`']")
+            parent_cell = name_cells.filter(has_text=parent.info.run_name).first
+            parent_cell.wait_for(timeout=60_000)
+            parent_cell.locator("button").first.click()  # expand the parent to list its children
+            for child in children.values():  # select each child run's row
+                cell = name_cells.filter(has_text=child.info.run_name).first
+                cell.wait_for(timeout=30_000)
+                page.locator("[role=row]").filter(has=cell).first.locator("input[type=checkbox]").first.check()
+            page.get_by_role("button", name="Compare").first.click()
+            page.get_by_text("Comparing 3 Runs").first.wait_for(timeout=60_000)
+            objective = page.get_by_text("best_val_acc", exact=True).first
+            objective.wait_for(timeout=30_000)
+            shown_objective = objective.evaluate(METRIC_VALUES)
+            order = re.findall(r"[0-9a-f]{32}", urllib.parse.unquote(page.url))
+            lines = page.inner_text("body").splitlines()
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "mlflow-ui-compare.png"))  # the runs and their plot
+            objective.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "mlflow-ui-compare-metrics.png"))
+        finally:
+            browser.close()
+    assert sorted(order) == sorted(children)
+    for key in ("lr", "optimizer.beta1", "optimizer.beta2"):  # the swept params, one column per run
+        assert "\t".join([key, *(children[run].data.params[key] for run in order)]) in lines, key
+    expected = [f"{children[run].data.metrics['best_val_acc']:.3g}" for run in order]
+    assert shown_objective == expected
+    for picture in ("mlflow-ui-compare.png", "mlflow-ui-compare-metrics.png"):
+        assert (ARTIFACTS / picture).stat().st_size > 10_000

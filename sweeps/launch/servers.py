@@ -170,15 +170,13 @@ def _create_databases(state: State) -> None:
 
 def create_database(state: State, name: str) -> str:
     """The database ``name`` on the server (created if missing); its URL, with the password."""
-    import psycopg2
+    import psycopg
+    from psycopg import sql
 
-    conn = psycopg2.connect(state.url("postgres"))
-    conn.autocommit = True
-    with conn.cursor() as cur:
+    with psycopg.connect(state.url("postgres"), autocommit=True) as conn, conn.cursor() as cur:
         cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
         if cur.fetchone() is None:
-            cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return state.url(name)
 
 
@@ -203,8 +201,8 @@ def start_mlflow(
     command += ["--artifacts-destination", str(folder), "--workers", str(workers)]
     env = {
         **os.environ,
-        # SQLAlchemy 2.1 reads postgresql:// as psycopg 3; psycopg2 is the driver installed.
-        "MLFLOW_BACKEND_STORE_URI": state.url("mlflow").replace("postgresql://", "postgresql+psycopg2://"),
+        # SQLAlchemy 2.1 reads postgresql:// as psycopg 3, the driver installed.
+        "MLFLOW_BACKEND_STORE_URI": state.url("mlflow"),
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
     with (root / "mlflow.log").open("ab") as log:

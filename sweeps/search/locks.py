@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,17 @@ _held: dict[str, int] = {}
 
 
 def driver_url(url: str) -> str:
-    """SQLAlchemy 2.1 reads ``postgresql://`` as psycopg 3; psycopg2 is the driver sweeplab installs."""
-    return "postgresql+psycopg2://" + url.split("://", 1)[1] if url.startswith("postgresql://") else url
+    """The URL for SQLAlchemy: ``postgresql://`` already means psycopg 3 (SQLAlchemy 2.1), the driver sweeplab
+    installs, as in Optuna's CLI and optuna-dashboard; a ``postgresql+psycopg2://`` URL from older settings
+    is read with psycopg 3 too (psycopg2 is no longer installed)."""
+    old = "postgresql+psycopg2://"
+    return "postgresql+psycopg://" + url.removeprefix(old) if url.startswith(old) else url
+
+
+def libpq_url(url: str) -> str:
+    """The same database as a libpq URL (no SQLAlchemy driver name), for ``psycopg.connect``."""
+    scheme, rest = url.split("://", 1)
+    return f"{scheme.split('+', 1)[0]}://{rest}"
 
 
 def _key(name: str) -> int:
@@ -55,7 +65,8 @@ def lock(url: str, name: str = "create") -> Iterator[None]:
             release = lambda: None  # noqa: E731
         else:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            file_lock = _file_locks.setdefault(ident, FileLock(f"{path}.{name}.lock", timeout=600))
+            lock_path = f"{path}.{_file_part(name)}.lock"
+            file_lock = _file_locks.setdefault(ident, FileLock(lock_path, timeout=600))
             file_lock.acquire()
             release = file_lock.release
     _held[ident] = 1
@@ -66,13 +77,18 @@ def lock(url: str, name: str = "create") -> Iterator[None]:
         release()
 
 
+def _file_part(name: str) -> str:
+    """``name`` as part of a file name: a study's name may hold spaces, slashes (a path it was given) or
+    anything else. Names that differ only there share a lock, which only serialises them."""
+    return re.sub(r"[^A-Za-z0-9_.=+:-]+", "_", name)[:120]
+
+
 def _pg_connection(url: str) -> Any:
-    import psycopg2
+    import psycopg
 
     conn = _connections.get(url)
     if conn is None or conn.closed:
-        conn = psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://"))
-        conn.autocommit = True
+        conn = psycopg.connect(libpq_url(url), autocommit=True)
         _connections[url] = conn
     return conn
 

@@ -15,6 +15,9 @@ from hydra.errors import HydraException
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from sweeps.support.errors import ConfigError
+from sweeps.support.secrets import redact_override
+
+NAME_LENGTH = 60  # of a study name's readable part (a hash follows)
 
 
 @dataclass
@@ -108,9 +111,18 @@ def _range_values(sweep: RangeSweep) -> Sequence[float]:
 
 
 def study_name(space: Space) -> str:
-    """The same search (space and fixed overrides) gets the same name, so that rerunning resumes it."""
+    """A name that says what the study searches and is the same for the same search, so that rerunning a
+    command resumes its study: the ``search`` preset (else the swept keys), the other fixed overrides (cut
+    to stay short; secrets masked), and a hash of the whole space, which keeps different spaces apart."""
     key = repr((sorted((k, repr(d)) for k, d in space.distributions.items()), sorted(space.fixed)))
-    return "sweeplab-" + hashlib.sha256(key.encode()).hexdigest()[:10]
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+    presets = [o for o in space.fixed if o.split("=", 1)[0].lstrip("+~") == "search"]
+    what = presets[-1].split("=", 1)[1] if presets else "+".join(space.distributions)
+    others = [redact_override(o) for o in space.fixed if o not in presets]
+    label = " ".join([what, *others]).translate({ord(c): None for c in "'\\\""})
+    if len(label) > NAME_LENGTH:
+        label = label[: NAME_LENGTH - 3].rstrip() + "..."
+    return f"{label} {digest}"
 
 
 def probes(space: Space) -> list[list[str]]:

@@ -25,7 +25,7 @@ from sweeps.sweeper.base import Sweep, finish, refuse
 from sweeps.sweeper.ledger import Ledger
 from sweeps.sweeper.report import report
 from sweeps.sweeper.results import best, study_rows
-from sweeps.tracking.session import Session
+from sweeps.tracking.session import Session, command
 
 log = logging.getLogger("sweeplab")
 
@@ -85,6 +85,8 @@ def start(search: Search, arguments: list[str]) -> Path:
     session, prepared, sweep_dir = search.sweep.start(arguments, probes(search.space), prepare, chosen)
     search.session = session
     search.ref, search.metric, search.mode = prepared
+    # Shown by optuna-dashboard and ``optuna studies`` beside the name: the command that runs (resumes) it.
+    search.ref.study.set_user_attr("sweeplab.command", command(["-m", *arguments]))
     if session:
         shown = redact_text(settings.storage_url)
         session.send(

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from sweeps.outcome import State
+from sweeps.support.errors import ConfigError
 from sweeps.tracking import leaderboard
 from sweeps.tracking.session import Session
 
@@ -32,5 +33,26 @@ def report(
         session.send("artifact", run=parent, path=str(sweep_dir / name))
     if summary["best_overrides"]:
         session.send("text", run=parent, text=summary["best_overrides"], name="best_config.txt")
+    best_run = summary["tags"].get("sweeplab.best_run_id")
+    if session.register_best and best_run:
+        register_best(session, best_run, metric, summary)
     if {"loss", "optimizer"} <= set(ranked[0].overrides if ranked else {}):
         session.send("heatmap", run=parent, rows=[r.__dict__ for r in ranked], metric=metric, mode=mode)
+
+
+def register_best(session: Session, run_id: str, metric: str, summary: dict) -> None:
+    """``tracking.register_best=NAME``: the best run's model as a new version of NAME, tagged with the
+    sweep, its objective and the best configuration."""
+    tags = {
+        "sweeplab.sweep_id": str(session.sweep_id),
+        "sweeplab.objective": metric,
+        f"sweeplab.best_{metric}": f"{summary['metrics'][f'best_{metric}']:.6g}",
+        "sweeplab.config": summary["tags"].get("sweeplab.best_config", ""),
+        "sweeplab.run_id": run_id,
+    }
+    try:
+        version = session.call("register", run=run_id, name=session.register_best, tags=tags)
+    except ConfigError as err:  # the sweep's results stand; say why its model is not registered
+        log.error("tracking.register_best=%s: not registered: %s", session.register_best, err)
+        return
+    log.info("registered model %s version %s (run %s)", session.register_best, version, run_id)

@@ -41,6 +41,8 @@ class Session:
         else:
             raise ConfigError(f"tracking.uri={self.shown_uri}: allowed are sqlite:///PATH and http(s)://HOST")
         self.log_checkpoint = bool(tracking.log_checkpoint)
+        self.register_best = str(tracking.get("register_best") or "")
+        self.log_model = bool(tracking.get("log_model", False)) or bool(self.register_best)
         self.process, self.conn = spawn("sweeps.tracking.server")
         artifacts = str(tracking.artifacts) if tracking.get("artifacts") else None
         self._send(
@@ -50,6 +52,7 @@ class Session:
             experiment=str(tracking.experiment),
             artifact_root=artifacts,
             check_url=check_url,
+            system_metrics=bool(tracking.get("system_metrics", False)),
         )
         self._ready: dict[str, Any] | None = None
         self.parent: str | None = None  # the sweep's run handle
@@ -213,6 +216,14 @@ class RunRecord:
             text="\n".join(redact_override(o) for o in overrides) + "\n",
             name="overrides.txt",
         )
+
+    def model(self, exported: dict[str, Any]) -> None:
+        """Its network as an MLflow model (``training.export`` saved it, with an input example)."""
+        self.session.send("model", run=self.handle, **exported)
+
+    def datasets(self, described: list[dict[str, Any]]) -> None:
+        """The data it trains and validates on (``training.datasets``), as MLflow dataset inputs."""
+        self.session.send("datasets", run=self.handle, datasets=described)
 
     def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """One epoch's metrics, sent in one batch (for ``lightning_modules.callbacks.EpochEnd``)."""

@@ -22,6 +22,8 @@ from filelock import FileLock
 from sweeps.support.processes import alive
 from sweeps.support.secrets import redact_text
 from sweeps.tracking.environment import environment_tags
+from sweeps.tracking.inputs import dataset_inputs
+from sweeps.tracking.models import log_model, register, system_monitor
 from sweeps.tracking.plots import heatmap
 
 MAX_PARAM_VALUE = 6000
@@ -47,10 +49,20 @@ class Store:
         self.open_runs: set[str] = set()
         self.pending: dict[str, list[Any]] = {}
         self.pending_since = 0.0
+        self.system_metrics = False
+        self.monitors: dict[str, Any] = {}
 
     # -- requests ---
-    def open(self, uri: str, experiment: str, artifact_root: str | None, check_url: str | None) -> dict:
+    def open(
+        self,
+        uri: str,
+        experiment: str,
+        artifact_root: str | None,
+        check_url: str | None,
+        system_metrics: bool = False,
+    ) -> dict:
         """Reach the store, create the experiment if needed, close runs whose process died."""
+        self.system_metrics = system_metrics
         if check_url:
             _probe(check_url)
         with _store_lock(uri):  # schema and experiment creation race between processes otherwise
@@ -118,6 +130,8 @@ class Store:
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self.ids[handle] = run.info.run_id
         self.open_runs.add(run.info.run_id)
+        if self.system_metrics and tags.get("sweeplab.kind") == "run":
+            self.monitors[run.info.run_id] = system_monitor(self.client, run.info.run_id)
         return run.info.run_id
 
     def _id(self, run: str) -> str:
@@ -179,6 +193,18 @@ class Store:
     def artifact(self, run: str, path: str, folder: str | None = None) -> None:
         if Path(path).exists():
             self.client.log_artifact(self._id(run), path, folder)
+
+    def model(self, run: str, path: str, example: Any, output: Any) -> None:
+        """The run's network as an MLflow model (``models``)."""
+        log_model(self.client, self._id(run), path, example, output)
+
+    def register(self, run: str, name: str, tags: dict[str, str]) -> str:
+        """The model of run ``run`` (a run id) as a new version of the registered model ``name``."""
+        return register(self.client, self.experiment_id, self._id(run), name, tags)
+
+    def datasets(self, run: str, datasets: list[dict[str, Any]]) -> None:
+        """The run's training and validation data as MLflow dataset inputs (``inputs``)."""
+        self.client.log_inputs(self._id(run), datasets=dataset_inputs(datasets))
 
     def text(self, run: str, text: str, name: str) -> None:
         self.client.log_text(self._id(run), text, name)
@@ -243,11 +269,15 @@ class Store:
 
     def end_run(self, run: str, status: str) -> None:
         self.flush(run)
+        if self._id(run) in self.monitors:
+            self.monitors.pop(self._id(run)).finish()
         self.client.set_terminated(self._id(run), status)
         self.open_runs.discard(self._id(run))
 
     def abandon(self) -> None:
         """The parent process is gone: no run of ours may stay RUNNING."""
+        for monitor in self.monitors.values():
+            monitor.finish()
         for run_id in list(self.open_runs):
             try:
                 self._kill(run_id, "the training process ended without closing the run")

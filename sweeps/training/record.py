@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lightning_modules.callbacks import EpochEnd
 from sweeps.outcome import Outcome, State
@@ -18,6 +18,7 @@ from sweeps.support.secrets import redact_text
 from sweeps.training import lr_find
 from sweeps.training.build import Built
 from sweeps.training.callbacks import OptunaPruning, StopAtDeadline
+from sweeps.training.datasets import describe
 from sweeps.training.fit import fit
 
 log = logging.getLogger("sweeplab")
@@ -49,6 +50,9 @@ def fit_recorded(
     prefix = "" if job is None else f"[job {job}] "
     if record and built.lineage:  # stage=finetune: the run it started from
         record.session.send("log", run=record.handle, **built.lineage)
+    described = describe(built.datamodule, OmegaConf.to_yaml(cfg.data, resolve=True)) if record else []
+    if described:
+        record.datasets(described)
     try:
         if lr_find.is_lr_find(cfg):
             outcome = lr_find.run(cfg, built, output_dir, record, prefix)
@@ -59,6 +63,10 @@ def fit_recorded(
             record.end(Outcome.of_error(err))
         raise
     if record:
+        if record.session.log_model and outcome.state is State.FINISHED:
+            from sweeps.training.export import export
+
+            record.model(export(built, output_dir))
         record.finish(outcome)
         outcome = outcome.replace(run_id=record.handle)
     if job is not None:
