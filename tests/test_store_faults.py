@@ -1,13 +1,20 @@
-"""Faults of the stores under a sweep: an unreadable SQLite store is refused with one line, left as it is."""
+"""Faults of the stores under a sweep: an unreadable SQLite store is refused with one line, left as it is; a
+full disk stops a sweep with one line, and the same command resumes it once there is space."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import time
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, start_cli
+from tests.test_search import children, studies
 
 GRID = ["-m", "lr=1e-3,1e-2", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "checkpoint=false"]
 SEARCH = [
@@ -73,3 +80,65 @@ def test_an_unreadable_sqlite_study_is_refused_and_left_as_it_is(workdir: Path):
         and "database" in line
     )
     assert db.read_bytes() == data
+
+
+FULL = ["-m", "search=lr_betas", "hydra.sweeper.n_trials=3", "trainer.max_epochs=6"]
+FULL += ["trainer.limit_train_batches=5", "checkpoint=false"]
+
+
+@pytest.fixture
+def small_mlruns(workdir: Path):
+    """``workdir/mlruns`` on a tmpfs of 1600 KiB (MLflow's empty database takes about 1 MiB)."""
+    mlruns = workdir / "mlruns"
+    mlruns.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=1600k", "tmpfs", str(mlruns)]
+    mounted = subprocess.run(mount, capture_output=True, text=True)
+    if mounted.returncode != 0:
+        reason = f"cannot mount a small tmpfs (needs root): {mounted.stderr.strip()}"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        yield mlruns
+    finally:
+        subprocess.run(["umount", "-l", str(mlruns)], check=False)
+
+
+def finished_in(journal: Path) -> int:
+    """Trials told COMPLETE or PRUNED so far (read from the journal's text while the sweep writes it)."""
+    text = journal.read_text(errors="replace") if journal.exists() else ""
+    return text.count('"op_code":6') - text.count('"state":4')  # state changes, less those to FAIL
+
+
+def test_a_full_disk_stops_the_sweep_and_the_same_command_resumes_after_space_is_freed(small_mlruns: Path):
+    workdir = small_mlruns.parent
+    proc = start_cli(FULL, workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while finished_in(small_mlruns / "optuna.journal") < 1 and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    time.sleep(2)  # the second trial is training
+    assert os.path.ismount(small_mlruns)
+    with (small_mlruns / "filler").open("wb", buffering=0) as filler:
+        with pytest.raises(OSError, match="No space left"):
+            while True:
+                filler.write(bytes(65536))
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 1, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0] == stderr.splitlines()[-1], stderr[-3000:]
+    assert "No space left on device (mlruns" in errors[0] and "run the same command" in errors[0]
+    (study,) = studies(workdir)  # Optuna reads it (a torn last record is skipped by its reader)
+    before = {t.number: t.params for t in study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))}
+    assert len(before) >= 1
+    closed = [r for r in children(workdir) if r.info.status == "FINISHED"]
+    assert all(len(r.data.metrics) > 0 for r in closed)
+
+    (small_mlruns / "filler").unlink()
+    rerun = run_cli(FULL, cwd=workdir)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    (study,) = studies(workdir)
+    after = {t.number: t.params for t in study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))}
+    assert len(after) == 3 and {n: p for n, p in after.items() if n in before} == before
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert not [r for r in children(workdir) if r.info.status == "RUNNING"]

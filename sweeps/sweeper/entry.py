@@ -30,10 +30,21 @@ def sweep(base: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
             return run_search(base, arguments)
         return run_grid(base, arguments)
     except OSError as err:
-        if err.errno not in FULL:
+        full = disk_full(err)
+        if full is None:
             raise
-        print(f"error: {no_space(err, base.settings.storage_url)}", file=sys.stderr)
+        print(f"error: {no_space(full, base.settings.storage_url)}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def disk_full(err: BaseException | None) -> OSError | None:
+    """The full-disk error behind ``err`` (closing the runs after it can fail too: a broken pipe to a
+    tracking process that went down with the disk), or None."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in FULL:
+            return err
+        err = err.__context__
+    return None
 
 
 def no_space(err: OSError, storage: str) -> str:
