@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -142,3 +143,48 @@ def test_a_full_disk_stops_the_sweep_and_the_same_command_resumes_after_space_is
     assert len(after) == 3 and {n: p for n, p in after.items() if n in before} == before
     assert not study.get_trials(states=(TrialState.RUNNING,))
     assert not [r for r in children(workdir) if r.info.status == "RUNNING"]
+
+
+# A store with one finished run, made in a process of its own (this one keeps no connection to it).
+FINISHED_RUN = """
+import sys
+from mlflow.tracking import MlflowClient
+client = MlflowClient("sqlite:///" + sys.argv[1])
+client.set_terminated(client.create_run(client.create_experiment("sweeplab")).info.run_id)
+"""
+
+# A second command in the middle of a long write: it holds SQLite's exclusive lock until told to stop.
+HOLDER = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN EXCLUSIVE")
+db.execute("UPDATE experiments SET name = name")
+print("holding", flush=True)
+sys.stdin.readline()
+db.execute("ROLLBACK")
+"""
+
+
+def test_a_locked_mlflow_db_is_waited_for_then_refused_with_one_line_naming_its_holder(workdir: Path):
+    db = workdir / "mlruns" / "mlflow.db"
+    db.parent.mkdir()
+    subprocess.run([sys.executable, "-c", FINISHED_RUN, str(db)], check=True, timeout=120)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        began = time.monotonic()
+        proc = run_cli(GRID, cwd=workdir, timeout=300)
+        waited = time.monotonic() - began
+    finally:
+        holder.communicate("done\n", timeout=30)
+    assert proc.returncode == 2
+    line = one_line(proc.stderr)
+    assert line.startswith("error: tracking.uri=sqlite:///mlruns/mlflow.db") and "database is locked" in line
+    assert f"pid {holder.pid} " in line, line  # the lock's holder, as far as /proc can tell
+    assert waited < 240
+    assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    client = MlflowClient(f"sqlite:///{db}")
+    (experiment,) = client.search_experiments(filter_string="name = 'sweeplab'")
+    assert [r.info.status for r in client.search_runs([experiment.experiment_id])] == ["FINISHED"]
