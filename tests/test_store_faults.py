@@ -4,17 +4,19 @@ full disk stops a sweep with one line, and the same command resumes it once ther
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from tests.conftest import run_cli, start_cli
+from tests.conftest import free_port, run_cli, start_cli
 from tests.test_search import children, studies
 
 GRID = ["-m", "lr=1e-3,1e-2", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "checkpoint=false"]
@@ -188,3 +190,60 @@ def test_a_locked_mlflow_db_is_waited_for_then_refused_with_one_line_naming_its_
     client = MlflowClient(f"sqlite:///{db}")
     (experiment,) = client.search_experiments(filter_string="name = 'sweeplab'")
     assert [r.info.status for r in client.search_runs([experiment.experiment_id])] == ["FINISHED"]
+
+
+def serve(folder: Path, port: int) -> subprocess.Popen:
+    """``mlflow server`` on 127.0.0.1:``port`` over ``folder``'s SQLite store, once it answers."""
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--workers", "1"]
+    command += ["--artifacts-destination", str(folder / "artifacts")]
+    log = (folder / "server.log").open("a")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).close()
+            return server
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, (folder / "server.log").read_text()
+            time.sleep(0.5)
+
+
+def stop(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=20)
+
+
+def test_a_tracking_server_away_30_s_mid_sweep_loses_no_history(workdir: Path, tmp_path_factory):
+    folder, port = tmp_path_factory.mktemp("server"), free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = ["-m", "lr=1e-3,3e-3,1e-2", "trainer.max_epochs=6", "trainer.limit_train_batches=5"]
+    args += ["early_stopping_patience=0", "checkpoint=false", "tracking=server", f"tracking.uri={url}"]
+    server = serve(folder, port)
+    proc = start_cli(args, workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        client = MlflowClient(url)
+        deadline = time.monotonic() + 240
+        while not [r for r in client.search_runs(["0", "1"]) if r.info.status == "FINISHED"]:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(1)
+        stop(server)  # the first run is closed; the second trains
+        time.sleep(30)
+        server = serve(folder, port)
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr[-3000:]
+        (experiment,) = client.search_experiments(filter_string="name = 'sweeplab'")
+        runs = client.search_runs([experiment.experiment_id])
+        trained = [r for r in runs if r.data.tags.get("sweeplab.kind") == "run"]
+        assert len(trained) == 3 and all(r.info.status == "FINISHED" for r in runs)
+        for run in trained:  # every epoch of every run, none lost while the server was away
+            history = client.get_metric_history(run.info.run_id, "val_acc")
+            assert sorted(m.step for m in history) == list(range(1, 7)), run.data.params.get("lr")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        stop(server)

@@ -50,6 +50,7 @@ class Session:
             experiment=str(tracking.experiment),
             artifact_root=artifacts,
             check_url=check_url,
+            retry_seconds=float(tracking.get("retry_seconds") or 60),
         )
         self._ready: dict[str, Any] | None = None
         self.parent: str | None = None  # the sweep's run handle
