@@ -1,9 +1,12 @@
-"""The default journal file survives processes killed while they held Optuna's lock on it."""
+"""The default journal file survives processes killed while they held Optuna's lock on it, and a
+damaged record: a torn last one is moved aside and the search resumes, damage before the end is
+refused."""
 
 from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +16,8 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
+from sweeps.search.journal import check
+from sweeps.support.errors import ConfigError
 from tests.conftest import cli_env, run_cli, start_cli
 from tests.test_search import children, studies
 
@@ -96,3 +101,97 @@ def wait_for_a_running_trial(workdir: Path, proc: subprocess.Popen, limit: float
         if journal.exists() and any(s.get_trials(states=(TrialState.RUNNING,)) for s in studies(workdir)):
             return
         time.sleep(0.2)
+
+
+# A search of three trials, each one short epoch: what the damaged journals below start from.
+SEARCH = ["-m", "search=lr_betas", "trainer.max_epochs=1", "trainer.limit_train_batches=5"]
+SEARCH += ["checkpoint=false", "tracking=off"]
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder whose mlruns/optuna.journal holds a finished search of 3 trials (copied by each test)."""
+    folder = tmp_path_factory.mktemp("searched")
+    proc = run_cli([*SEARCH, "hydra.sweeper.n_trials=3"], cwd=folder)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return folder
+
+
+def finished(workdir: Path) -> dict[int, dict]:
+    (study,) = studies(workdir)
+    return {t.number: t.params for t in study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))}
+
+
+def test_a_partial_last_record_is_moved_aside_and_the_search_resumes(searched: Path, workdir: Path):
+    shutil.copytree(searched / "mlruns", workdir / "mlruns")
+    journal = workdir / "mlruns" / "optuna.journal"
+    before = finished(workdir)
+    assert len(before) == 3
+    last = journal.read_bytes().splitlines(keepends=True)[-1]
+    torn = last[: len(last) // 2]  # a write cut short by a crash or a full disk
+    with journal.open("ab") as f:
+        f.write(torn)
+    complete = journal.stat().st_size - len(torn)
+
+    proc = run_cli([*SEARCH, "hydra.sweeper.n_trials=4"], cwd=workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (aside,) = journal.parent.glob("optuna.journal.*.damaged")
+    assert aside.read_bytes() == torn  # the damaged bytes are kept, beside the journal
+    (line,) = [s for s in proc.stderr.splitlines() if "damaged" in s]
+    assert f"byte offset {complete}" in line and str(aside.relative_to(workdir)) in line
+    after = finished(workdir)
+    assert len(after) == 4
+    assert {n: p for n, p in after.items() if n in before} == before  # every earlier finished trial kept
+
+
+def test_a_journal_damaged_before_its_end_is_refused_without_a_write(searched: Path, workdir: Path):
+    shutil.copytree(searched / "mlruns", workdir / "mlruns")
+    journal = workdir / "mlruns" / "optuna.journal"
+    data = bytearray(journal.read_bytes())
+    offset = data.index(b"\n", len(data) // 2) + 1  # a record in the middle, from its first byte
+    data[offset + 10 : offset + 14] = b"\x00\x00\x00\x00"  # bad sectors, say
+    journal.write_bytes(bytes(data))
+
+    proc = run_cli([*SEARCH, "hydra.sweeper.n_trials=4"], cwd=workdir)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: mlruns/optuna.journal ")
+    assert f"byte offset {offset} " in proc.stderr
+    assert journal.read_bytes() == bytes(data)  # nothing written
+    assert not list(journal.parent.glob("*.damaged"))
+
+
+@pytest.mark.parametrize(
+    ("tail", "kept"),
+    [
+        (b'{"op_code":0,"worker_id":"w","study_name":"s","directions":[1]}', False),  # no newline yet
+        (b'{"op_code":0,"wor\n', False),  # cut, and a newline after it
+        (b"\x00\x00\x00\x00", False),  # zeros a crash left
+        (b'{"op_code":0,"worker_id":"w","study_name":"s","directions":[1]}\n', True),  # a complete record
+    ],
+)
+def test_check_keeps_complete_records_and_moves_a_damaged_last_one_aside(
+    tmp_path: Path, tail: bytes, kept: bool, capsys: pytest.CaptureFixture[str]
+):
+    good = b'{"op_code":0,"worker_id":"w","study_name":"a","directions":[1]}\n'
+    journal = tmp_path / "optuna.journal"
+    journal.write_bytes(good + tail)
+    check(str(journal))
+    damaged = list(tmp_path.glob("optuna.journal.*.damaged"))
+    if kept:
+        assert journal.read_bytes() == good + tail and not damaged
+        assert capsys.readouterr().err == ""
+    else:
+        assert journal.read_bytes() == good and damaged[0].read_bytes() == tail
+        (line,) = capsys.readouterr().err.splitlines()
+        assert f"byte offset {len(good)}" in line and str(damaged[0]) in line
+        assert not (tmp_path / "optuna.journal.lock").exists()  # Optuna's lock released
+
+
+def test_check_refuses_damage_before_the_last_record(tmp_path: Path):
+    good = b'{"op_code":0,"worker_id":"w","study_name":"a","directions":[1]}\n'
+    journal = tmp_path / "optuna.journal"
+    journal.write_bytes(good + b'{"op_c\n' + good)
+    with pytest.raises(ConfigError, match=f"byte offset {len(good)} "):
+        check(str(journal))
+    assert journal.read_bytes() == good + b'{"op_c\n' + good

@@ -23,7 +23,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartb
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeps.search import DEFAULT_STORAGE
+from sweeps.search import DEFAULT_STORAGE, journal
 from sweeps.search.locks import driver_url, lock
 from sweeps.search.space import Space
 from sweeps.support.errors import ConfigError
@@ -101,6 +101,7 @@ def storage(url: str | None, heartbeat: int | None = None, grace: int | None = N
     heartbeats every ``heartbeat`` seconds (stale after ``grace``) so that workers elsewhere can tell a
     trial whose worker died (see ``coordination``)."""
     url = url or DEFAULT_STORAGE
+    journal.check(url)  # a damaged last record moved aside, damage before it refused (a URL: nothing to do)
     try:
         if "://" in url:
             return rdb_storage(url, heartbeat, grace)

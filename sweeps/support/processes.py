@@ -58,3 +58,20 @@ def host() -> str:
     """This machine's name in trial records; ``SWEEPLAB_HOST`` overrides it where machines share a
     hostname (containers), since a trial of "this host" whose pid is not running here is failed at once."""
     return os.environ.get("SWEEPLAB_HOST") or socket.gethostname()
+
+
+def holders(path: str | Path, exclude: set[int]) -> list[str]:
+    """``pid N (command)`` of the processes of this machine, but ``exclude``, that have ``path`` open (Linux
+    /proc): who may hold the lock on a SQLite file, which SQLite cannot say. Empty where unknown."""
+    target, found = os.path.realpath(path), []
+    for entry in Path("/proc").glob("[0-9]*"):
+        pid = int(entry.name)
+        if pid in exclude:
+            continue
+        try:
+            if any(os.path.realpath(fd) == target for fd in (entry / "fd").iterdir()):
+                words = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split()
+                found.append(f"pid {pid} ({' '.join(words)[:80]})")
+        except OSError:  # gone, or not ours to read
+            continue
+    return found

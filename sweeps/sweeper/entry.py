@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn
 
 from sweeps.sweeper.base import Sweep
 from sweeps.sweeper.grid import run_grid
+
+FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk, or a quota
 
 
 def is_search(arguments: list[str], params: Any) -> bool:
@@ -17,8 +23,37 @@ def is_search(arguments: list[str], params: Any) -> bool:
 
 
 def sweep(base: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
-    if is_search(arguments, base.settings.params):
-        from sweeps.sweeper.optuna_loop import run_search  # Optuna loads only for a search
+    """The sweep; a full disk stops it with one line (what finished is kept: the next command resumes)."""
+    try:
+        if is_search(arguments, base.settings.params):
+            from sweeps.sweeper.optuna_loop import run_search  # Optuna loads only for a search
 
-        return run_search(base, arguments)
-    return run_grid(base, arguments)
+            return run_search(base, arguments)
+        return run_grid(base, arguments)
+    except OSError as err:
+        full = disk_full(err)
+        if full is None:
+            raise
+        print(f"error: {no_space(full, base.settings.storage_url)}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def disk_full(err: BaseException | None) -> OSError | None:
+    """The full-disk error behind ``err`` (closing the runs after it can fail too: a broken pipe to a
+    tracking process that went down with the disk), or None."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in FULL:
+            return err
+        err = err.__context__
+    return None
+
+
+def no_space(err: OSError, storage: str) -> str:
+    """One line naming the file that could not be written (the study's folder when the error names none)."""
+    where = Path(str(err.filename)) if err.filename else Path(storage.split("///")[-1]).parent
+    if where.is_absolute() and where.is_relative_to(Path.cwd()):
+        where = where.relative_to(Path.cwd())
+    return (
+        f"{os.strerror(err.errno or errno.ENOSPC)} ({where}): the sweep stopped; its finished trials and "
+        "runs are kept; free some space and run the same command to resume"
+    )

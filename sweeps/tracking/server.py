@@ -30,7 +30,7 @@ def answer_requests(conn: Connection) -> None:
     while True:
         try:
             if service is not None and service.pending and (service.due() or not conn.poll(0.25)):
-                service.flush()  # the caller went quiet, or metrics have waited long enough
+                _flush(service)  # the caller went quiet, or metrics have waited long enough
             name, kwargs, reply = conn.recv()
         except (EOFError, OSError):
             if service is not None and service.client is not None:
@@ -55,6 +55,19 @@ def answer_requests(conn: Connection) -> None:
                 conn.send(answer)
             except OSError:  # the parent is gone: the next recv() ends the loop
                 pass
+
+
+def _flush(service: Store) -> None:
+    """Write the held-back metrics; a store that refuses them (a full disk) costs one line, not the process
+    (which must stay to close the runs: the next command reaps what it cannot)."""
+    try:
+        service.flush()
+    except Exception as err:  # noqa: BLE001 - SQLAlchemy, HTTP and OS errors alike
+        print(
+            f"tracking: {redact_text(f'{type(err).__name__}: {err}'.splitlines()[0])}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

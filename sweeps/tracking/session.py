@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweeps.outcome import Outcome, State
 from sweeps.support.context import current_trial
 from sweeps.support.errors import ConfigError
-from sweeps.support.processes import process_start, spawn
+from sweeps.support.processes import holders, process_start, spawn
 from sweeps.support.secrets import redact, redact_override, redact_text
 
 _active: Session | None = None
@@ -53,6 +53,7 @@ class Session:
             artifact_root=artifacts,
             check_url=check_url,
             system_metrics=bool(tracking.get("system_metrics", False)),
+            retry_seconds=float(tracking.get("retry_seconds") or 60),
         )
         self._ready: dict[str, Any] | None = None
         self.parent: str | None = None  # the sweep's run handle
@@ -68,8 +69,16 @@ class Session:
         except EOFError:
             raise ConfigError(f"tracking.uri={self.shown_uri}: the tracking process stopped") from None
         if status != "ok":
-            raise ConfigError(f"tracking.uri={self.shown_uri}: {redact_text(str(value))}")
+            reason = redact_text(str(value) + self._holders(value))
+            raise ConfigError(f"tracking.uri={self.shown_uri}: {reason}")
         return value
+
+    def _holders(self, error: Any) -> str:
+        """Who has a locked SQLite store open (a long write of another command), where /proc can tell."""
+        if "database is locked" not in str(error) or not self.shown_uri.startswith("sqlite:///"):
+            return ""
+        found = holders(self.shown_uri.removeprefix("sqlite:///"), {os.getpid(), self.process.pid})
+        return f"; open in {', '.join(found)}" if found else ""
 
     def call(self, request: str, **kwargs: Any) -> Any:
         """A request whose answer we wait for."""

@@ -60,11 +60,16 @@ class Store:
         artifact_root: str | None,
         check_url: str | None,
         system_metrics: bool = False,
+        retry_seconds: float = 60,
     ) -> dict:
         """Reach the store, create the experiment if needed, close runs whose process died."""
         self.system_metrics = system_metrics
         if check_url:
             _probe(check_url)
+            # A server away for a while: MLflow's own retries (urllib3's back-off, 0, 4, 8, 16 ... s) cover
+            # ``retry_seconds`` before a write fails; training goes on meanwhile (this is its own process).
+            retries = next(r for r in range(1, 11) if 2 ** (r + 1) - 4 >= retry_seconds or r == 10)
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
         with _store_lock(uri):  # schema and experiment creation race between processes otherwise
             self.connect(uri)
             found = self.client.get_experiment_by_name(experiment)
