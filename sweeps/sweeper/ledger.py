@@ -50,6 +50,11 @@ class Ledger:
     def may_start(self, running: int = 0) -> bool:
         if self.gave_up or self.done + running >= self.n_trials:
             return False
+        exhausted = getattr(self.ref.study.sampler, "is_exhausted", None)  # a grid sampler: every point ran
+        if exhausted is not None and exhausted(self.ref.study):
+            if not running:
+                log.info("search: every point of the grid has run, no new trial starts")
+            return False
         timeout = self.settings.timeout
         if timeout and time.monotonic() - self.start > float(timeout):
             if not running:
