@@ -51,5 +51,10 @@ def test_gpu_bench_script_runs_tiny_on_cpu():
     assert lines[0].startswith("device: CPU (smoke run)")
     rows = {line.split()[0]: line.split() for line in lines if line.startswith(("32-true", "bf16-mixed"))}
     assert set(rows) == {"32-true", "bf16-mixed"}
-    assert all(float(r[1].replace(",", "")) > 0 and float(r[2].replace(",", "")) > 0 for r in rows.values())
-    assert rows["32-true"][4] == "1.00"  # fp32 against itself
+    rates = {k: (float(r[1].replace(",", "")), float(r[2].replace(",", ""))) for k, r in rows.items()}
+    assert all(hand > 0 and ours > 0 for hand, ours in rates.values())
+    fp32 = rates["32-true"][1]
+    for precision, (hand, ours) in rates.items():  # the ratio columns say what the rate columns measured
+        ratio, vs_fp32 = float(rows[precision][3]), float(rows[precision][4])
+        assert ratio == pytest.approx(ours / hand, rel=2e-3, abs=1e-3), precision  # rates are rounded
+        assert vs_fp32 == pytest.approx(ours / fp32, rel=2e-3, abs=6e-3), precision

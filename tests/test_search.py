@@ -227,8 +227,13 @@ def test_timeout_stops_starting_trials(workdir: Path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "timeout (3s) reached" in proc.stderr + proc.stdout
     (study,) = studies(workdir)
-    assert 1 <= len(study.get_trials()) < 100
+    trials = study.get_trials()
+    assert 1 <= len(trials) < 100
     assert not study.get_trials(states=(TrialState.RUNNING,))
+    # The search's clock starts before its first trial: no trial may start 3 s after that one did.
+    first = min(t.datetime_start for t in trials)
+    late = [t.number for t in trials if (t.datetime_start - first).total_seconds() > 3]
+    assert not late, f"trials {late} started after the timeout"
     assert time.monotonic() - start < 120
 
 
