@@ -16,6 +16,7 @@ from tests.conftest import ROOT, run_cli
 GPUS = torch.cuda.device_count()
 
 
+@pytest.mark.timeout(660)  # run_cli 600, + 60
 @pytest.mark.skipif(GPUS == 0, reason="needs a CUDA GPU")
 def test_two_trial_sweep_on_gpu_in_bf16(workdir: Path):
     n_jobs = 2 if GPUS >= 2 else 1
@@ -43,6 +44,7 @@ def test_two_trial_sweep_on_gpu_in_bf16(workdir: Path):
         assert len(set(devices)) == 2, devices
 
 
+@pytest.mark.timeout(360)  # the script's 300, + 60
 def test_gpu_bench_script_runs_tiny_on_cpu():
     command = [sys.executable, "bench/gpu.py", "--smoke", "--steps", "3", "--warmup", "1", "--rounds", "1"]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -24,7 +24,7 @@ hydra:
 """
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(300)  # run_cli 240, + 60
 def test_reduce_best_or_last_scores_a_run_without_checkpoints(workdir: Path):
     (workdir / "extra" / "search").mkdir(parents=True)
     (workdir / "extra" / "search" / "reduce.yaml").write_text(REDUCE_GRID)

@@ -58,7 +58,7 @@ def test_single_run_that_diverges_says_so_in_one_line_and_fails_its_run(workdir:
     assert run.info.status == "FAILED" and "non-finite loss" in run.data.tags["sweeplab.reason"]
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(300)  # run_cli 240, + 60
 def test_search_that_reaches_max_failures_stops_and_exits_1(workdir: Path):
     args = ["-m", "optimizer=sgd", "lr=interval(50.0, 100.0)", "hydra.sweeper.n_trials=6"]
     args += ["hydra.sweeper.max_failures=2", "hydra/sweeper/pruner=none", "trainer.max_epochs=2"]

@@ -38,7 +38,7 @@ PAIRS = [
 ]
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(300)  # run_cli 240, + 60
 @pytest.mark.parametrize(("sampler", "pruner", "sampler_class", "pruner_class"), PAIRS)
 def test_each_sampler_and_pruner_runs_a_3_trial_search(
     workdir: Path, sampler: str, pruner: str, sampler_class: str, pruner_class: str
@@ -63,7 +63,7 @@ def test_each_sampler_and_pruner_runs_a_3_trial_search(
         assert len({t.params["lr"] for t in trials}) == 3
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(420)  # run_cli 240 + compare's 120, + 60
 def test_a_finished_search_draws_optuna_pictures_and_compare_prints_its_table(workdir: Path):
     args = ["-m", *SPACE, "hydra/sweeper/pruner=none", *TINY]
     proc = run_cli(args, cwd=workdir, timeout=240)

@@ -179,6 +179,7 @@ WORKER_ARGS = [
 ]
 
 
+@pytest.mark.timeout(900)  # 240 + 2 workers x 300, + 60
 def test_three_workers_one_killed_share_an_18_trial_study_and_one_parent_run(
     state: services.State, tmp_path: Path
 ):
