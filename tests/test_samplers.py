@@ -52,7 +52,7 @@ def test_each_sampler_and_pruner_runs_a_3_trial_search(
     args = ["-m", *space, f"hydra/sweeper/sampler={sampler}", f"hydra/sweeper/pruner={pruner}", *TINY]
     proc = run_cli([*args, "tracking=off"], cwd=workdir, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"({sampler_class}, {pruner_class})" in proc.stderr  # the preset asked for is the one used
+    assert f"({sampler_class}, {pruner_class})" in proc.stdout + proc.stderr  # the preset asked for is used
     (study,) = studies(workdir)
     trials = study.get_trials()
     assert len(trials) == 3
