@@ -17,6 +17,7 @@ TINY = [
     "trainer.max_epochs=3",
     "trainer.limit_train_batches=4",
     "trainer.limit_val_batches=2",
+    "trainer.num_threads=1",
     "early_stopping_patience=0",
     "checkpoint=false",
 ]
