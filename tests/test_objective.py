@@ -3,11 +3,13 @@ with or without checkpoints; MLflow keeps both, Optuna gets the chosen one."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from sweeps.training.callbacks import ObjectiveHistory
 from tests.conftest import run_cli
 from tests.test_search import studies
 
@@ -53,3 +55,13 @@ def test_reduce_best_or_last_scores_a_run_without_checkpoints(workdir: Path):
         assert run.data.metrics["best_val_loss"] == pytest.approx(min(history))
         assert run.data.metrics["final_val_loss"] == pytest.approx(history[-1])
         assert trial.value == pytest.approx(min(history) if reduce == "best" else history[-1])
+
+
+def test_history_gives_the_best_finite_epoch_by_mode_and_the_last_one():
+    history = ObjectiveHistory("val_loss")
+    assert math.isnan(history.best("min")) and math.isnan(history.last())  # no validation yet
+    history.values = [0.9, 0.5, math.nan, 0.7]
+    assert history.best("min") == 0.5 and history.best("max") == 0.9 and history.last() == 0.7
+    history.values.append(math.nan)
+    assert math.isnan(history.last())  # a non-finite last epoch stays so: the search counts it failed
+    assert history.best("max") == 0.9
