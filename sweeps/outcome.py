@@ -70,7 +70,8 @@ def reason(err: BaseException) -> str:
 
 @dataclass(frozen=True)
 class Outcome:
-    """The end of one run. ``value`` is the objective's best value (NaN unless FINISHED); ``run_id`` is its
+    """The end of one run. ``value`` is the objective (NaN unless FINISHED): the value of its best epoch, or
+    of its last one with ``objective.reduce=last``; ``best`` is always the best epoch's. ``run_id`` is its
     MLflow run id, or this process's tracking handle for it until resolved (``Session.run_ids``)."""
 
     state: State
@@ -83,6 +84,7 @@ class Outcome:
     checkpoint: str | None = None
     run_id: str = ""
     reason: str = ""
+    best: float = math.nan
 
     @classmethod
     def of_error(cls, err: BaseException, **details: Any) -> Outcome:
@@ -128,13 +130,14 @@ class Outcome:
         """Plain JSON data (``result.json``); ``from_dict`` reads it back."""
         data = dataclasses.asdict(self)
         data["state"] = self.state.value
-        data["value"] = None if math.isnan(self.value) else self.value
+        for key in ("value", "best"):  # JSON has no NaN
+            data[key] = None if math.isnan(data[key]) else data[key]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Outcome:
-        value = data.get("value")
-        return cls(**{**data, "state": State(data["state"]), "value": math.nan if value is None else value})
+        numbers = {k: math.nan if data.get(k) is None else data[k] for k in ("value", "best")}
+        return cls(**{**data, "state": State(data["state"]), **numbers})
 
 
 def of_trial(trial: Any) -> State | None:

@@ -65,6 +65,7 @@ def test_failed_job_does_not_stop_the_sweep(workdir: Path):
         (["loss=soft_f1", "data=diabetes"], "soft_f1"),
         (["data=csv", "data.path=/nonexistent/file.csv", "data.target=y"], "data.path"),
         (["-m", "lr=1e-3,-5"], "lr"),
+        (["objective.reduce=mean"], "objective.reduce"),
     ],
 )
 def test_bad_input_fails_before_training_with_one_line(workdir: Path, args: list[str], names: str):

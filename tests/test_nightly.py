@@ -55,6 +55,7 @@ def hours(seconds: float) -> str:
     return repr(seconds / 3600)
 
 
+@pytest.mark.timeout(360)  # nightly_cli 300, + 60
 def test_forty_second_night_stops_in_time_closes_everything_and_reports(workdir: Path):
     proc = nightly_cli(["default", "--hours", hours(40), *SHORT], cwd=workdir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -88,6 +89,7 @@ def test_forty_second_night_stops_in_time_closes_everything_and_reports(workdir:
     assert {"report.md", "summary.json", "optimization_history.png", "heatmap.png"} <= shown
 
 
+@pytest.mark.timeout(660)  # two nightly_cli 300, + 60
 def test_next_night_resumes_the_study_and_says_what_changed(workdir: Path):
     first = nightly_cli(["default", "--hours", "1", "hydra.sweeper.n_trials=2", *SHORT], cwd=workdir)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -112,6 +114,7 @@ def test_next_night_resumes_the_study_and_says_what_changed(workdir: Path):
     assert len(history) == 2
 
 
+@pytest.mark.timeout(660)  # 180 + 60 + 30 + 30 + nightly_cli 300, + 60
 def test_second_copy_is_refused_and_a_killed_holder_is_taken_over(workdir: Path):
     long_trials = ["trainer.max_epochs=2000", "hydra/sweeper/pruner=none"]
     first = start_nightly(["default", "--hours", "1", *long_trials], cwd=workdir)
@@ -151,6 +154,7 @@ def test_second_copy_is_refused_and_a_killed_holder_is_taken_over(workdir: Path)
     assert (workdir / "mlruns" / "nightly" / "default" / "lock").read_text() == ""  # released
 
 
+@pytest.mark.timeout(360)  # nightly_cli 300, + 60
 def test_trial_still_training_at_the_deadline_is_stopped_cleanly(workdir: Path):
     # 20000 epochs take minutes: 2000 (about 29 s on a quiet machine) could end before the 35 s deadline.
     long_trials = ["trainer.max_epochs=20000", "hydra/sweeper/pruner=none"]
@@ -174,6 +178,7 @@ def test_trial_still_training_at_the_deadline_is_stopped_cleanly(workdir: Path):
     assert "| stopped at the deadline (run again next night) | 1 | 1 |" in report_of(proc).read_text()
 
 
+@pytest.mark.timeout(390)  # nightly_cli 300 + 30, + 60
 def test_sweep_killed_in_the_night_exits_non_zero_and_still_reports(workdir: Path):
     # The first trial's model SIGKILLs the sweep process itself (n_jobs=1: trials run in it).
     args = ["default", "--hours", "1", "model._target_=tests.helpers.SelfKillingMLP", "+model.die=true"]
@@ -191,6 +196,7 @@ def test_sweep_killed_in_the_night_exits_non_zero_and_still_reports(workdir: Pat
     assert not [r for r in mlflow_runs(workdir) if r.info.status == "RUNNING"]
 
 
+@pytest.mark.timeout(1260)  # three nightly_cli 300 + cron's 300, + 60
 def test_installed_crontab_line_runs_as_cron_would(workdir: Path, tmp_path: Path):
     crontab = tmp_path / "crontab"
     crontab.write_text("MAILTO=someone\n")

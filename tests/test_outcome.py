@@ -50,12 +50,13 @@ def test_a_finished_run_is_complete_only_with_a_finite_objective():
 
 def test_round_trip_through_json_as_a_ddp_job_writes_it():
     outcome = Outcome(
-        State.FINISHED, 0.75, "val_acc", "max", 4, 1.5, {"val_acc": 0.75}, "best.ckpt", "abc", ""
+        State.FINISHED, 0.75, "val_acc", "max", 4, 1.5, {"val_acc": 0.75}, "best.ckpt", "abc", "", best=0.8
     )
     assert Outcome.from_dict(json.loads(json.dumps(outcome.to_dict()))) == outcome
     pruned = Outcome.of_error(Pruned(2, "val_loss", 1.0))
     back = Outcome.from_dict(json.loads(json.dumps(pruned.to_dict())))
     assert back.state is State.PRUNED and math.isnan(back.value) and back.reason == pruned.reason
+    assert math.isnan(back.best)
 
 
 def test_a_study_trial_reads_back_as_the_state_it_was_told():

@@ -34,9 +34,18 @@ def _postgres_installed() -> bool:
         return False
 
 
-pytestmark = pytest.mark.skipif(
-    not _postgres_installed(), reason="PostgreSQL server programs are not installed (.ci/run installs them)"
-)
+POSTGRES = _postgres_installed()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _postgres() -> None:
+    """Skipped without PostgreSQL's server programs, except under CI (env ``CI`` set), where they fail:
+    .ci/run installs them, so their absence there is a broken CI, not a reason to test less."""
+    if not POSTGRES:
+        message = "PostgreSQL server programs are not installed (.ci/run installs them)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; CI is set, so these tests must run", pytrace=False)
+        pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +181,7 @@ WORKER_ARGS = [
 ]
 
 
+@pytest.mark.timeout(900)  # 240 + 2 workers x 300, + 60
 def test_three_workers_one_killed_share_an_18_trial_study_and_one_parent_run(
     state: services.State, tmp_path: Path
 ):
@@ -244,10 +254,10 @@ def test_three_workers_one_killed_share_an_18_trial_study_and_one_parent_run(
             assert per_trial[str(trial.number)] == 1, trial.number
     finished = {r.data.tags["sweeplab.trial"] for r in children if r.info.status == "FINISHED"}
     assert finished == {str(t.number) for t in trials if t.state == TrialState.COMPLETE}
-    assert [r.info.status for r in children if r.data.tags["sweeplab.trial"] == str(killed_trial)] in (
-        [],
-        ["KILLED"],
-    )
+    # README: the killed trial's run is closed as KILLED (it reported an epoch, so its run exists).
+    assert [r.info.status for r in children if r.data.tags["sweeplab.trial"] == str(killed_trial)] == [
+        "KILLED"
+    ]
     parents = {r.data.tags.get("mlflow.parentRunId") for r in children}
     assert len(parents) == 1
     (parent,) = [r for r in runs if r.info.run_id in parents]

@@ -39,6 +39,7 @@ def children(workdir: Path) -> list:
     ]
 
 
+@pytest.mark.timeout(660)  # run_cli 600, + 60
 def test_lr_betas_search_agrees_with_mlflow_and_prunes(workdir: Path):
     proc = run_cli(SEARCH, cwd=workdir, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -75,6 +76,7 @@ def test_lr_betas_search_agrees_with_mlflow_and_prunes(workdir: Path):
     assert f"trial: {study.best_trial.number}" in best
 
 
+@pytest.mark.timeout(660)  # run_cli 600, + 60
 def test_diverging_trial_fails_with_its_reason_and_the_search_finishes(workdir: Path):
     args = [
         "-m",
@@ -99,6 +101,7 @@ def test_diverging_trial_fails_with_its_reason_and_the_search_finishes(workdir: 
         assert "non-finite loss" in runs[str(trial.number)].data.tags["sweeplab.reason"]
 
 
+@pytest.mark.timeout(1080)  # 2 x (180 + 2 + 30) + run_cli 600, + 60
 def test_killed_search_resumes_without_losing_or_repeating_trials(workdir: Path):
     args = [*SEARCH, "trainer.max_epochs=15"]  # the preset's 12 trials
     rng = random.Random(7)
@@ -167,6 +170,7 @@ def test_unknown_sampler_or_pruner_lists_the_options(workdir: Path, group: str):
     assert ("tpe" if group == "sampler" else "median") in proc.stderr
 
 
+@pytest.mark.timeout(660)  # run_cli 600, + 60
 def test_parallel_trials_survive_a_trial_that_kills_its_process(workdir: Path):
     args = [
         "-m",
@@ -192,6 +196,7 @@ def test_parallel_trials_survive_a_trial_that_kills_its_process(workdir: Path):
     assert not [r for r in children(workdir) if r.info.status == "RUNNING"]
 
 
+@pytest.mark.timeout(660)  # run_cli 600, + 60
 def test_parallel_trials_run_at_the_same_time(workdir: Path):
     args = [
         "-m",
@@ -217,18 +222,26 @@ def test_timeout_stops_starting_trials(workdir: Path):
         "-m",
         "lr=interval(1e-3, 1e-2)",
         "hydra.sweeper.n_trials=100",
-        "hydra.sweeper.timeout=3",
-        "trainer.max_epochs=10",
+        "hydra.sweeper.timeout=15",  # the first trial pays for imports (~5 s)
+        "trainer.max_epochs=1",  # trials much shorter than the timeout: several start before it
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=2",
+        "tracking=off",
         "checkpoint=false",
         "early_stopping_patience=0",
     ]
     start = time.monotonic()
-    proc = run_cli(args, cwd=workdir, timeout=600)
+    proc = run_cli(args, cwd=workdir, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "timeout (3s) reached" in proc.stderr + proc.stdout
+    assert "timeout (15s) reached" in proc.stderr + proc.stdout
     (study,) = studies(workdir)
-    assert 1 <= len(study.get_trials()) < 100
+    trials = study.get_trials()
+    assert 2 <= len(trials) < 100
     assert not study.get_trials(states=(TrialState.RUNNING,))
+    # The search's clock starts before its first trial: no trial may start 15 s after that one did.
+    first = min(t.datetime_start for t in trials)
+    late = [t.number for t in trials if (t.datetime_start - first).total_seconds() > 15]
+    assert not late, f"trials {late} started after the timeout"
     assert time.monotonic() - start < 120
 
 
@@ -242,7 +255,7 @@ def test_fail_fast_gives_up_at_the_first_failed_trial(workdir: Path):
         "trainer.max_epochs=2",
         "checkpoint=false",
     ]
-    proc = run_cli(args, cwd=workdir, timeout=600)
+    proc = run_cli(args, cwd=workdir, timeout=240)
     assert proc.returncode == 1
     assert "gave up after 1 failed trials (fail_fast)" in proc.stderr
     (study,) = studies(workdir)

@@ -25,6 +25,7 @@ def runs(workdir: Path) -> list:
     return client.search_runs([experiment.experiment_id], max_results=1000)
 
 
+@pytest.mark.timeout(660)  # run_cli 600, + 60
 def test_submitit_local_runs_a_4_trial_search_as_jobs(workdir: Path):
     args = [
         "-m",
@@ -83,6 +84,7 @@ def wait_for_epoch(proc: subprocess.Popen, epoch: int, timeout: float = 180) -> 
     raise AssertionError(f"no epoch {epoch} line:\n{seen[-3000:]}")
 
 
+@pytest.mark.timeout(660)  # 180 + 120 + 300, + 60
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
 def test_stop_signal_checkpoints_kills_the_run_and_the_rerun_resumes(workdir: Path, signum: int):
     run_dir = workdir / "trial"
@@ -121,6 +123,7 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.timeout(600)  # 240 + 300, + 60
 def test_submitit_requeue_signal_checkpoints_and_the_requeued_job_resumes(workdir: Path):
     args = [
         "-m",

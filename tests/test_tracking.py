@@ -46,6 +46,7 @@ def artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set
     return {a.path for a in client.list_artifacts(run_id, path)}
 
 
+@pytest.mark.timeout(540)  # run_cli 240 + the rerun's 240, + 60
 def test_grid_sweep_records_one_parent_with_eight_complete_children(workdir: Path):
     proc = run_cli(GRID, cwd=workdir)
     assert proc.returncode == 0, proc.stderr
@@ -183,6 +184,7 @@ def test_killed_training_process_leaves_no_run_running(workdir: Path):
     assert {r.data.tags.get("sweeplab.kind") for r in killed} == {"sweep", "run"}
 
 
+@pytest.mark.timeout(330)  # 120 + 30 + 120, + 60
 def test_sweep_killed_whole_is_closed_by_the_next_command(workdir: Path):
     """SIGKILL to the whole process group: nothing closes the runs until the next sweeplab command."""
     proc = _start_long_sweep(workdir)

@@ -187,6 +187,7 @@ def make(kind: str, node: dict[str, Any] | None, space: Space) -> Any:
                     raise ConfigError(f"hydra/sweeper/sampler=grid needs choice(...) or range(...) for {key}")
                 grid[key] = list(dist.choices)
             node["search_space"] = grid
+            node["_target_"] = "sweeps.search.grid.GridSampler"  # Optuna's stops the study: see grid.py
         return instantiate(node)
     except ConfigError:
         raise

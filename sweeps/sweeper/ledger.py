@@ -58,6 +58,9 @@ class Ledger:
             return self._stop(self.gave_up)
         if self.done + running >= self.n_trials:
             return self._stop(f"n_trials={self.n_trials} reached", quiet=True)
+        exhausted = getattr(self.ref.study.sampler, "is_exhausted", None)  # a grid sampler: every point ran
+        if exhausted is not None and exhausted(self.ref.study):
+            return self._stop("every point of the grid has run", quiet=bool(running))
         timeout = self.settings.timeout
         if timeout and time.monotonic() - self.start > float(timeout):
             return self._stop(f"timeout ({timeout:g}s) reached", quiet=bool(running))

@@ -138,8 +138,10 @@ def run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
     assert ref is not None
     already = ref.finished()
     log.info(
-        "search: study %s, %d of %d trials finished before -> %s",
+        "search: study %s (%s, %s), %d of %d trials finished before -> %s",
         ref.name,
+        type(ref.study.sampler).__name__,
+        type(ref.study.pruner).__name__,
         already,
         settings.n_trials,
         sweep_dir,

@@ -66,7 +66,7 @@ def leaderboard(client: Any, parent: Any) -> tuple[list[str], list[list[str]], l
             mode = "min" if any(w in metric for w in ("loss", "rmse", "mae")) else "max"
 
     def score(run: Any) -> float:
-        value = run.data.metrics.get(f"best_{metric}", math.nan)
+        value = run.data.metrics.get(scored(run, metric), math.nan)
         return -math.inf if math.isnan(value) else (value if mode == "max" else -value)
 
     runs = sorted(runs, key=score, reverse=True)
@@ -74,11 +74,17 @@ def leaderboard(client: Any, parent: Any) -> tuple[list[str], list[list[str]], l
     return [*head, "state"], [_cells(i, run, metric) for i, run in enumerate(runs, 1)], differing
 
 
+def scored(run: Any, metric: str) -> str:
+    """The metric a run was scored by: ``final_<objective>`` with ``objective.reduce=last``, else
+    ``best_<objective>``."""
+    return f"final_{metric}" if run.data.params.get("objective.reduce") == "last" else f"best_{metric}"
+
+
 def _cells(rank: int, run: Any, metric: str) -> list[str]:
     """One run's row of the table."""
     p, m, t = run.data.params, run.data.metrics, run.data.tags
     betas = f"{p['optimizer.beta1']},{p['optimizer.beta2']}" if "optimizer.beta1" in p else ""
-    value = m.get(f"best_{metric}")
+    value = m.get(scored(run, metric))
     state = t.get("sweeplab.state", run.info.status)
     if t.get("sweeplab.reason"):
         state += f": {t['sweeplab.reason'][:60]}"

@@ -239,10 +239,11 @@ class RunRecord:
         self.session.send("log", run=self.handle, metrics=metrics, step=epoch)
 
     def finish(self, outcome: Outcome) -> None:
-        """Close a FINISHED run: its final metrics, its checkpoint (if asked for), the objective's name."""
+        """Close a FINISHED run: its final metrics (``best_<objective>`` of its best epoch,
+        ``final_<objective>`` of its last), its checkpoint (if asked for), the objective's name."""
         metric = outcome.metric
         final = {
-            f"best_{metric}": outcome.value,
+            f"best_{metric}": outcome.best,
             "epochs": float(outcome.epochs),
             "train_seconds": outcome.seconds,
         }

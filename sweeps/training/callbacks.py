@@ -1,5 +1,6 @@
-"""Callbacks of a trial: pruning (each epoch's objective goes to the Optuna trial, which may stop the run
-there) and the sweep's deadline (a trial still training when it passes stops there).
+"""Callbacks of a run: the objective's history; and for a trial, pruning (each epoch's objective goes to the
+Optuna trial, which may stop the run there) and the sweep's deadline (a trial still training when it passes
+stops there).
 
 optuna-integration's Lightning callback imports ``lightning.pytorch``, whose classes do not mix with a
 ``pytorch_lightning.Trainer`` (two packages ship the same Lightning; a module of one is refused by the
@@ -8,6 +9,7 @@ other's Trainer), hence these few lines.
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import datetime
 from typing import Any
@@ -15,6 +17,29 @@ from typing import Any
 import pytorch_lightning as pl
 
 from sweeps.outcome import DeadlineReached, Pruned
+
+
+class ObjectiveHistory(pl.Callback):
+    """The objective's value at each validation, so that a run's best and last epochs are known whatever
+    else is on (a ModelCheckpoint only exists with ``checkpoint=true`` and an output folder)."""
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+        self.values: list[float] = []
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking and self.metric in trainer.callback_metrics:
+            self.values.append(float(trainer.callback_metrics[self.metric]))
+
+    def best(self, mode: str) -> float:
+        """The best finite value (``mode`` max or min); NaN when there is none."""
+        finite = [v for v in self.values if math.isfinite(v)]
+        if not finite:
+            return math.nan
+        return max(finite) if mode == "max" else min(finite)
+
+    def last(self) -> float:
+        return self.values[-1] if self.values else math.nan
 
 
 class OptunaPruning(pl.Callback):

@@ -20,6 +20,7 @@ PRECISIONS = (
     "transformer-engine",
 )
 MODES = ("auto", "min", "max")
+REDUCE = ("best", "last")
 PROGRESS = ("epoch", "bar", "none")
 
 
@@ -79,6 +80,9 @@ def check_config(cfg: DictConfig) -> None:
     mode = str(cfg.objective.get("mode", "auto"))
     if mode not in MODES:
         raise ConfigError(f"objective.mode={mode}: allowed are {', '.join(MODES)}")
+    reduce = str(cfg.objective.get("reduce", "best"))
+    if reduce not in REDUCE:
+        raise ConfigError(f"objective.reduce={reduce}: allowed are {', '.join(REDUCE)}")
 
 
 def world_size(trainer: Any) -> int:

@@ -20,6 +20,7 @@ from lightning_modules.callbacks import EpochEnd, progress_line
 from sweeps.outcome import Outcome, State
 from sweeps.training import preemption
 from sweeps.training.build import Built, build
+from sweeps.training.callbacks import ObjectiveHistory
 from sweeps.training.checks import check_config
 
 OUR_TRAINER_KEYS = ("num_threads", "progress", "steps_per_batch")
@@ -100,8 +101,10 @@ def fit(
     prefix: str = "",
     callbacks: Sequence[Callback] = (),
 ) -> Outcome:
-    """Train a prepared run; its outcome holds the best value of the objective and the run's details."""
-    extra = [*callbacks, *([preemption.Preemption(output_dir)] if output_dir is not None else [])]
+    """Train a prepared run. Its outcome's ``value`` is the objective of its best epoch or of its last one
+    (``objective.reduce``), read from the per-epoch history, with or without checkpoints."""
+    history = ObjectiveHistory(built.metric)
+    extra = [history, *callbacks, *([preemption.Preemption(output_dir)] if output_dir is not None else [])]
     trainer = make_trainer(cfg, built, output_dir, prefix, extra)
     resume = preemption.resume_path(output_dir)  # a stopped (preempted) run of this trial left it
     if resume:
@@ -116,9 +119,9 @@ def fit(
     seconds = time.perf_counter() - start
 
     ckpt = trainer.checkpoint_callback
-    best = ckpt.best_model_score if isinstance(ckpt, ModelCheckpoint) else None
     metrics = built.module.epoch_metrics
-    value = float(best) if best is not None else metrics.get(built.metric, float("nan"))
+    best = history.best(built.mode)
+    value = best if str(cfg.objective.get("reduce", "best")) == "best" else history.last()
     best_path = ckpt.best_model_path if isinstance(ckpt, ModelCheckpoint) and ckpt.best_model_path else None
     if best_path:  # test metrics of the best weights land in epoch_metrics as test_*
         trainer.test(
@@ -127,6 +130,7 @@ def fit(
     return Outcome(
         State.FINISHED,
         value,
+        best=best,
         metric=built.metric,
         mode=built.mode,
         epochs=int(trainer.current_epoch),
