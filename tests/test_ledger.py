@@ -101,3 +101,15 @@ def test_a_result_arriving_after_another_worker_failed_the_trial_is_dropped(tmp_
     row = ledger.settle(trial, Outcome(State.FINISHED, 0.9), time.monotonic())
     assert row.state == "FAILED" and row.reason == "failed as stale by another worker"
     assert [t.state for t in ref.study.get_trials()] == [TrialState.FAIL]
+
+
+def test_a_trial_asked_but_never_claimed_is_failed_and_queued_again(tmp_path: Path):
+    """A process killed between Optuna's ask and its claim (both under the study's lock) leaves a RUNNING
+    trial with no owner: it holds a slot of the study until the next claim fails and requeues it."""
+    ref, ledger = opened(tmp_path, n_trials=2)
+    orphan = ref.study.ask(SPACE)  # what the killed process got from Optuna, and never claimed
+    assert ledger.next_trial(SPACE, wait=False) is not None
+    (failed,) = ref.trials((TrialState.FAIL,))
+    assert failed.number == orphan.number
+    waiting = ref.trials((TrialState.WAITING,)) + ref.trials((TrialState.RUNNING,))
+    assert any(t.params == failed.params for t in waiting)  # its parameters run again

@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeps.outcome import State, of_trial
 from sweeps.search.coordination import recover_stale
+from sweeps.search.locks import lock
 from sweeps.search.space import format_value
 from sweeps.search.study import FINISHED, StudyRef, load
 from sweeps.support.errors import ConfigError
@@ -261,7 +262,8 @@ def _value(value: Any) -> str:
 def close_orphans(ref: StudyRef) -> None:
     """Fail (and queue again) the trials that a killed sweep process left RUNNING on this host, as the next
     run of the study would, so that the report and the store show no open trial."""
-    recover_stale(ref, heartbeats=False)
+    with lock(ref.url, f"study:{ref.name}"):
+        recover_stale(ref, heartbeats=False)
 
 
 def write(

@@ -102,7 +102,8 @@ def release(ref: StudyRef, number: int) -> None:
 def recover_stale(
     ref: StudyRef, running: list[FrozenTrial] | None = None, heartbeats: bool = True
 ) -> list[int]:
-    """Fail the RUNNING trials whose worker is gone, and queue their parameters again.
+    """Fail the RUNNING trials whose worker is gone, and queue their parameters again. The caller holds the
+    study's lock (``lock(ref.url, f"study:{ref.name}")``).
 
     Gone: on this host, its process no longer runs; anywhere (``heartbeats``), its heartbeat is older than
     the grace period (Optuna's check: RDB storage with heartbeats). A live trial elsewhere keeps beating, so
@@ -115,7 +116,10 @@ def recover_stale(
     here = host()
     for trial in ref.trials((TrialState.RUNNING,)) if running is None else running:
         owner = _owner(trial)
-        if owner.get("host") == here and not alive(int(owner.get("pid") or 0), owner.get("start", "")):
+        # No owner: asked, and its process died before it could claim it. Ask and claim happen under the
+        # study's lock, which every caller of this function holds, so no live process is in between.
+        unclaimed = not owner.get("pid")
+        if unclaimed or (owner.get("host") == here and not alive(int(owner["pid"]), owner.get("start", ""))):
             _fail_dead(ref, trial)
     failed = ref.requeue.taken()
     for number in failed:
