@@ -131,6 +131,7 @@ class ArrayDataModule(pl.LightningDataModule):
         self.input_shape: tuple[int, ...] = ()
         self.class_counts: list[int] | None = None
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.shuffle_seed: int | None = None  # the training batches' order (None: ``seed``, as the split)
         self.rank, self.world_size = 0, 1
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
@@ -232,7 +233,13 @@ class ArrayDataModule(pl.LightningDataModule):
             # processes' mini-batches is the mini-batch a single process would train on.
             size = (self.batch_size or len(tensors[0])) // self.world_size
             return InMemoryBatches(
-                tensors, size, True, self.seed, self.rank, self.world_size, self.steps_per_batch
+                tensors,
+                size,
+                True,
+                self.seed if self.shuffle_seed is None else self.shuffle_seed,
+                self.rank,
+                self.world_size,
+                self.steps_per_batch,
             )
         return InMemoryBatches(tensors, self.eval_batch_size, False, 0, self.rank, self.world_size)
 

@@ -83,6 +83,7 @@ class Outcome:
     checkpoint: str | None = None
     run_id: str = ""
     reason: str = ""
+    samples: dict[str, float] = field(default_factory=dict)  # repeats: each seed's (or fold's) objective
 
     @classmethod
     def of_error(cls, err: BaseException, **details: Any) -> Outcome:

@@ -22,6 +22,7 @@ from sweeps.outcome import Outcome
 from sweeps.support.errors import ConfigError
 from sweeps.tracking import session as tracking
 from sweeps.training.checks import check_config, distributed
+from sweeps.training.seeds import repeated
 
 log = logging.getLogger("sweeplab")
 
@@ -53,6 +54,10 @@ def sweep_job(cfg: DictConfig, hc: Any) -> Outcome:
     own = submitit.attach(cfg, hc)  # a trial in a job of its own (submitit)
     session = tracking.active() or own
     try:
+        if repeated(cfg):  # one configuration over several seeds or folds (``training.repeats``)
+            from sweeps.training.repeats import run_configuration
+
+            return run_configuration(cfg, output_dir, job, name, overrides, choices, session)
         try:
             check_config(cfg)
             from sweeps.training.fit import prepare  # torch and Lightning load here

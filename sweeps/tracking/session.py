@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ class Session:
             raise ConfigError(f"tracking.uri={self.shown_uri}: allowed are sqlite:///PATH and http(s)://HOST")
         self.log_checkpoint = bool(tracking.log_checkpoint)
         self.process, self.conn = spawn("sweeps.tracking.server")
+        self._lock = threading.RLock()  # the seeds of a configuration (``repeats``) train in threads
         artifacts = str(tracking.artifacts) if tracking.get("artifacts") else None
         self._send(
             "open",
@@ -57,7 +59,8 @@ class Session:
 
     # -- the pipe ---
     def _send(self, request: str, reply: bool = False, **kwargs: Any) -> None:
-        self.conn.send((request, kwargs, reply))
+        with self._lock:
+            self.conn.send((request, kwargs, reply))
 
     def _answer(self) -> Any:
         try:
@@ -70,9 +73,10 @@ class Session:
 
     def call(self, request: str, **kwargs: Any) -> Any:
         """A request whose answer we wait for."""
-        self.ready()
-        self._send(request, reply=True, **kwargs)
-        return self._answer()
+        with self._lock:
+            self.ready()
+            self._send(request, reply=True, **kwargs)
+            return self._answer()
 
     def send(self, request: str, **kwargs: Any) -> None:
         """Fire and forget: the tracking process works through it while training goes on."""
@@ -80,9 +84,10 @@ class Session:
 
     def ready(self) -> dict[str, Any]:
         """Wait until the store is open (raises ConfigError with one line if it cannot be)."""
-        if self._ready is None:
-            self._ready = self._answer()
-        return self._ready
+        with self._lock:
+            if self._ready is None:
+                self._ready = self._answer()
+            return self._ready
 
     def close(self) -> None:
         """Wait for every queued write, then stop the tracking process."""
@@ -102,11 +107,12 @@ class Session:
     # -- sweeps ---
     def new_run(self, name: str, tags: dict[str, str], parent: str | None = None) -> str:
         """Create a run without waiting for it: returns our handle for it (see ``run_ids``)."""
-        self.ready()
-        self._handles += 1
-        handle = f"run{self._handles}"
-        self.send("start_run", handle=handle, name=name, tags=tags, parent=parent)
-        return handle
+        with self._lock:
+            self.ready()
+            self._handles += 1
+            handle = f"run{self._handles}"
+            self.send("start_run", handle=handle, name=name, tags=tags, parent=parent)
+            return handle
 
     def run_ids(self, handles: Sequence[str]) -> dict[str, str]:
         """MLflow's run ids for our handles (waits for the writes queued so far).
@@ -152,8 +158,11 @@ class Session:
         job: int | None,
         overrides: Sequence[str],
         choices: dict[str, str],
+        parent: str | None = None,
+        tags: dict[str, str] | None = None,
     ) -> RunRecord:
-        return RunRecord(self, cfg, name, job, overrides, choices)
+        """A training run, under ``parent`` (a handle) if given, else under the sweep's parent run."""
+        return RunRecord(self, cfg, name, job, overrides, choices, parent, tags)
 
 
 def start(tracking: DictConfig) -> Session | None:
@@ -181,8 +190,11 @@ class RunRecord:
         job: int | None,
         overrides: Sequence[str],
         choices: dict[str, str],
+        parent: str | None = None,
+        extra_tags: dict[str, str] | None = None,
     ) -> None:
-        """``choices`` are the config group options (``loss: cross_entropy``), logged as params too."""
+        """``choices`` are the config group options (``loss: cross_entropy``), logged as params too.
+        ``parent``: the run it nests under (a configuration's, for its seed runs), else the sweep's."""
         self.session = session
         tags = {
             "sweeplab.kind": "run",
@@ -200,7 +212,8 @@ class RunRecord:
         trial = current_trial()
         if trial:
             tags.update({"sweeplab.trial": str(trial.trial.number), "sweeplab.study": trial.study})
-        self.handle = session.new_run(name, tags, parent=session.parent)
+        tags.update(extra_tags or {})
+        self.handle = session.new_run(name, tags, parent=parent or session.parent)
         resolved = redact(OmegaConf.to_container(cfg, resolve=True))
         params = {**flatten(resolved), **{k: v for k, v in choices.items() if not k.startswith("hydra")}}
         session.send("log", run=self.handle, params={k: _text(v) for k, v in params.items()})
