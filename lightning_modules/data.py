@@ -107,6 +107,7 @@ class ArrayDataModule(pl.LightningDataModule):
         steps_per_batch: int = 1,
         classes: Sequence[int] | None = None,
         label_fraction: float = 1.0,
+        shuffle_seed: int | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 < label_fraction <= 1.0:
@@ -131,7 +132,7 @@ class ArrayDataModule(pl.LightningDataModule):
         self.input_shape: tuple[int, ...] = ()
         self.class_counts: list[int] | None = None
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.shuffle_seed: int | None = None  # the training batches' order (None: ``seed``, as the split)
+        self.shuffle_seed = shuffle_seed  # the training batches' order (None: ``seed``, as the split)
         self.rank, self.world_size = 0, 1
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:

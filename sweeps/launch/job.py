@@ -108,6 +108,8 @@ def single_run(cfg: DictConfig, hc: Any) -> Outcome:
             check_config(cfg)  # cheap checks first: bad values fail before torch is even imported
             if ddp.first_process():  # DDP: the other processes do not record
                 session = tracking.start(cfg.tracking)  # the store opens while torch loads
+            if repeated(cfg):  # several seeds or folds of one configuration (``training.repeats``)
+                return _repeated(cfg, output_dir, name, overrides, choices, session)
             from sweeps.training.fit import prepare
 
             built = prepare(cfg)
@@ -128,6 +130,21 @@ def single_run(cfg: DictConfig, hc: Any) -> Outcome:
         )
         if recorded:
             print(recorded)
+    return outcome
+
+
+def _repeated(
+    cfg: DictConfig, output_dir: Path, name: str, overrides: list[str], choices: dict, session: Any
+) -> Outcome:
+    """``python -m sweeps.run repeats=N`` (or ``seeds``, ``cv``): print the mean +- its 95% interval."""
+    from sweeps.training.repeats import describe, run_configuration
+
+    outcome = run_configuration(cfg, output_dir, None, name, overrides, choices, session)
+    print(describe(outcome))
+    if session and outcome.run_id:
+        print(f"recorded as MLflow run {outcome.run_id} in {session.shown_uri}")
+    if not outcome.complete:
+        sys.exit(1)
     return outcome
 
 

@@ -28,6 +28,10 @@ log = logging.getLogger("sweeplab")
 WORST_FIRST = (State.FAILED, State.KILLED, State.STOPPED, State.PRUNED, State.FINISHED)
 
 
+def _prefix(job: int | None) -> str:
+    return "" if job is None else f"[job {job}] "
+
+
 def _report(trial: Any) -> Any:
     """The trial's per-epoch report of the mean over seeds: True when the pruner stops the trial."""
     if trial is None:
@@ -67,7 +71,7 @@ def run_configuration(
         outcome = Outcome.of_error(err)
         if record:
             record.end(outcome)
-        log.error("[job %s] FAILED: %s", job, outcome.reason)
+        log.error("%sFAILED: %s", _prefix(job), outcome.reason)
         return outcome.replace(run_id=record.run_id if record else "")
     metric = built[0][1].metric
     lockstep = Lockstep(states, metric, _report(trial))
@@ -91,7 +95,8 @@ def run_configuration(
     if record:
         finish(record, outcome, outcomes)
         outcome = outcome.replace(run_id=record.run_id)
-    log.info("[job %s] %s", job, describe(outcome))
+    if job is not None:
+        log.info("%s%s", _prefix(job), describe(outcome))
     return outcome
 
 
@@ -170,7 +175,9 @@ def summarise(members: list[seeds.Member], outcomes: list[Outcome], metric: str,
     common = dict(metric=metric, mode=mode, samples=samples)
     if state is not State.FINISHED:
         first = next((m, o) for m, o in zip(members, outcomes, strict=True) if o.state is state and o.reason)
-        return Outcome(state, reason=f"{first[0].label}: {first[1].reason}", **common)  # type: ignore[arg-type]
+        reason = first[1].reason if state is State.PRUNED else f"{first[0].label}: {first[1].reason}"
+        epochs = max(o.epochs for o in outcomes)
+        return Outcome(state, reason=reason, epochs=epochs, **common)  # type: ignore[arg-type]
     keys = [k for k in outcomes[0].metrics if all(k in o.metrics for o in outcomes)]
     return Outcome(
         State.FINISHED,

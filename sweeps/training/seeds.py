@@ -92,4 +92,5 @@ def overrides_of(overrides: list[str], cfg: DictConfig, member: Member) -> list[
     kept = [o for o in overrides if not o.lstrip("+~").startswith(dropped)]
     split = OmegaConf.select(cfg, "data.seed", default=None)
     pinned = [f"data.seed={split}"] if split is not None and not cfg.get("repeats_vary_split", False) else []
-    return [*kept, f"seed={member.seed}", *pinned]
+    order = [f"+data.shuffle_seed={member.seed}"] if pinned and not member.fold else []
+    return [*kept, f"seed={member.seed}", *pinned, *order]
