@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import sys
+import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any
