@@ -60,6 +60,8 @@ def test_grid_with_three_repeats_nests_seed_runs_and_says_adam_beats_sgd(workdir
     verdict = "optimizer=adam beats optimizer=sgd by "
     assert verdict in board and verdict in proc.stdout and "3 seeds" in board
     assert sweep.data.tags["sweeplab.verdict"].startswith(verdict)
+    shown = run_cli([], cwd=workdir, module="sweeps.compare")  # the CLI leaderboard of the store
+    assert shown.returncode == 0 and shown.stdout.count(" (n=3)") == 2 and " ± " in shown.stdout
 
 
 def test_search_with_repeats_tells_the_mean_and_prunes_every_seed_of_a_trial(workdir: Path):

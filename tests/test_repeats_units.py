@@ -161,3 +161,20 @@ def test_leaderboard_of_repeats_shows_mean_ci_n_shared_ranks_and_verdicts():
     assert "Verdicts (paired t-test" in text and "- optimizer=adam beats optimizer=sgd" in text
     best = summary(ranked, "val_acc")["metrics"]
     assert best["best_n"] == 3 and best["best_val_acc_ci_low"] < 0.95 < best["best_val_acc_ci_high"]
+
+
+def test_heatmap_cells_annotate_the_mean_and_its_interval(tmp_path):
+    from sweeps.tracking.plots import cells, heatmap
+
+    rows = [
+        {
+            **r.__dict__,
+            "overrides": {"loss": "cross_entropy", "optimizer": r.overrides["optimizer"], "lr": "0.001"},
+        }
+        for r in _rows()
+    ]
+    losses, optimizers, found = cells(rows, "max")
+    assert losses == ["cross_entropy"] and optimizers == ["adam", "adamw", "rmsprop", "sgd"]
+    assert found[("cross_entropy", "adam")][2] == "0.950\n±0.025\nlr=0.001"
+    assert found[("cross_entropy", "rmsprop")][2] == "failed"
+    assert heatmap(rows, "val_acc", "max", tmp_path / "h.png").stat().st_size > 1000
