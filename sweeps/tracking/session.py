@@ -24,6 +24,7 @@ from sweeps.support.processes import process_start, spawn
 from sweeps.support.secrets import redact, redact_override, redact_text
 
 _active: Session | None = None
+OUTER = "SWEEPLAB_PARENT_RUN"  # a run id: this command's runs nest under it (``python -m sweeps.benchmark``)
 
 
 class Session:
@@ -55,6 +56,7 @@ class Session:
         )
         self._ready: dict[str, Any] | None = None
         self.parent: str | None = None  # the sweep's run handle
+        self.outer = os.environ.get(OUTER) or None  # the run this command's top runs nest under, if any
         self._handles = 0
 
     # -- the pipe ---
@@ -141,7 +143,7 @@ class Session:
             tags["sweeplab.shared"] = "true"
         else:
             tags.update({"sweeplab.pid": str(os.getpid()), "sweeplab.pid_start": process_start(os.getpid())})
-        self.parent = self.new_run(name, tags)
+        self.parent = self.new_run(name, tags, parent=self.outer)
         sweep_id = self.run_ids([self.parent])[self.parent]  # once per sweep: its children are tagged with it
         self.sweep_id = sweep_id
         self.send("log", run=self.parent, tags={"sweeplab.sweep_id": sweep_id})
@@ -213,7 +215,7 @@ class RunRecord:
         if trial:
             tags.update({"sweeplab.trial": str(trial.trial.number), "sweeplab.study": trial.study})
         tags.update(extra_tags or {})
-        self.handle = session.new_run(name, tags, parent=parent or session.parent)
+        self.handle = session.new_run(name, tags, parent=parent or session.parent or session.outer)
         resolved = redact(OmegaConf.to_container(cfg, resolve=True))
         params = {**flatten(resolved), **{k: v for k, v in choices.items() if not k.startswith("hydra")}}
         session.send("log", run=self.handle, params={k: _text(v) for k, v in params.items()})
