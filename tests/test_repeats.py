@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from scipy import stats as scipy_stats
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, start_cli
 from tests.test_search import studies
 
 pytestmark = pytest.mark.slow
@@ -110,3 +113,63 @@ def test_cv_five_on_breast_cancer_gives_five_fold_runs_and_a_mean_with_its_inter
     assert sorted(f.data.tags["sweeplab.member"] for f in folds) == [f"fold={k}/5" for k in range(1, 6)]
     assert {f.data.tags["mlflow.parentRunId"] for f in folds} == {config.info.run_id}
     check_spread(config, folds, "best_val_acc")
+
+
+@pytest.mark.timeout(1200)  # seven processes, each paying the start-up of a sweep
+def test_benchmark_protocol_killed_midway_resumes_without_repeating_finished_work(workdir: Path):
+    """3 optimizers, 4 tuning trials each, 3 seeds: SIGKILLed while the second optimizer tunes, then rerun."""
+    args = ["--optimizers", "sgd,momentum,adam", "--trials", "4", "--seeds", "3", "--name", "b"]
+    args += ["trainer.max_epochs=1", "checkpoint=false", "trainer.progress=none"]
+    proc = start_cli(args, workdir, module="sweeps.benchmark", start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None:
+            done = {s.study_name: len(s.get_trials(states=FINISHED)) for s in _studies(workdir)}
+            if done.get("b-cross_entropy-sgd") == 4 and done.get("b-cross_entropy-momentum", 0) >= 1:
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, "the benchmark ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)  # the benchmark and the search it runs
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    again = run_cli(args, cwd=workdir, module="sweeps.benchmark", timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {s.study_name: len(s.get_trials(states=FINISHED)) for s in _studies(workdir)} == {
+        f"b-cross_entropy-{o}": 4 for o in ("sgd", "momentum", "adam")
+    }
+    folder = workdir / "mlruns" / "benchmark" / "b"
+    text = (folder / "benchmark.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and " ± " in line]
+    assert len(rows) == 3 and all("| 3 |" in row for row in rows)
+    assert text.count("\n- optimizer=") == 2 and "## Budget" in text
+    runs = runs_by_kind(workdir)
+    (bench,) = runs["benchmark"]
+    assert bench.info.status == "FINISHED"
+    client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    logged = {a.path for a in client.list_artifacts(bench.info.run_id)}
+    assert {
+        "benchmark.md",
+        *(f"lr_sensitivity_cross_entropy-{o}.png" for o in ("sgd", "momentum", "adam")),
+    } <= logged
+    sweeps = runs["sweep"]
+    assert {s.data.tags["mlflow.parentRunId"] for s in sweeps} == {bench.info.run_id}
+    tuned_sgd = [s for s in sweeps if s.data.tags["sweeplab.sweep_dir"].endswith("search/cross_entropy-sgd")]
+    assert len(tuned_sgd) == 1  # finished before the kill: not run again
+    finished = [c for c in runs["configuration"] if c.info.status == "FINISHED"]
+    assert len(finished) == 3 and {c.data.params["optimizer"] for c in finished} == {
+        "sgd",
+        "momentum",
+        "adam",
+    }
+
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def _studies(workdir: Path) -> list:
+    try:
+        return studies(workdir) if (workdir / "mlruns" / "optuna.journal").exists() else []
+    except Exception:  # noqa: BLE001 - the journal is being written by the benchmark
+        return []
