@@ -120,8 +120,8 @@ def pruning_ratio(folder: Path, n: int, seed: int) -> tuple[float | None, str]:
     e_plain, e_pruned = epochs_to_reach(plain, target), epochs_to_reach(pruned, target)
     n_pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in pruned)
     said = (
-        f"  seed {seed}: best val_acc without pruning {target:.4f}; epochs to reach it: no pruning {e_plain}, "
-        f"median pruner {e_pruned} ({n_pruned} trials pruned)"
+        f"  seed {seed}: best val_acc without pruning {target:.4f}; epochs to reach it: "
+        f"no pruning {e_plain}, median pruner {e_pruned} ({n_pruned} trials pruned)"
     )
     return (e_pruned / e_plain if e_pruned is not None and e_plain else None), said
 
