@@ -91,8 +91,12 @@ def read_tuning(bench: str, arm: Arm) -> None:
         return
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     for t in trials:
-        value = t.value if t.state == TrialState.COMPLETE else _last(t.intermediate_values)
-        arm.trials.append((float(t.params.get("lr", math.nan)), float(value), t.state.name))
+        value = (
+            t.value
+            if t.state == TrialState.COMPLETE and t.value is not None
+            else _last(t.intermediate_values)
+        )
+        arm.trials.append((float(t.params.get("lr", math.nan)), value, t.state.name))
         arm.epochs += len(t.intermediate_values)
         arm.seconds += t.duration.total_seconds() if t.duration else 0.0
     if any(t.state == TrialState.COMPLETE for t in trials):
