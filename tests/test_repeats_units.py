@@ -178,3 +178,10 @@ def test_heatmap_cells_annotate_the_mean_and_its_interval(tmp_path):
     assert found[("cross_entropy", "adam")][2] == "0.950\n±0.025\nlr=0.001"
     assert found[("cross_entropy", "rmsprop")][2] == "failed"
     assert heatmap(rows, "val_acc", "max", tmp_path / "h.png").stat().st_size > 1000
+
+
+def test_nightly_report_gives_the_best_trials_interval_when_it_ran_several_seeds():
+    from sweeps.nightly.report import spread_text
+
+    assert spread_text({"1": 0.95, "2": 0.96, "3": 0.94}) == " ± 0.0248 (95% CI, 3 seeds)"
+    assert spread_text({}) == "" and spread_text({"1": 0.9}) == ""
