@@ -74,7 +74,7 @@ def test_search_with_repeats_tells_the_mean_and_prunes_every_seed_of_a_trial(wor
         "optimizer=sgd",
         "repeats=3",
         "checkpoint=false",
-        "hydra.sweeper.n_trials=2"  # with this sampler seed: one pruned, one complete,
+        "hydra.sweeper.n_trials=2",  # with this sampler seed: one pruned, one complete
         "hydra.sweeper.sampler.seed=1",
         "hydra/sweeper/pruner=none",  # a pruner that surely prunes the small learning rates at epoch 1:
         "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
