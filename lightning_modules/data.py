@@ -107,6 +107,7 @@ class ArrayDataModule(pl.LightningDataModule):
         steps_per_batch: int = 1,
         classes: Sequence[int] | None = None,
         label_fraction: float = 1.0,
+        shuffle_seed: int | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 < label_fraction <= 1.0:
@@ -131,6 +132,7 @@ class ArrayDataModule(pl.LightningDataModule):
         self.input_shape: tuple[int, ...] = ()
         self.class_counts: list[int] | None = None
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.shuffle_seed = shuffle_seed  # the training batches' order (None: ``seed``, as the split)
         self.rank, self.world_size = 0, 1
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
@@ -232,7 +234,13 @@ class ArrayDataModule(pl.LightningDataModule):
             # processes' mini-batches is the mini-batch a single process would train on.
             size = (self.batch_size or len(tensors[0])) // self.world_size
             return InMemoryBatches(
-                tensors, size, True, self.seed, self.rank, self.world_size, self.steps_per_batch
+                tensors,
+                size,
+                True,
+                self.seed if self.shuffle_seed is None else self.shuffle_seed,
+                self.rank,
+                self.world_size,
+                self.steps_per_batch,
             )
         return InMemoryBatches(tensors, self.eval_batch_size, False, 0, self.rank, self.world_size)
 

@@ -85,6 +85,7 @@ class Outcome:
     run_id: str = ""
     reason: str = ""
     best: float = math.nan
+    samples: dict[str, float] = field(default_factory=dict)  # repeats: each seed's (or fold's) objective
 
     @classmethod
     def of_error(cls, err: BaseException, **details: Any) -> Outcome:

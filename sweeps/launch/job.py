@@ -22,6 +22,7 @@ from sweeps.outcome import Outcome
 from sweeps.support.errors import ConfigError
 from sweeps.tracking import session as tracking
 from sweeps.training.checks import check_config, distributed
+from sweeps.training.seeds import repeated
 
 log = logging.getLogger("sweeplab")
 
@@ -53,6 +54,10 @@ def sweep_job(cfg: DictConfig, hc: Any) -> Outcome:
     own = submitit.attach(cfg, hc)  # a trial in a job of its own (submitit)
     session = tracking.active() or own
     try:
+        if repeated(cfg):  # one configuration over several seeds or folds (``training.repeats``)
+            from sweeps.training.repeats import run_configuration
+
+            return run_configuration(cfg, output_dir, job, name, overrides, choices, session)
         try:
             check_config(cfg)
             from sweeps.training.fit import prepare  # torch and Lightning load here
@@ -103,6 +108,8 @@ def single_run(cfg: DictConfig, hc: Any) -> Outcome:
             check_config(cfg)  # cheap checks first: bad values fail before torch is even imported
             if ddp.first_process():  # DDP: the other processes do not record
                 session = tracking.start(cfg.tracking)  # the store opens while torch loads
+            if repeated(cfg):  # several seeds or folds of one configuration (``training.repeats``)
+                return _repeated(cfg, output_dir, name, overrides, choices, session)
             from sweeps.training.fit import prepare
 
             built = prepare(cfg)
@@ -123,6 +130,21 @@ def single_run(cfg: DictConfig, hc: Any) -> Outcome:
         )
         if recorded:
             print(recorded)
+    return outcome
+
+
+def _repeated(
+    cfg: DictConfig, output_dir: Path, name: str, overrides: list[str], choices: dict, session: Any
+) -> Outcome:
+    """``python -m sweeps.run repeats=N`` (or ``seeds``, ``cv``): print the mean +- its 95% interval."""
+    from sweeps.training.repeats import describe, run_configuration
+
+    outcome = run_configuration(cfg, output_dir, None, name, overrides, choices, session)
+    print(describe(outcome))
+    if session and outcome.run_id:
+        print(f"recorded as MLflow run {outcome.run_id} in {session.shown_uri}")
+    if not outcome.complete:
+        sys.exit(1)
     return outcome
 
 

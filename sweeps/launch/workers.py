@@ -92,6 +92,7 @@ def _trial(setup: dict[str, Any], session: Any, ref: Any, job: dict[str, Any]) -
     from sweeps.training.checks import distributed
     from sweeps.training.fit import prepare
     from sweeps.training.record import run_trial
+    from sweeps.training.seeds import repeated
 
     number = int(job["number"])
     set_trial(Trial(ref.trial(number), setup["study"], setup["storage"], setup["pruner"]))
@@ -100,6 +101,11 @@ def _trial(setup: dict[str, Any], session: Any, ref: Any, job: dict[str, Any]) -
     output_dir.mkdir(parents=True, exist_ok=True)
     record = None
     try:
+        if repeated(cfg):  # one configuration over several seeds or folds (``training.repeats``)
+            from sweeps.training.repeats import run_configuration
+
+            name, overrides, choices = job["name"], job["overrides"], job["choices"]
+            return run_configuration(cfg, output_dir, number, name, overrides, choices, session)
         if distributed(cfg.trainer):  # DDP: the trial's own process group (``ddp``)
             return ddp.run(job["overrides"], output_dir, number, job["name"], job["choices"])
         built = prepare(cfg)

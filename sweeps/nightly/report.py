@@ -27,6 +27,7 @@ from sweeps.search.space import format_value
 from sweeps.search.study import FINISHED, StudyRef, load
 from sweeps.support.errors import ConfigError
 from sweeps.support.secrets import redact_text
+from sweeps.tracking import stats
 from sweeps.tracking.plots import heatmap
 
 STATES = ("complete", "pruned", "failed", "stopped")
@@ -69,9 +70,16 @@ def summarize(
             "trial": best.number,
             "params": dict(best.params),
             "overrides": [f"{k}={format_value(v)}" for k, v in best.params.items()],
+            "ci": spread_text(best.user_attrs.get("sweeplab.samples", {})),
         }
     summary["changes"] = changes(summary, previous)
     return summary
+
+
+def spread_text(samples: dict[str, float]) -> str:
+    """`` ± half-width (95% CI, N seeds)`` of a trial trained on several seeds (``repeats``), else ""."""
+    spread = stats.spread(list(samples.values()))
+    return f" ± {spread.half_width:.4f} (95% CI, {spread.n} seeds)" if spread.n > 1 else ""
 
 
 def changes(now: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
@@ -174,7 +182,8 @@ def markdown(summary: dict[str, Any], images: dict[str, str] | None) -> str:
     best = s["best"]
     if best:
         lines += [
-            f"**{metric} = {best['value']:.4f}** (trial {best['trial']}, {s.get('direction', '')})",
+            f"**{metric} = {best['value']:.4f}**{best.get('ci', '')} "
+            f"(trial {best['trial']}, {s.get('direction', '')})",
             "",
             "| parameter | value |",
             "|---|---|",

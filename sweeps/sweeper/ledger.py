@@ -150,6 +150,8 @@ class Ledger:
     def _tell(self, trial: optuna.Trial, outcome: Outcome) -> None:
         if outcome.reason:
             trial.set_user_attr("sweeplab.reason", outcome.reason)
+        if outcome.samples:  # repeats: each seed's objective (the trial's value is their mean)
+            trial.set_user_attr("sweeplab.samples", outcome.samples)
         stopped = outcome.state is State.STOPPED
         if stopped:
             trial.set_user_attr("sweeplab.stopped", "deadline")

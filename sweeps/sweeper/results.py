@@ -66,6 +66,7 @@ def study_rows(ref: StudyRef, own: list[Row]) -> list[Row]:
                 epochs=len(t.intermediate_values),
                 seconds=t.duration.total_seconds() if t.duration else 0.0,
                 reason=str(t.user_attrs.get("sweeplab.reason", "")),
+                samples=dict(t.user_attrs.get("sweeplab.samples", {})),
             )
             shown = {k: format_value(v) for k, v in t.params.items()}
             rows.append(Row.of(t.number, shown, outcome))

@@ -96,11 +96,19 @@ def _cells(rank: int, run: Any, metric: str) -> list[str]:
         p.get("optimizer", short(p.get("optimizer._target_", ""))),
         p.get("lr", ""),
         betas,
-        "" if value is None else f"{value:.4f}",
+        "" if value is None else f"{value:.4f}" + _spread(m, metric),
         str(int(m.get("epochs", 0))),
         f"{m.get('train_seconds', 0):.1f}s",
         state,
     ]
+
+
+def _spread(m: dict[str, float], metric: str) -> str:
+    """A configuration run's 95% interval and its number of seeds (``repeats``), as `` ± 0.0123 (n=3)``."""
+    low, high = m.get(f"best_{metric}_ci_low"), m.get(f"best_{metric}_ci_high")
+    if low is None or high is None or math.isnan(low):
+        return ""
+    return f" ± {(high - low) / 2:.4f} (n={int(m.get('n_seeds', 0))})"
 
 
 def main(argv: list[str] | None = None) -> int:

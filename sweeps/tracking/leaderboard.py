@@ -1,14 +1,19 @@
-"""Leaderboards of finished sweeps: ranked rows, printed as a table and written as CSV and Markdown."""
+"""Leaderboards of finished sweeps: ranked rows, printed as a table and written as CSV and Markdown.
+
+Rows of configurations trained on several seeds (``repeats``) show the mean +- the half-width of its 95%
+interval and N; their ranks and verdicts come from ``stats`` (those the best does not beat share rank 1).
+"""
 
 from __future__ import annotations
 
 import csv
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sweeps.outcome import Outcome
+from sweeps.tracking import stats
 
 
 @dataclass
@@ -21,6 +26,7 @@ class Row:
     seconds: float = 0.0
     reason: str = ""
     run_id: str = ""
+    samples: dict[str, float] = field(default_factory=dict)  # each seed's objective (``repeats``)
 
     @classmethod
     def of(cls, job: int, overrides: dict[str, str], outcome: Outcome, seconds: float | None = None) -> Row:
@@ -34,7 +40,11 @@ class Row:
             outcome.seconds if seconds is None else seconds,
             outcome.reason,
             outcome.run_id,
+            dict(outcome.samples),
         )
+
+    def name(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.overrides.items()) or f"job {self.job}"
 
 
 def rank(rows: Sequence[Row], mode: str) -> list[Row]:
@@ -44,12 +54,41 @@ def rank(rows: Sequence[Row], mode: str) -> list[Row]:
     return done + [r for r in rows if math.isnan(r.objective)]
 
 
-def _cells(rows: Sequence[Row], metric: str) -> tuple[list[str], list[list[str]]]:
+def repeated(rows: Sequence[Row]) -> bool:
+    """Whether any row is a configuration trained on several seeds."""
+    return any(len(r.samples) > 1 for r in rows)
+
+
+def compared(ranked: Sequence[Row], mode: str) -> tuple[list[stats.Comparison], list[int]]:
+    """The verdicts of the best of ``ranked`` (best first) against each other finished row, and every
+    row's rank (rows that were not compared keep their place)."""
+    finished = [i for i, r in enumerate(ranked) if r.samples and not math.isnan(r.objective)]
+    comparisons = stats.verdicts([(ranked[i].name(), ranked[i].samples) for i in finished], mode)
+    places = dict(zip(finished, stats.ranks(comparisons), strict=False))
+    return comparisons, [places.get(i, i + 1) for i in range(len(ranked))]
+
+
+def verdicts(ranked: Sequence[Row], metric: str, mode: str) -> list[str]:
+    """The verdicts in words, best against each of the next ones ("... beats ... by ...")."""
+    return [c.text(metric) for c in compared(ranked, mode)[0]] if repeated(ranked) else []
+
+
+def _value(r: Row, spread: bool) -> str:
+    if math.isnan(r.objective):
+        return ""
+    if not spread or len(r.samples) < 2:
+        return f"{r.objective:.4f}"
+    return f"{r.objective:.4f} ± {stats.spread(list(r.samples.values())).half_width:.4f}"
+
+
+def _cells(rows: Sequence[Row], metric: str, mode: str = "max") -> tuple[list[str], list[list[str]]]:
     keys = list(dict.fromkeys(k for r in rows for k in r.overrides))
-    head = ["rank", "job", "run", *keys, metric, "epochs", "time", "state"]
+    spread = repeated(rows)
+    ranks = compared(rows, mode)[1] if spread else list(range(1, len(rows) + 1))
+    shown = f"{metric} (mean ± 95% CI)" if spread else metric
+    head = ["rank", "job", "run", *keys, shown, *(["n"] if spread else []), "epochs", "time", "state"]
     body = []
-    for i, r in enumerate(rows, 1):
-        value = "" if math.isnan(r.objective) else f"{r.objective:.4f}"
+    for i, r in zip(ranks, rows, strict=True):
         state = r.state if not r.reason else f"{r.state}: {r.reason}"
         body.append(
             [
@@ -57,7 +96,8 @@ def _cells(rows: Sequence[Row], metric: str) -> tuple[list[str], list[list[str]]
                 str(r.job),
                 r.run_id[:8],
                 *(r.overrides.get(k, "") for k in keys),
-                value,
+                _value(r, spread),
+                *([str(len(r.samples))] if spread else []),
                 str(r.epochs),
                 f"{r.seconds:.1f}s",
                 state,
@@ -66,8 +106,8 @@ def _cells(rows: Sequence[Row], metric: str) -> tuple[list[str], list[list[str]]
     return head, body
 
 
-def table(rows: Sequence[Row], metric: str) -> str:
-    return aligned(*_cells(rows, metric))
+def table(rows: Sequence[Row], metric: str, mode: str = "max") -> str:
+    return aligned(*_cells(rows, metric, mode))
 
 
 def aligned(head: list[str], body: list[list[str]]) -> str:
@@ -80,15 +120,18 @@ def aligned(head: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def markdown(rows: Sequence[Row], metric: str) -> str:
-    head, body = _cells(rows, metric)
+def markdown(rows: Sequence[Row], metric: str, mode: str = "max") -> str:
+    head, body = _cells(rows, metric, mode)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in line) + " |" for line in body]
+    said = verdicts(rows, metric, mode)
+    if said:
+        lines += ["", f"Verdicts ({stats.METHOD}):", "", *(f"- {v}" for v in said)]
     return "\n".join(lines) + "\n"
 
 
-def write_csv(rows: Sequence[Row], metric: str, path: Path) -> None:
-    head, body = _cells(rows, metric)
+def write_csv(rows: Sequence[Row], metric: str, path: Path, mode: str = "max") -> None:
+    head, body = _cells(rows, metric, mode)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(head)
@@ -106,6 +149,16 @@ def summary(ranked: Sequence[Row], metric: str) -> dict:
     best = ranked[0] if ranked and not math.isnan(ranked[0].objective) else None
     if best is not None:
         metrics[f"best_{metric}"] = best.objective
+        if len(best.samples) > 1:  # repeats: the best configuration's spread
+            spread = stats.spread(list(best.samples.values()))
+            metrics.update(
+                {
+                    f"best_{metric}_std": spread.std,
+                    f"best_{metric}_ci_low": spread.low,
+                    f"best_{metric}_ci_high": spread.high,
+                    "best_n": float(spread.n),
+                }
+            )
         tags = {"sweeplab.best_run_id": best.run_id, "sweeplab.best_job": str(best.job)}
         best_overrides = "\n".join(f"{k}={v}" for k, v in best.overrides.items()) + "\n"
         tags["sweeplab.best_config"] = " ".join(f"{k}={v}" for k, v in best.overrides.items())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from sweeps.support.processes import holders, process_start, spawn
 from sweeps.support.secrets import redact, redact_override, redact_text
 
 _active: Session | None = None
+OUTER = "SWEEPLAB_PARENT_RUN"  # a run id: this command's runs nest under it (``python -m sweeps.benchmark``)
 
 
 class Session:
@@ -44,6 +46,7 @@ class Session:
         self.register_best = str(tracking.get("register_best") or "")
         self.log_model = bool(tracking.get("log_model", False)) or bool(self.register_best)
         self.process, self.conn = spawn("sweeps.tracking.server")
+        self._lock = threading.RLock()  # the seeds of a configuration (``repeats``) train in threads
         artifacts = str(tracking.artifacts) if tracking.get("artifacts") else None
         self._send(
             "open",
@@ -57,11 +60,13 @@ class Session:
         )
         self._ready: dict[str, Any] | None = None
         self.parent: str | None = None  # the sweep's run handle
+        self.outer = os.environ.get(OUTER) or None  # the run this command's top runs nest under, if any
         self._handles = 0
 
     # -- the pipe ---
     def _send(self, request: str, reply: bool = False, **kwargs: Any) -> None:
-        self.conn.send((request, kwargs, reply))
+        with self._lock:
+            self.conn.send((request, kwargs, reply))
 
     def _answer(self) -> Any:
         try:
@@ -82,9 +87,10 @@ class Session:
 
     def call(self, request: str, **kwargs: Any) -> Any:
         """A request whose answer we wait for."""
-        self.ready()
-        self._send(request, reply=True, **kwargs)
-        return self._answer()
+        with self._lock:
+            self.ready()
+            self._send(request, reply=True, **kwargs)
+            return self._answer()
 
     def send(self, request: str, **kwargs: Any) -> None:
         """Fire and forget: the tracking process works through it while training goes on."""
@@ -92,9 +98,10 @@ class Session:
 
     def ready(self) -> dict[str, Any]:
         """Wait until the store is open (raises ConfigError with one line if it cannot be)."""
-        if self._ready is None:
-            self._ready = self._answer()
-        return self._ready
+        with self._lock:
+            if self._ready is None:
+                self._ready = self._answer()
+            return self._ready
 
     def close(self) -> None:
         """Wait for every queued write, then stop the tracking process."""
@@ -114,11 +121,12 @@ class Session:
     # -- sweeps ---
     def new_run(self, name: str, tags: dict[str, str], parent: str | None = None) -> str:
         """Create a run without waiting for it: returns our handle for it (see ``run_ids``)."""
-        self.ready()
-        self._handles += 1
-        handle = f"run{self._handles}"
-        self.send("start_run", handle=handle, name=name, tags=tags, parent=parent)
-        return handle
+        with self._lock:
+            self.ready()
+            self._handles += 1
+            handle = f"run{self._handles}"
+            self.send("start_run", handle=handle, name=name, tags=tags, parent=parent)
+            return handle
 
     def run_ids(self, handles: Sequence[str]) -> dict[str, str]:
         """MLflow's run ids for our handles (waits for the writes queued so far).
@@ -147,7 +155,7 @@ class Session:
             tags["sweeplab.shared"] = "true"
         else:
             tags.update({"sweeplab.pid": str(os.getpid()), "sweeplab.pid_start": process_start(os.getpid())})
-        self.parent = self.new_run(name, tags)
+        self.parent = self.new_run(name, tags, parent=self.outer)
         sweep_id = self.run_ids([self.parent])[self.parent]  # once per sweep: its children are tagged with it
         self.sweep_id = sweep_id
         self.send("log", run=self.parent, tags={"sweeplab.sweep_id": sweep_id})
@@ -164,8 +172,11 @@ class Session:
         job: int | None,
         overrides: Sequence[str],
         choices: dict[str, str],
+        parent: str | None = None,
+        tags: dict[str, str] | None = None,
     ) -> RunRecord:
-        return RunRecord(self, cfg, name, job, overrides, choices)
+        """A training run, under ``parent`` (a handle) if given, else under the sweep's parent run."""
+        return RunRecord(self, cfg, name, job, overrides, choices, parent, tags)
 
 
 def start(tracking: DictConfig) -> Session | None:
@@ -193,8 +204,11 @@ class RunRecord:
         job: int | None,
         overrides: Sequence[str],
         choices: dict[str, str],
+        parent: str | None = None,
+        extra_tags: dict[str, str] | None = None,
     ) -> None:
-        """``choices`` are the config group options (``loss: cross_entropy``), logged as params too."""
+        """``choices`` are the config group options (``loss: cross_entropy``), logged as params too.
+        ``parent``: the run it nests under (a configuration's, for its seed runs), else the sweep's."""
         self.session = session
         tags = {
             "sweeplab.kind": "run",
@@ -212,7 +226,8 @@ class RunRecord:
         trial = current_trial()
         if trial:
             tags.update({"sweeplab.trial": str(trial.trial.number), "sweeplab.study": trial.study})
-        self.handle = session.new_run(name, tags, parent=session.parent)
+        tags.update(extra_tags or {})
+        self.handle = session.new_run(name, tags, parent=parent or session.parent or session.outer)
         resolved = redact(OmegaConf.to_container(cfg, resolve=True))
         params = {**flatten(resolved), **{k: v for k, v in choices.items() if not k.startswith("hydra")}}
         session.send("log", run=self.handle, params={k: _text(v) for k, v in params.items()})

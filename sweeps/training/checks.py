@@ -8,6 +8,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sweeps.support.errors import ConfigError
+from sweeps.training import seeds
 
 PRECISIONS = (
     "32-true",
@@ -77,6 +78,8 @@ def check_config(cfg: DictConfig) -> None:
     if progress not in PROGRESS:
         raise ConfigError(f"trainer.progress={progress}: allowed are {', '.join(PROGRESS)}")
     check_stage(cfg)
+    if seeds.check(cfg) and distributed(trainer):
+        raise ConfigError("repeats, seeds and cv train in one process: not with a DDP trainer")
     mode = str(cfg.objective.get("mode", "auto"))
     if mode not in MODES:
         raise ConfigError(f"objective.mode={mode}: allowed are {', '.join(MODES)}")

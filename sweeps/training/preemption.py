@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -59,6 +60,8 @@ class Preemption(pl.Callback):
         self.signum = signum
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # a seed of ``repeats`` (a thread): only the main thread may take signals
         for sig in stop_signals():
             self.previous[sig] = signal.signal(sig, self._note)
 

@@ -1,0 +1,1 @@
+"""The optimizer benchmark protocol (``python -m sweeps.benchmark``)."""
