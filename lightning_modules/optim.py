@@ -119,3 +119,13 @@ def onecycle(
         cycle_momentum=False,
     )
     return {"scheduler": sched, "interval": "step"}
+
+
+def torch_scheduler(
+    optimizer: Optimizer, schedule: Any, max_epochs: int, steps_per_epoch: int
+) -> LRScheduler:
+    """The torch scheduler alone of a schedule factory's dict: what a module in lightning-hydra-template's
+    convention expects from ``scheduler(optimizer=...)`` (it builds Lightning's dict itself)."""
+    made = schedule(optimizer, max_epochs=max_epochs, steps_per_epoch=steps_per_epoch)
+    scheduler: LRScheduler = made["scheduler"]
+    return scheduler
