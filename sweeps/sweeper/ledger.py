@@ -108,7 +108,15 @@ class Ledger:
         stopped = outcome.state is State.STOPPED
         if stopped:
             trial.set_user_attr("sweeplab.stopped", "deadline")
-        self.ref.study.tell(trial, outcome.value if outcome.complete else None, state=outcome.optuna_state())
+        value = outcome.value if outcome.complete else None
+        try:
+            self.ref.study.tell(trial, value, state=outcome.optuna_state())
+        except RuntimeError as err:
+            # GridSampler calls ``study.stop()`` after its last grid point, which Optuna allows only inside
+            # ``optimize()``; the trial's state is stored before that (``_tell``'s ``finally``), and the
+            # budget ends the loop anyway.
+            if "Study.stop" not in str(err):
+                raise
         if stopped:  # not the trial's fault: the next run of this study runs it again
             self.ref.study.enqueue_trial(trial.params, user_attrs={"sweeplab.retry_of": trial.number})
 

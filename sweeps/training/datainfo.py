@@ -84,8 +84,10 @@ def describe(dm: Any, given: dict[str, Any]) -> DataInfo:
     task = info.values["task"]
     if task is not None and task not in TASKS:
         raise ConfigError(f"data.task={task!r}: allowed are {', '.join(TASKS)}")
-    if task is None or info.values["input_shape"] is None or (
-        task == "classification" and info.values["n_classes"] is None
+    if (
+        task is None
+        or info.values["input_shape"] is None
+        or (task == "classification" and info.values["n_classes"] is None)
     ):
         _infer(dm, info)
     return info

@@ -45,6 +45,7 @@ def make_trainer(
     """A Trainer from ``cfg.trainer`` (any Trainer argument passes through), our callbacks, then ``extra``;
     of the Lightning package the module subclasses (``Lightning``)."""
     lit = Lightning.of(built)
+    quiet_lightning()  # again: importing the ``lightning`` package (a user's module) resets its loggers
     options = {k: v for k, v in cfg.trainer.items() if k not in OUR_TRAINER_KEYS}
     progress = str(cfg.trainer.get("progress", "epoch"))
     callbacks: list[Any] = lit.guards(built)
@@ -112,7 +113,7 @@ def fit(
     start = time.perf_counter()
     trainer.fit(
         built.module,
-        datamodule=built.datamodule,
+        **lit.data(built),
         ckpt_path=resume,
         weights_only=lit.weights_only(built) if resume else None,
     )
@@ -127,7 +128,7 @@ def fit(
     if best_path and lit.can_test(built):  # test metrics of the best weights land in the metrics as test_*
         trainer.test(
             built.module,
-            datamodule=built.datamodule,
+            **lit.data(built, "test"),
             ckpt_path=best_path,
             weights_only=lit.weights_only(built),
             verbose=False,

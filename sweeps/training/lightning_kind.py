@@ -56,11 +56,21 @@ class Lightning:
         this trial, in its own folder."""
         return built.own
 
+    def data(self, built: Built, stage: str = "fit") -> dict[str, Any]:
+        """How the Trainer gets the data: the data module itself, or its loaders where it subclasses the
+        other Lightning package's LightningDataModule (DataLoaders are plain torch; DDP still shards them)."""
+        dm = built.datamodule
+        if lightning_package(type(dm)) in (self.package, None):
+            return {"datamodule": dm}
+        if stage == "test":
+            return {"dataloaders": dm.test_dataloader()}
+        return {"train_dataloaders": dm.train_dataloader(), "val_dataloaders": dm.val_dataloader()}
+
     @staticmethod
     def can_test(built: Built) -> bool:
-        if built.own:
-            return True
-        return has_hook(built.module, "test_step") and has_hook(built.datamodule, "test_dataloader")
+        """Test the best weights where the data has a test split and the module a test step."""
+        steps = built.own or has_hook(built.module, "test_step")
+        return steps and has_hook(built.datamodule, "test_dataloader")
 
     @staticmethod
     def metrics(built: Built, trainer: Any, before: dict[str, float] | None = None) -> dict[str, float]:

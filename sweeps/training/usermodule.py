@@ -56,10 +56,11 @@ def module_class(cfg: DictConfig) -> type:
 
 
 def lightning_package(cls: type) -> ModuleType | None:
-    """``pytorch_lightning`` or ``lightning.pytorch``: whose LightningModule ``cls`` subclasses."""
+    """``pytorch_lightning`` or ``lightning.pytorch``: whose LightningModule (or LightningDataModule)
+    ``cls`` subclasses."""
     for base in cls.__mro__:
         root = base.__module__.split(".")[0]
-        if base.__name__ == "LightningModule" and root in PACKAGES:
+        if base.__name__ in ("LightningModule", "LightningDataModule") and root in PACKAGES:
             return importlib.import_module(PACKAGES[root])
     return None
 
