@@ -7,8 +7,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from myproject.data import blobs
 from myproject.module import ClassifierSteps
 from torch import nn
+from torch.utils.data import DataLoader
 
 
 class PLClassifier(ClassifierSteps, pl.LightningModule):
@@ -24,3 +26,24 @@ class NoOptimizer(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         return torch.optim.Adam(self.parameters())
+
+
+class NoValData(pl.LightningDataModule):
+    """Training data only: nothing to score an epoch on."""
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(blobs(64, 16, 3, 0), batch_size=16)
+
+
+class DictData(pl.LightningDataModule):
+    """Batches as dicts: no task declared and none to infer from a batch."""
+
+    def _loader(self) -> DataLoader:
+        x, y = blobs(64, 16, 3, 0).tensors
+        return DataLoader([{"x": a, "y": b} for a, b in zip(x, y, strict=True)], batch_size=16)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader()
