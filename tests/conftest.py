@@ -115,6 +115,7 @@ def mlflow_server(folder: Path, store: Path | None = None, timeout: float = 90) 
 # The slow tier (``make test`` runs it, ``make test-fast`` does not): every test that runs the CLI (the
 # ``workdir`` fixture), and the modules that train to the end, start servers or run Hydra's suites.
 SLOW_MODULES = {
+    "test_bad_input",
     "test_cli",
     "test_configs",
     "test_ddp",

@@ -29,6 +29,7 @@ SOURCES = ("pyproject.toml", "README.md", "sweeps", "lightning_modules", "hydra_
 def build_wheel(folder: Path) -> Path:
     """A wheel of this checkout, built from a copy of its sources (nothing written into the checkout)."""
     src = folder / "src"
+    src.mkdir()
     for name in SOURCES:
         path = ROOT / name
         if path.is_dir():

@@ -22,7 +22,7 @@ from lightning_modules.data import ArrayDataModule
 from lightning_modules.module import LitModule
 from sweeps.support.errors import ConfigError
 from sweeps.training import datainfo, finetune, usermodule
-from sweeps.training.checks import check_config, distributed
+from sweeps.training.checks import BUILD_ERRORS, check_config, distributed
 from sweeps.training.datainfo import DataInfo
 
 METRICS = {
@@ -70,7 +70,7 @@ def make(group: str, node: Any, **context: Any) -> Any:
         return factory
     try:
         return factory(**_accepted(factory.func, context))
-    except (ValueError, TypeError, FileNotFoundError, KeyError) as err:
+    except BUILD_ERRORS as err:
         raise ConfigError(_message(group, err)) from err
 
 
@@ -110,7 +110,7 @@ def build_datamodule(cfg: DictConfig) -> Data:
     dm = make("data", node)
     try:
         dm.setup("fit")
-    except (ValueError, FileNotFoundError) as err:
+    except BUILD_ERRORS as err:
         raise ConfigError(_message("data", err)) from err
     datainfo.check_loaders(dm)
     return Data(dm, datainfo.describe(dm, given))
@@ -229,11 +229,11 @@ def _dry_run(optimizer: Callable[..., Any], scheduler: Callable[..., Any], max_e
     """Build the optimizer and schedule once on a dummy parameter, so their bad values fail now."""
     try:
         opt = optimizer([torch.nn.Parameter(torch.zeros(1))])
-    except (ValueError, TypeError) as err:
+    except BUILD_ERRORS as err:
         raise ConfigError(_message("optimizer", err)) from err
     try:
         scheduler(opt, max_epochs=max_epochs, steps_per_epoch=1)
-    except (ValueError, TypeError) as err:
+    except BUILD_ERRORS as err:
         raise ConfigError(_message("scheduler", err)) from err
 
 

@@ -16,6 +16,7 @@ from pytorch_lightning.callbacks import Callback
 
 from lightning_modules.callbacks import EpochEnd, progress_line
 from sweeps.outcome import Outcome, State
+from sweeps.support.errors import ConfigError
 from sweeps.training import preemption
 from sweeps.training.build import Built, build
 from sweeps.training.checks import check_config
@@ -93,7 +94,13 @@ def prepare(cfg: DictConfig) -> Built:
     if cfg.trainer.get("num_threads"):
         torch.set_num_threads(int(cfg.trainer.num_threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    return build(cfg)
+    built = build(cfg)
+    try:  # Lightning's own checks of the trainer config (trainer=gpu without a GPU, ...), before any run
+        make_trainer(cfg, built, None)
+    except Exception as err:  # noqa: BLE001 - whatever the Trainer refuses is the config's fault
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"trainer: {text}") from err
+    return built
 
 
 def fit(

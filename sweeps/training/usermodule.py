@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from lightning_modules import optim
 from sweeps.support.errors import ConfigError
+from sweeps.training.checks import BUILD_ERRORS
 
 DEFAULT = "lightning_modules.module.LitModule"
 PACKAGES = {"pytorch_lightning": "pytorch_lightning", "lightning": "lightning.pytorch"}
@@ -111,6 +112,6 @@ def create(cfg: DictConfig, cls: type, offered: dict[str, Any]) -> Any:
     try:
         factory = instantiate(cfg.module, _partial_=True)
         return factory(**kwargs)
-    except (TypeError, ValueError) as err:
+    except BUILD_ERRORS as err:
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"module: {cls.__name__}: {text}") from err
