@@ -82,7 +82,11 @@ def test_example_project_runs_from_its_folder_against_the_installed_wheel(
     shutil.copytree(ROOT / "examples" / "own_project", project)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing from this checkout
     where = subprocess.run(
-        [str(python), "-c", "import sweeps; print(sweeps.__file__)"], env=env, capture_output=True, text=True
+        [str(python), "-c", "import sweeps; print(sweeps.__file__)"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert where.stdout.startswith(str(python.parents[1])), where.stdout + where.stderr
 
