@@ -61,7 +61,9 @@ def progress_line(prefix: str, max_epochs: int | None) -> EpochFn:
     """One log line per epoch: a cheap alternative to a per-step progress bar for many short runs."""
 
     def show(epoch: int, metrics: dict[str, float]) -> None:
-        values = "  ".join(f"{k} {metrics[k]:.4g}" for k in SHOWN if k in metrics)
+        # a user's module logs its own names (val/acc)
+        shown = [k for k in SHOWN if k in metrics] or sorted(k for k in metrics if "/" in k)
+        values = "  ".join(f"{k} {metrics[k]:.4g}" for k in shown)
         log.info(
             "%sepoch %d/%s  %s  (%.2fs)", prefix, epoch, max_epochs, values, metrics.get("epoch_time", 0.0)
         )

@@ -73,6 +73,8 @@ def constant(optimizer: Optimizer, max_epochs: int, steps_per_epoch: int) -> Sch
 def step(
     optimizer: Optimizer, max_epochs: int, steps_per_epoch: int, step_size: int = 10, gamma: float = 0.1
 ) -> Schedule:
+    if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
+        raise ValueError(f"scheduler.step_size={step_size} must be a whole number of epochs >= 1")
     return {"scheduler": torch.optim.lr_scheduler.StepLR(optimizer, step_size, gamma), "interval": "epoch"}
 
 
@@ -119,3 +121,13 @@ def onecycle(
         cycle_momentum=False,
     )
     return {"scheduler": sched, "interval": "step"}
+
+
+def torch_scheduler(
+    optimizer: Optimizer, schedule: Any, max_epochs: int, steps_per_epoch: int
+) -> LRScheduler:
+    """The torch scheduler alone of a schedule factory's dict: what a module in lightning-hydra-template's
+    convention expects from ``scheduler(optimizer=...)`` (it builds Lightning's dict itself)."""
+    made = schedule(optimizer, max_epochs=max_epochs, steps_per_epoch=steps_per_epoch)
+    scheduler: LRScheduler = made["scheduler"]
+    return scheduler

@@ -21,7 +21,7 @@ from sweeps.support.secrets import redact_log_records
 redact_log_records()  # before Hydra's launcher logs the job overrides
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> Outcome:
     return task(cfg)
 

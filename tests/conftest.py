@@ -115,12 +115,16 @@ def mlflow_server(folder: Path, store: Path | None = None, timeout: float = 90) 
 # The slow tier (``make test`` runs it, ``make test-fast`` does not): every test that runs the CLI (the
 # ``workdir`` fixture), and the modules that train to the end, start servers or run Hydra's suites.
 SLOW_MODULES = {
+    "test_bad_input",
     "test_cli",
     "test_configs",
     "test_ddp",
     "test_finetune",
     "test_gpu",
     "test_hydra_suites",
+    "test_own_errors",
+    "test_own_project",
+    "test_own_wheel",
     "test_scale",
     "test_search",
     "test_slurm",

@@ -58,7 +58,8 @@ def run(overrides: list[str], output_dir: Path, job: int, name: str, choices: di
     output_dir.mkdir(parents=True, exist_ok=True)
     result_file = output_dir / RESULT
     result_file.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "sweeps.run", *overrides, f'hydra.run.dir="{output_dir}"']
+    command = [sys.executable, "-m", "sweeps.run", *config_dirs(), *overrides]
+    command.append(f'hydra.run.dir="{output_dir}"')
     env = {**os.environ, ENV: json.dumps(job_spec), "PYTHONPATH": python_path()}
     log.info("[job %d] training in its own process group (DDP)", job)
     code = subprocess.run(command, env=env, check=False).returncode
@@ -66,6 +67,17 @@ def run(overrides: list[str], output_dir: Path, job: int, name: str, choices: di
         reason = f"TrialFailed: the trial's processes died (exit code {code}) before reporting a result"
         return Outcome(State.FAILED, reason=reason)
     return Outcome.from_dict(json.loads(result_file.read_text()))
+
+
+def config_dirs() -> list[str]:
+    """This command's ``--config-dir`` (a user's own conf/), for the job's own command."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    sources = HydraConfig.get().runtime.config_sources
+    dirs = [s.path for s in sources if s.provider == "command-line" and s.schema == "file"]
+    return [arg for path in dirs for arg in ("--config-dir", os.path.abspath(path))]
 
 
 def _join(cfg: DictConfig, job_spec: dict[str, Any]) -> tracking.Session | None:

@@ -157,6 +157,9 @@ def _fit(cfg: DictConfig, built: Any, output_dir: Path, record: Any) -> Outcome:
     except NonFiniteLoss as err:  # diverged: not a bug, so one line rather than a traceback
         print(f"error: training diverged: {err}", file=sys.stderr)
         sys.exit(1)
+    except ConfigError as err:  # found in training (a user module's objective is not logged): run FAILED
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
     except BaseException as err:
         _leave_if_preempted(err)
         raise

@@ -124,7 +124,7 @@ class Sweep:
             ours = "data" in self.config and "trainer" in self.config  # sweeplab's config, not another app's
             session = tracking.start(self.config.tracking) if "tracking" in self.config else None
             validate = ours and self.settings.validate_all
-            objective = self.check(jobs) if validate else ("objective", "max")
+            objective = self.check(jobs) if validate else ("objective", self.settings.mode())
             prepared = prepare(objective) if prepare else None
             if session:
                 session.ready()

@@ -38,6 +38,7 @@ class SweeplabSettings:
     fail_fast: bool = False  # stop at the first failed trial
     heartbeat_interval: int = 10  # seconds between heartbeats of a running trial (database storage only)
     grace_period: int = 60  # a trial without a heartbeat this long is failed and queued again
+    direction: Any = None  # Hydra's Optuna sweeper's key: minimize | maximize, for another app's return value
     sampler: Any = None  # {_target_: optuna.samplers..., ...}
     pruner: Any = None  # {_target_: optuna.pruners..., ...}
     nightly: dict[str, Any] = field(default_factory=dict)  # read by ``sweeps.nightly``
@@ -78,6 +79,19 @@ class SweeplabSettings:
                 f"hydra.sweeper.grace_period={self.grace_period} must be longer than "
                 f"heartbeat_interval={self.heartbeat_interval}"
             )
+
+    def mode(self) -> str:
+        """``direction`` as min or max (default max): the objective of an app that is not sweeplab's own
+        training, which returns its value (sweeplab's own uses ``objective.mode``)."""
+        direction = self.direction
+        if isinstance(direction, list | tuple):
+            if len(direction) != 1:
+                raise ConfigError(f"hydra.sweeper.direction={direction}: one objective only")
+            direction = direction[0]
+        modes = {None: "max", "maximize": "max", "max": "max", "minimize": "min", "min": "min"}
+        if direction not in modes:
+            raise ConfigError(f"hydra.sweeper.direction={direction}: allowed are minimize, maximize")
+        return modes[direction]
 
     @property
     def storage_url(self) -> str:

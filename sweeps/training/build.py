@@ -11,7 +11,7 @@ import copy
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 import torch
 from hydra.errors import InstantiationException
@@ -21,8 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from lightning_modules.data import ArrayDataModule
 from lightning_modules.module import LitModule
 from sweeps.support.errors import ConfigError
-from sweeps.training import finetune
-from sweeps.training.checks import check_config, distributed
+from sweeps.training import datainfo, finetune, usermodule
+from sweeps.training.checks import BUILD_ERRORS, check_config, distributed
+from sweeps.training.datainfo import DataInfo
 
 METRICS = {
     "classification": ("val_acc", "val_f1", "val_loss"),
@@ -34,12 +35,13 @@ LOWER_IS_BETTER = ("loss", "rmse", "mae", "error")
 
 @dataclass
 class Built:
-    datamodule: ArrayDataModule
-    module: LitModule
-    task: str
+    datamodule: Any  # a LightningDataModule; the bundled ones (ArrayDataModule) train from memory
+    module: Any  # sweeplab's LitModule, or the user's LightningModule (``own`` False)
+    task: str | None
     metric: str
     mode: str
     lineage: dict[str, dict[str, str]] | None = None  # stage=finetune: where the weights came from
+    own: bool = True
 
 
 def _accepted(func: Callable[..., Any], context: dict[str, Any]) -> dict[str, Any]:
@@ -68,71 +70,128 @@ def make(group: str, node: Any, **context: Any) -> Any:
         return factory
     try:
         return factory(**_accepted(factory.func, context))
-    except (ValueError, TypeError, FileNotFoundError, KeyError) as err:
+    except BUILD_ERRORS as err:
         raise ConfigError(_message(group, err)) from err
 
 
-def objective(cfg: DictConfig, task: str) -> tuple[str, str]:
-    """The metric a run is scored by and its direction; ``auto`` picks by task."""
+def objective(cfg: DictConfig, task: str | None, own: bool = True) -> tuple[str, str]:
+    """The metric a run is scored by and its direction; ``auto`` picks by task. A user's module may log
+    any name (``val/acc``): whether it does is checked after its first validation."""
     metric = str(cfg.objective.metric)
-    if metric == "auto":
-        metric = "val_rmse" if task == "regression" else "val_acc"
-    allowed = METRICS[task]
-    if metric not in allowed:
+    if metric == "auto" and not own:
         raise ConfigError(
-            f"objective.metric={metric} is not produced by a {task} task; allowed: {', '.join(allowed)}"
+            "objective.metric=auto: name a metric your module logs with self.log, "
+            "e.g. objective.metric=val/acc objective.mode=max"
         )
+    if own:
+        assert task is not None
+        if metric == "auto":
+            metric = "val_rmse" if task == "regression" else "val_acc"
+        allowed = METRICS[task]
+        if metric not in allowed:
+            raise ConfigError(
+                f"objective.metric={metric} is not produced by a {task} task; allowed: {', '.join(allowed)}"
+            )
     mode = str(cfg.objective.mode)
     if mode == "auto":
         mode = "min" if any(word in metric for word in LOWER_IS_BETTER) else "max"
     return metric, mode
 
 
-def build_datamodule(cfg: DictConfig) -> ArrayDataModule:
-    dm = make("data", cfg.data)
+class Data(NamedTuple):
+    """A set-up data module and what it tells about itself (``datainfo``)."""
+
+    module: Any
+    info: DataInfo
+
+
+def build_datamodule(cfg: DictConfig) -> Data:
+    node, given = datainfo.split_node(cfg.data)
+    dm = make("data", node)
     try:
         dm.setup("fit")
-    except (ValueError, FileNotFoundError) as err:
+    except BUILD_ERRORS as err:
         raise ConfigError(_message("data", err)) from err
-    return dm
+    datainfo.check_loaders(dm)
+    return Data(dm, datainfo.describe(dm, given))
 
 
-def build(cfg: DictConfig, dm: ArrayDataModule | None = None) -> Built:
-    """Data, loss, model, optimizer and schedule for one run, checked against each other."""
-    dm = dm or build_datamodule(cfg)
-    task = dm.task
-    metric, mode = objective(cfg, task)
-    context = {
-        "task": task,
-        "n_classes": dm.n_classes,
-        "class_counts": dm.class_counts,
-        "input_shape": dm.input_shape,
-        "vocab_size": dm.vocab_size,
-    }
-    loss = make("loss", cfg.loss, **context)
-    out_features = getattr(loss, "out_features", dm.n_classes if task != "regression" else 1)
-    model = make("model", cfg.model, out_features=out_features, **context)
-    plan = finetune.prepare(cfg, model) if finetune.enabled(cfg) else None
+def _context(func: Callable[..., Any], info: DataInfo, group: str) -> dict[str, Any]:
+    """What the data tells, for ``func``: the known values it declares; an unknown one it requires (no
+    default) is an error saying how to give it."""
+    params = inspect.signature(func).parameters
+    var = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    classes = info.get("task") in ("classification", "lm")
+    context = {}
+    for key in datainfo.KEYS:
+        param = params.get(key)
+        if info.get(key) is not None and (param is not None or var):
+            context[key] = info.get(key)
+            continue
+        required = param is not None and param.default is inspect.Parameter.empty
+        if info.get(key) is None and (required or (param is not None and key == "n_classes" and classes)):
+            info.need(key, f"{group} ({getattr(func, '__qualname__', func)})")
+    return context
+
+
+def _target_func(group: str, node: Any) -> Callable[..., Any]:
+    """The class or function a component's ``_target_`` names; ConfigError naming it if it does not import."""
+    try:
+        return cast(Callable[..., Any], instantiate(node, _partial_=True).func)
+    except InstantiationException as err:
+        raise ConfigError(f"{group}._target_: {str(err).splitlines()[0]}") from err
+
+
+def build(cfg: DictConfig, data: Data | None = None) -> Built:
+    """Data, loss, model, optimizer and schedule for one run, checked against each other; then the module
+    (``module`` group: sweeplab's own, or the user's, which receives them as partials and objects)."""
+    dm, info = data or build_datamodule(cfg)
+    own = usermodule.is_default(cfg)
+    user_cls = None if own else usermodule.module_class(cfg)
+    task = info.need("task", "module=default") if own else info.get("task")
+    if own and task == "classification":
+        info.need("n_classes", "module=default")
+    metric, mode = objective(cfg, task, own)
+    loss = model = None
+    if own or (user_cls is not None and usermodule.wants(user_cls, "loss_fn")):
+        loss = make("loss", cfg.loss, **_context(_target_func("loss", cfg.loss), info, "loss"))
+    if own or (user_cls is not None and usermodule.wants_model(user_cls)):
+        model_func = _target_func("model", cfg.model)
+        context = _context(model_func, info, "model")
+        if "out_features" in inspect.signature(model_func).parameters:
+            default_out = 1 if task == "regression" else info.need("n_classes", "the model's out_features")
+            context["out_features"] = getattr(loss, "out_features", default_out)
+        model = make("model", cfg.model, **context)
+    if finetune.enabled(cfg) and not own:
+        raise ConfigError("stage=finetune: fine-tuning works with module=default only")
+    plan = finetune.prepare(cfg, model) if finetune.enabled(cfg) and model is not None else None
 
     opt_node = OmegaConf.to_container(cfg.optimizer, resolve=True)
     assert isinstance(opt_node, dict)
     if opt_node.pop("full_batch", False):
+        if not isinstance(dm, ArrayDataModule):
+            raise ConfigError("optimizer: full-batch training needs a bundled data set (data=digits, ...)")
         dm.batch_size = None
     optimizer = make("optimizer", opt_node)
     sched_factory = make("scheduler", cfg.scheduler)
     _dry_run(optimizer, sched_factory, int(cfg.trainer.max_epochs))
 
+    if user_cls is not None:
+        module = _user_module(cfg, user_cls, dm, info, (model, loss, optimizer, sched_factory))
+        return Built(dm, module, task, metric, mode, None, own=False)
     # DDP synchronises gradients in the backward pass that follows each forward through its wrapper, once
     # per Lightning batch: several optimizer steps per batch would skip the synchronisation.
-    steps_per_batch = 1 if distributed(cfg.trainer) else int(cfg.trainer.get("steps_per_batch", 1))
-    dm.steps_per_batch = steps_per_batch
+    fast = isinstance(dm, ArrayDataModule) and not distributed(cfg.trainer)
+    steps_per_batch = int(cfg.trainer.get("steps_per_batch", 1)) if fast else 1
+    if isinstance(dm, ArrayDataModule):
+        dm.steps_per_batch = steps_per_batch
     parts = dict(
         model=model,
         loss_fn=loss,
         optimizer=optimizer,
         scheduler=sched_factory,
         task=task,
-        n_classes=dm.n_classes,
+        n_classes=info.get("n_classes") or 0,
         l1=float(cfg.l1),
         grad_clip=float(cfg.grad_clip),
         steps_per_batch=steps_per_batch,
@@ -142,19 +201,43 @@ def build(cfg: DictConfig, dm: ArrayDataModule | None = None) -> Built:
     return Built(dm, module, task, metric, mode, plan.lineage if plan else None)
 
 
+def _user_module(cfg: DictConfig, cls: type, dm: Any, info: DataInfo, parts: tuple[Any, ...]) -> Any:
+    """The user's module, offered the optimizer and schedule partials, the model and loss (``parts``), and
+    the data's description; sweeplab's l1 penalty only where the module takes ``l1``."""
+    model, loss, optimizer, schedule = parts
+    if float(cfg.l1) and not usermodule.wants(cls, "l1"):
+        raise ConfigError(f"l1={cfg.l1}: {cls.__name__} takes no `l1`; the L1 penalty needs module=default")
+
+    def steps() -> int:
+        loader = dm.train_dataloader()
+        return len(loader) if hasattr(loader, "__len__") else 1
+
+    sched = usermodule.scheduler_partial(schedule, int(cfg.trainer.max_epochs), steps)
+    offered = {
+        **{k: v for k, v in info.values.items() if v is not None},
+        "optimizer": optimizer,
+        "scheduler": sched,
+        "net": model,
+        "model": model,
+        "loss_fn": loss,
+        "l1": float(cfg.l1),
+    }
+    return usermodule.create(cfg, cls, offered)
+
+
 def _dry_run(optimizer: Callable[..., Any], scheduler: Callable[..., Any], max_epochs: int) -> None:
     """Build the optimizer and schedule once on a dummy parameter, so their bad values fail now."""
     try:
         opt = optimizer([torch.nn.Parameter(torch.zeros(1))])
-    except (ValueError, TypeError) as err:
+    except BUILD_ERRORS as err:
         raise ConfigError(_message("optimizer", err)) from err
     try:
         scheduler(opt, max_epochs=max_epochs, steps_per_epoch=1)
-    except (ValueError, TypeError) as err:
+    except BUILD_ERRORS as err:
         raise ConfigError(_message("scheduler", err)) from err
 
 
-def validate(cfg: DictConfig, data_cache: dict[str, ArrayDataModule] | None = None) -> tuple[str, str]:
+def validate(cfg: DictConfig, data_cache: dict[str, Data] | None = None) -> tuple[str, str]:
     """Everything ``build`` checks, with the model built on the meta device (no memory, no time).
 
     ``data_cache`` shares loaded data between the jobs of a sweep that use the same data config.
@@ -166,5 +249,5 @@ def validate(cfg: DictConfig, data_cache: dict[str, ArrayDataModule] | None = No
     if key not in cache:
         cache[key] = build_datamodule(cfg)
     with torch.device("meta"):
-        built = build(cfg, copy.copy(cache[key]))
+        built = build(cfg, Data(copy.copy(cache[key].module), cache[key].info))
     return built.metric, built.mode

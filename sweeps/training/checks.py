@@ -22,6 +22,9 @@ PRECISIONS = (
 )
 MODES = ("auto", "min", "max")
 REDUCE = ("best", "last")
+# What a component's constructor raises for a bad value (torch: RuntimeError for a negative size,
+# ZeroDivisionError for a zero divisor): the config's fault, reported as one line naming the group.
+BUILD_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, ArithmeticError, RuntimeError)
 PROGRESS = ("epoch", "bar", "none")
 
 
@@ -52,6 +55,9 @@ def check_config(cfg: DictConfig) -> None:
         ("optimizer.momentum", lambda v: 0 <= v < 1, "must be in [0, 1)"),
         ("optimizer.alpha", lambda v: 0 <= v < 1, "must be in [0, 1)"),
         ("trainer.max_epochs", lambda v: v >= 1 and v == int(v), "must be a whole number >= 1"),
+        ("trainer.steps_per_batch", lambda v: v >= 1 and v == int(v), "must be a whole number >= 1"),
+        ("trainer.num_threads", lambda v: v >= 1 and v == int(v), "must be a whole number >= 1 (or null)"),
+        ("seed", lambda v: 0 <= v < 2**32 and v == int(v), "must be a whole number in [0, 2**32)"),
         ("data.label_fraction", lambda v: 0 < v <= 1, "must be in (0, 1]"),
         ("finetune.lr_scale", lambda v: v > 0, "must be > 0 (use finetune.freeze to stop blocks training)"),
         ("finetune.warmup_epochs", lambda v: v >= 0, "must be >= 0 (0 = off)"),
@@ -59,7 +65,7 @@ def check_config(cfg: DictConfig) -> None:
     ]
     for key, ok, allowed in rules:
         value = _number(cfg, key)
-        if value is not None and not ok(value):
+        if value is not None and (not math.isfinite(value) or not ok(value)):
             raise ConfigError(f"{key}={OmegaConf.select(cfg, key)} {allowed}")
     trainer = cfg.get("trainer", {})
     if "precision" in cfg and str(cfg.precision) not in PRECISIONS[:4]:

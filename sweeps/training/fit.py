@@ -12,16 +12,16 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
-from pytorch_lightning.plugins.environments import SLURMEnvironment
-from pytorch_lightning.plugins.io import AsyncCheckpointIO
+from pytorch_lightning.callbacks import Callback
 
 from lightning_modules.callbacks import EpochEnd, progress_line
 from sweeps.outcome import Outcome, State
+from sweeps.support.errors import ConfigError
 from sweeps.training import preemption
 from sweeps.training.build import Built, build
 from sweeps.training.callbacks import ObjectiveHistory
 from sweeps.training.checks import check_config
+from sweeps.training.lightning_kind import Lightning
 
 OUR_TRAINER_KEYS = ("num_threads", "progress", "steps_per_batch")
 NOISY_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
@@ -43,22 +43,27 @@ def quiet_lightning() -> None:
 
 def make_trainer(
     cfg: DictConfig, built: Built, output_dir: Path | None, prefix: str = "", extra: Sequence[Callback] = ()
-) -> pl.Trainer:
-    """A Trainer from ``cfg.trainer`` (any Trainer argument passes through), our callbacks, then ``extra``."""
+) -> Any:
+    """A Trainer from ``cfg.trainer`` (any Trainer argument passes through), our callbacks, then ``extra``;
+    of the Lightning package the module subclasses (``Lightning``)."""
+    lit = Lightning.of(built)
+    quiet_lightning()  # again: importing the ``lightning`` package (a user's module) resets its loggers
     options = {k: v for k, v in cfg.trainer.items() if k not in OUR_TRAINER_KEYS}
     progress = str(cfg.trainer.get("progress", "epoch"))
-    callbacks: list[Callback] = []
+    callbacks: list[Any] = lit.guards(built)
     if progress == "epoch":
         callbacks.append(EpochEnd(progress_line(prefix, cfg.trainer.max_epochs)))
     elif progress == "bar":
-        callbacks.append(TQDMProgressBar())
+        callbacks.append(lit.callbacks.TQDMProgressBar())
     if int(cfg.early_stopping_patience) > 0:
         callbacks.append(
-            EarlyStopping(monitor=built.metric, mode=built.mode, patience=int(cfg.early_stopping_patience))
+            lit.callbacks.EarlyStopping(
+                monitor=built.metric, mode=built.mode, patience=int(cfg.early_stopping_patience)
+            )
         )
     if cfg.checkpoint and output_dir is not None:
         callbacks.append(
-            ModelCheckpoint(
+            lit.callbacks.ModelCheckpoint(
                 dirpath=output_dir / "checkpoints",
                 filename="best",
                 monitor=built.metric,
@@ -68,15 +73,14 @@ def make_trainer(
                 enable_version_counter=False,
             )
         )
-    plugins: list[Any] = [AsyncCheckpointIO()]  # checkpoints are written in a thread, off the training path
-    if SLURMEnvironment.detect():  # a Slurm job: stop signals and requeues are ours (``preemption``)
-        plugins.append(SLURMEnvironment(auto_requeue=False))
-    return pl.Trainer(
+    if not built.own and float(cfg.grad_clip):  # sweeplab's module clips in its own step
+        options["gradient_clip_val"] = float(cfg.grad_clip)
+    return lit.package.Trainer(
         logger=False,
-        plugins=plugins,
+        plugins=lit.plugins(),
         enable_progress_bar=progress == "bar",
         enable_model_summary=False,
-        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        enable_checkpointing=any(isinstance(c, lit.callbacks.ModelCheckpoint) for c in callbacks),
         num_sanity_val_steps=0,
         default_root_dir=str(output_dir) if output_dir else None,
         callbacks=[*callbacks, *extra],
@@ -91,7 +95,13 @@ def prepare(cfg: DictConfig) -> Built:
     if cfg.trainer.get("num_threads"):
         torch.set_num_threads(int(cfg.trainer.num_threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    return build(cfg)
+    built = build(cfg)
+    try:  # Lightning's own checks of the trainer config (trainer=gpu without a GPU, ...), before any run
+        make_trainer(cfg, built, None)
+    except Exception as err:  # noqa: BLE001 - whatever the Trainer refuses is the config's fault
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"trainer: {text}") from err
+    return built
 
 
 def fit(
@@ -106,27 +116,34 @@ def fit(
     history = ObjectiveHistory(built.metric)
     extra = [history, *callbacks, *([preemption.Preemption(output_dir)] if output_dir is not None else [])]
     trainer = make_trainer(cfg, built, output_dir, prefix, extra)
+    lit = Lightning.of(built)
     resume = preemption.resume_path(output_dir)  # a stopped (preempted) run of this trial left it
     if resume:
         logging.getLogger("sweeplab").info("%sresuming from %s", prefix, resume)
     start = time.perf_counter()
     trainer.fit(
         built.module,
-        datamodule=built.datamodule,
+        **lit.data(built),
         ckpt_path=resume,
-        weights_only=True if resume else None,
+        weights_only=lit.weights_only(built) if resume else None,
     )
     seconds = time.perf_counter() - start
 
     ckpt = trainer.checkpoint_callback
-    metrics = built.module.epoch_metrics
+    metrics = lit.metrics(built, trainer)
     best = history.best(built.mode)
     value = best if str(cfg.objective.get("reduce", "best")) == "best" else history.last()
-    best_path = ckpt.best_model_path if isinstance(ckpt, ModelCheckpoint) and ckpt.best_model_path else None
-    if best_path:  # test metrics of the best weights land in epoch_metrics as test_*
+    saved = isinstance(ckpt, lit.callbacks.ModelCheckpoint) and ckpt.best_model_path
+    best_path = ckpt.best_model_path if saved else None
+    if best_path and lit.can_test(built):  # test metrics of the best weights land in the metrics as test_*
         trainer.test(
-            built.module, datamodule=built.datamodule, ckpt_path=best_path, weights_only=True, verbose=False
+            built.module,
+            **lit.data(built, "test"),
+            ckpt_path=best_path,
+            weights_only=lit.weights_only(built),
+            verbose=False,
         )
+        metrics = lit.metrics(built, trainer, metrics)
     return Outcome(
         State.FINISHED,
         value,

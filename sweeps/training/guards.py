@@ -1,0 +1,74 @@
+"""What sweeplab's own module checks inside itself, done for a user's module from the outside, through
+Lightning's public callback hooks: the objective is among what it logs, and its loss stays finite.
+
+Plain ``pytorch_lightning`` callbacks: Lightning calls callback hooks by name, so the Trainer of the
+``lightning`` package runs them as well.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from lightning_modules.module import NonFiniteLoss
+from sweeps.support.errors import ConfigError
+
+
+class MetricNotLogged(ConfigError):
+    """The objective is not among the metrics the module logged in its first validation."""
+
+
+class ObjectiveLogged(pl.Callback):
+    """After the first validation, the objective must be among the logged metrics; the error names them.
+
+    It runs before early stopping and checkpointing, whose own errors would not say what was logged.
+    """
+
+    def __init__(self, metric: str, source: str) -> None:
+        self.metric = metric
+        self.source = source
+        self.checked = False
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.checked or trainer.sanity_checking:
+            return
+        self.checked = True
+        logged = sorted(trainer.callback_metrics)
+        if self.metric not in logged:
+            names = ", ".join(logged) or "nothing"
+            raise MetricNotLogged(
+                f"objective.metric={self.metric}: {self.source} does not log it with self.log; after its "
+                f"first validation it logged: {names}"
+            )
+
+
+class FiniteLoss(pl.Callback):
+    """A non-finite training loss fails the run (Lightning trains on through NaN by default).
+
+    On the CPU each step's loss is checked; on an accelerator, where a check costs a device sync, the
+    epoch's last one (a NaN carries on into every later step).
+    """
+
+    def __init__(self) -> None:
+        self.last: torch.Tensor | None = None
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if not isinstance(loss, torch.Tensor):
+            return
+        self.last = loss.detach()
+        if loss.device.type == "cpu":
+            self._check(trainer)
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self._check(trainer)
+
+    def _check(self, trainer: Any) -> None:
+        if self.last is None:
+            return
+        value = float(self.last.float().mean())
+        if not math.isfinite(value):
+            raise NonFiniteLoss(int(trainer.global_step), value)
