@@ -77,7 +77,7 @@ def make_trainer(
         options["gradient_clip_val"] = float(cfg.grad_clip)
     return lit.package.Trainer(
         logger=False,
-        plugins=lit.plugins(),
+        plugins=lit.plugins(built),
         enable_progress_bar=progress == "bar",
         enable_model_summary=False,
         enable_checkpointing=any(isinstance(c, lit.callbacks.ModelCheckpoint) for c in callbacks),
@@ -125,7 +125,7 @@ def fit(
         built.module,
         **lit.data(built),
         ckpt_path=resume,
-        weights_only=lit.weights_only(built) if resume else None,
+        weights_only=True if resume else None,
     )
     seconds = time.perf_counter() - start
 
@@ -140,7 +140,7 @@ def fit(
             built.module,
             **lit.data(built, "test"),
             ckpt_path=best_path,
-            weights_only=lit.weights_only(built),
+            weights_only=True,  # a user module's too: ``lightning_kind.plain_checkpoints``
             verbose=False,
         )
         metrics = lit.metrics(built, trainer, metrics)

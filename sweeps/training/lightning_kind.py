@@ -32,11 +32,14 @@ class Lightning:
     def callbacks(self) -> Any:
         return self.package.callbacks
 
-    def plugins(self) -> list[Any]:
-        """Checkpoints written in a thread, off the training path; under Slurm, stop signals and requeues
-        are ours (``preemption``), not Lightning's."""
+    def plugins(self, built: Built) -> list[Any]:
+        """Checkpoints written in a thread, off the training path (a user module's without its
+        hyperparameters: ``plain_checkpoints``); under Slurm, stop signals and requeues are ours
+        (``preemption``), not Lightning's."""
         name = self.package.__name__
-        plugins: list[Any] = [import_module(f"{name}.plugins.io").AsyncCheckpointIO()]
+        io = import_module(f"{name}.plugins.io")
+        inner = None if built.own else plain_checkpoints(io.TorchCheckpointIO)()
+        plugins: list[Any] = [io.AsyncCheckpointIO(inner)]
         slurm = import_module(f"{name}.plugins.environments").SLURMEnvironment
         if slurm.detect():
             plugins.append(slurm(auto_requeue=False))
@@ -48,13 +51,6 @@ class Lightning:
         if built.own:
             return []
         return [ObjectiveLogged(built.metric, type(built.module).__name__), FiniteLoss()]
-
-    @staticmethod
-    def weights_only(built: Built) -> bool:
-        """Load checkpoints with ``weights_only``, except a user module's: its saved hyperparameters hold
-        the optimizer and scheduler partials, which ``weights_only`` refuses. Those files were written by
-        this trial, in its own folder."""
-        return built.own
 
     def data(self, built: Built, stage: str = "fit") -> dict[str, Any]:
         """How the Trainer gets the data: the data module itself, or its loaders where it subclasses the
@@ -79,3 +75,20 @@ class Lightning:
             return dict(built.module.epoch_metrics)
         logged = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         return {**(before or {}), **logged}
+
+
+HYPERPARAMETERS = ("hyper_parameters", "hparams_name", "hparams_type", "datamodule_hyper_parameters")
+
+
+def plain_checkpoints(torch_io: type) -> type:
+    """``torch_io`` (the package's ``TorchCheckpointIO``) writing checkpoints without the saved
+    hyperparameters, so that a user module's checkpoints load with ``weights_only=True`` like sweeplab's:
+    ``save_hyperparameters`` keeps the optimizer and scheduler partials there, which only pickle reads back.
+    The trial's module is built from its config, so nothing reads them. (A callback cannot do this: Lightning
+    skips callbacks' ``on_save_checkpoint`` for weights-only checkpoints.)"""
+
+    def save_checkpoint(self: Any, checkpoint: dict[str, Any], path: Any, options: Any = None) -> None:
+        plain = {k: v for k, v in checkpoint.items() if k not in HYPERPARAMETERS}
+        torch_io.save_checkpoint(self, plain, path, options)
+
+    return type("PlainCheckpointIO", (torch_io,), {"save_checkpoint": save_checkpoint})
