@@ -80,7 +80,7 @@ class Lightning:
 HYPERPARAMETERS = ("hyper_parameters", "hparams_name", "hparams_type", "datamodule_hyper_parameters")
 
 
-def plain_checkpoints(torch_io: type) -> type:
+def plain_checkpoints(torch_io: Any) -> Any:
     """``torch_io`` (the package's ``TorchCheckpointIO``) writing checkpoints without the saved
     hyperparameters, so that a user module's checkpoints load with ``weights_only=True`` like sweeplab's:
     ``save_hyperparameters`` keeps the optimizer and scheduler partials there, which only pickle reads back.
