@@ -108,9 +108,10 @@ def _prepare(cfg: DictConfig, member: seeds.Member) -> Any:
     else:
         quiet_lightning()
         pl.seed_everything(member.seed, workers=True, verbose=False)
-        dm = build_datamodule(cfg)
-        folds.use_fold(dm, member.fold, member.folds, int(OmegaConf.select(cfg, "data.seed", default=0)))
-        built = build(cfg, dm)
+        data = build_datamodule(cfg)
+        split_seed = int(OmegaConf.select(cfg, "data.seed", default=0))
+        folds.use_fold(data.module, member.fold, member.folds, split_seed)
+        built = build(cfg, data)
     if hasattr(built.datamodule, "shuffle_seed"):
         built.datamodule.shuffle_seed = member.seed
     return built
