@@ -9,6 +9,7 @@ sweeper pins optuna<3, without pruning or resume.)
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import sys
@@ -142,11 +143,14 @@ def refuse(err: ConfigError) -> NoReturn:
 
 
 def finish(session: tracking.Session | None, status: str) -> None:
-    """Close the sweep's parent run (if this process has one) and the tracking process."""
+    """Close the sweep's parent run (if this process has one) and the tracking process; a write the store
+    refused for want of space is raised as the full disk it is (``entry`` says so in one line)."""
     if session and session.parent:
         session.send("end_run", run=session.parent, status=status)
-    if session:
-        session.close()
+    full = session.close() if session else None
+    if full and session:
+        store = session.shown_uri.split("///", 1)[-1] if session.shown_uri.startswith("sqlite") else None
+        raise OSError(errno.ENOSPC, f"the tracking store refused a write: {full}", store)
 
 
 def job_outcome(ret: JobReturn) -> Outcome:

@@ -18,6 +18,8 @@ from multiprocessing.connection import Connection
 from sweeps.support.secrets import redact_text
 from sweeps.tracking.store import Store
 
+FULL_DISK = ("database or disk is full", "No space left on device", "Disk quota exceeded")
+
 
 def answer_requests(conn: Connection) -> None:
     """Answer requests until the parent says ``close`` or goes away."""
@@ -27,10 +29,11 @@ def answer_requests(conn: Connection) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     service: Store | None = None
+    full = ""  # the first write refused for want of space: the reply to ``close`` tells the parent
     while True:
         try:
             if service is not None and service.pending and (service.due() or not conn.poll(0.25)):
-                _flush(service)  # the caller went quiet, or metrics have waited long enough
+                full = full or _full(_flush(service))  # the caller went quiet, or metrics waited long enough
             name, kwargs, reply = conn.recv()
         except (EOFError, OSError):
             if service is not None and service.client is not None:
@@ -39,8 +42,8 @@ def answer_requests(conn: Connection) -> None:
             return
         if name == "close":
             if service is not None and service.client is not None:
-                service.flush()
-            conn.send(("ok", None))
+                full = full or _full(_flush(service))
+            conn.send(("ok", full or None))
             return
         try:
             if service is None:
@@ -50,6 +53,7 @@ def answer_requests(conn: Connection) -> None:
             answer = ("error", f"{type(err).__name__}: {err}".splitlines()[0])
             if not reply:
                 print(f"tracking: {redact_text(answer[1])}", file=sys.stderr, flush=True)
+                full = full or _full(answer[1])
         if reply:
             try:
                 conn.send(answer)
@@ -57,17 +61,21 @@ def answer_requests(conn: Connection) -> None:
                 pass
 
 
-def _flush(service: Store) -> None:
+def _flush(service: Store) -> str:
     """Write the held-back metrics; a store that refuses them (a full disk) costs one line, not the process
-    (which must stay to close the runs: the next command reaps what it cannot)."""
+    (which must stay to close the runs: the next command reaps what it cannot). Returns the error, if any."""
     try:
         service.flush()
     except Exception as err:  # noqa: BLE001 - SQLAlchemy, HTTP and OS errors alike
-        print(
-            f"tracking: {redact_text(f'{type(err).__name__}: {err}'.splitlines()[0])}",
-            file=sys.stderr,
-            flush=True,
-        )
+        said = redact_text(f"{type(err).__name__}: {err}".splitlines()[0])
+        print(f"tracking: {said}", file=sys.stderr, flush=True)
+        return said
+    return ""
+
+
+def _full(error: str) -> str:
+    """``error`` if it says the store's disk is full, else ""."""
+    return error if any(words in error for words in FULL_DISK) else ""
 
 
 if __name__ == "__main__":

@@ -103,12 +103,14 @@ class Session:
                 self._ready = self._answer()
             return self._ready
 
-    def close(self) -> None:
-        """Wait for every queued write, then stop the tracking process."""
+    def close(self) -> str | None:
+        """Wait for every queued write, then stop the tracking process. Returns the first write the store
+        refused for want of space (a full disk), if any: the caller decides what that means."""
         global _active
+        full = None
         try:
             self._send("close", reply=True)
-            self.conn.recv()  # every write before it is done
+            full = self.conn.recv()[1]  # every write before it is done
         except (EOFError, OSError):
             pass
         # Its interpreter shutdown (MLflow, SQLAlchemy) takes a second and has nothing left to do.
@@ -117,6 +119,7 @@ class Session:
         self.conn.close()
         if _active is self:
             _active = None
+        return full
 
     # -- sweeps ---
     def new_run(self, name: str, tags: dict[str, str], parent: str | None = None) -> str:

@@ -144,4 +144,4 @@ def run(cfg: DictConfig, built: Built, output_dir: Path | None, record: Any, pre
             output_dir.mkdir(parents=True, exist_ok=True)
             picture = draw(curve, optimizer, output_dir / "lr_find.png")
             record.session.send("artifact", run=record.handle, path=str(picture))
-    return Outcome(State.FINISHED, curve.suggestion, metric="suggested_lr", mode="min", epochs=0)
+    return Outcome(State.FINISHED, curve.suggestion, metric="suggested_lr", mode="min", best=curve.suggestion)
