@@ -87,8 +87,10 @@ def plain_checkpoints(torch_io: Any) -> Any:
     The trial's module is built from its config, so nothing reads them. (A callback cannot do this: Lightning
     skips callbacks' ``on_save_checkpoint`` for weights-only checkpoints.)"""
 
-    def save_checkpoint(self: Any, checkpoint: dict[str, Any], path: Any, options: Any = None) -> None:
+    def save_checkpoint(
+        self: Any, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:  # Lightning passes storage_options by name
         plain = {k: v for k, v in checkpoint.items() if k not in HYPERPARAMETERS}
-        torch_io.save_checkpoint(self, plain, path, options)
+        torch_io.save_checkpoint(self, plain, path, storage_options=storage_options)
 
     return type("PlainCheckpointIO", (torch_io,), {"save_checkpoint": save_checkpoint})
