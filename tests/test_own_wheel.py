@@ -68,7 +68,10 @@ def installed(wheel: Path, cache: Path) -> Path:
         check=True,
     ).stdout.strip()
     Path(purelib, "shared-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # --force-reinstall: the shared dependencies hold this checkout's own (editable) sweeplab, which pip would
+    # otherwise take as already installed, leaving the venv without the wheel.
     pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index"]
+    pip.append("--force-reinstall")
     subprocess.run([*pip, str(wheel)], check=True)
     (venv / "ready").touch()
     return python
