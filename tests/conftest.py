@@ -79,6 +79,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_up(url: str, proc: subprocess.Popen, timeout: float, what: str, log: Path) -> None:
+    """Until ``url`` answers; an error with the server's log if ``proc`` ends or ``timeout`` passes first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except OSError as err:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start: {log.read_text()}") from err
+            time.sleep(0.5)
+
+
 @contextlib.contextmanager
 def mlflow_server(folder: Path, store: Path | None = None, timeout: float = 90) -> Iterator[str]:
     """A real ``mlflow server`` on loopback over a SQLite store (``store``, or a new one in ``folder``)."""
@@ -92,16 +105,7 @@ def mlflow_server(folder: Path, store: Path | None = None, timeout: float = 90) 
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2).close()
-                break
-            except OSError as err:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log_text = (folder / "server.log").read_text()
-                    raise RuntimeError(f"mlflow server did not start: {log_text}") from err
-                time.sleep(0.5)
+        wait_until_up(f"{url}/health", proc, timeout, "mlflow server", folder / "server.log")
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from tests.conftest import ROOT, free_port, mlflow_server, run_cli
+from tests.conftest import ROOT, free_port, mlflow_server, run_cli, wait_until_up
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 ARTIFACTS = Path(os.environ.get("SWEEPLAB_TEST_ARTIFACTS", ROOT / "test-artifacts"))
@@ -106,15 +105,7 @@ def optuna_dashboard(storage: Path, log: Path, timeout: float = 120) -> Iterator
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/studies", timeout=2).close()
-                break
-            except OSError as err:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"optuna-dashboard did not start: {log.read_text()}") from err
-                time.sleep(0.5)
+        wait_until_up(f"{url}/api/studies", proc, timeout, "optuna-dashboard", log)
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
