@@ -13,7 +13,8 @@ from lightning_modules.models import MLP
 
 class SelfKillingMLP(MLP):
     """An MLP whose process kills itself (SIGKILL): when built with ``die=True`` outside a dry run, or, under
-    DDP, in the process of rank ``die_rank`` at its first training forward."""
+    DDP, in the process of rank ``die_rank`` at its first training forward (with ``die_once=PATH``, only
+    while PATH does not exist: the first trial of a search dies, the next ones train)."""
 
     def __init__(
         self,
@@ -25,13 +26,19 @@ class SelfKillingMLP(MLP):
         batch_norm: bool = False,
         die: bool = False,
         die_rank: int | None = None,
+        die_once: str | None = None,
     ) -> None:
         if die and torch.empty(0).device.type != "meta":  # the sweeper's config check builds on meta
             os.kill(os.getpid(), signal.SIGKILL)
         super().__init__(input_shape, out_features, hidden, activation, dropout, batch_norm)
         self.die_rank = die_rank
+        self.die_once = die_once
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and os.environ.get("LOCAL_RANK", "0") == str(self.die_rank):
+            if self.die_once is not None:
+                if os.path.exists(self.die_once):
+                    return super().forward(x)
+                open(self.die_once, "w").close()
             os.kill(os.getpid(), signal.SIGKILL)
         return super().forward(x)

@@ -263,6 +263,13 @@ def test_three_workers_one_killed_share_an_18_trial_study_and_one_parent_run(
     (parent,) = [r for r in runs if r.info.run_id in parents]
     assert parent.info.status == "FINISHED" and parent.data.tags["sweeplab.shared"] == "true"
     assert parent.data.metrics["runs_finished"] == 18
+    # README: the last worker out writes the whole study's leaderboard, best.yaml and Optuna's pictures.
+    shown = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"best.yaml", "leaderboard.csv", "optuna"} <= shown, shown
+    pictures = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "optuna")}
+    assert "optimization_history.png" in pictures and "intermediate_values.png" in pictures, pictures
+    board = Path(client.download_artifacts(parent.info.run_id, "leaderboard.csv", str(tmp_path)))
+    assert sum("FINISHED" in line.split(",") for line in board.read_text().splitlines()[1:]) == 18
 
     # The database password reaches neither the console nor the store.
     for out in outputs:
