@@ -279,6 +279,7 @@ def test_three_workers_one_killed_share_an_18_trial_study_and_one_parent_run(
         assert not [v for v in values if state.password in v]
 
 
+@pytest.mark.timeout(540)  # two run_cli 240, + 60
 def test_services_cli_prints_no_password(state: services.State):
     status = run_cli(["status", "--root", str(state.root)], ROOT, module="sweeps.services")
     assert status.returncode == 0, status.stderr
@@ -289,6 +290,7 @@ def test_services_cli_prints_no_password(state: services.State):
     assert url.stdout.strip() == state.storage
 
 
+@pytest.mark.timeout(420)  # run_cli 240 + optuna's 120, + 60
 def test_the_printed_url_opens_in_optunas_own_cli(state: services.State):
     """``postgresql://`` is psycopg 3 for SQLAlchemy 2.1: the URL sweeplab prints must be what is installed,
     so that Optuna's CLI (and optuna-dashboard, the same SQLAlchemy storage) opens it."""
