@@ -2,8 +2,8 @@
 
 A figure: a decimal with a unit (``0.457 ms``, ``1.93x``, ``1.58 %``), ``~60 µs``, a ``±`` spread, a mean,
 per-seed values (``0.955 / 0.966``) or a ``val_acc``/``ratio`` value. Next to its command: the paragraph,
-list or table holding it, or the block right before it (a table's introduction, a fenced command), names a
-command (``python ...``, ``make ...``, ``bench/...``, ``pytest``).
+list or table holding it, or the block that introduces it (a table's introduction, a fenced command, a
+line ending with a colon), names a command (``python ...``, ``make ...``, ``bench/...``, ``pytest``).
 """
 
 from __future__ import annotations
@@ -40,12 +40,18 @@ def blocks(text: str) -> list[str]:
     return [*found, "\n".join(lines)] if lines else found
 
 
+def introduces(before: str, block: str) -> bool:
+    """Whether ``before`` introduces ``block``: a fenced command, a line ending with a colon, or a table's
+    introduction."""
+    return before.startswith("```") or before.rstrip().endswith(":") or block.startswith("|")
+
+
 def without_command(text: str) -> list[str]:
-    """The blocks holding a figure with no command in them or in the block before them."""
+    """The blocks holding a figure with no command in them or in the block that introduces them."""
     missing, before = [], ""
     for block in blocks(text):
         if not block.startswith("```") and FIGURE.search(block):
-            if not (COMMAND.search(block) or COMMAND.search(before)):
+            if not (COMMAND.search(block) or (introduces(before, block) and COMMAND.search(before))):
                 missing.append(block)
         before = block
     return missing
