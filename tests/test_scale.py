@@ -99,7 +99,7 @@ RACE = """
 """
 
 
-@pytest.mark.timeout(420)  # 8 start-ups (at most 240) + communicate's 120, + 60
+@pytest.mark.timeout(420)  # the 8 start-ups (up to 240 s when loaded) + communicate's 120, + 60
 def test_eight_workers_at_once_on_an_empty_database_create_one_study_and_claim_exactly_n(
     state: services.State, tmp_path: Path
 ):
