@@ -35,9 +35,12 @@ lint: $(STAMP)
 ## Speed measurements (ratios side by side; a few minutes each).
 bench: $(STAMP)
 	$(PY) bench/overhead.py
+	$(PY) bench/steps.py
 	$(PY) bench/tracking.py
 	$(PY) bench/sweep.py
 	$(PY) bench/gpu.py
+	$(PY) bench/finetune.py
+	$(PY) bench/finetune.py --transformer
 
 ## The MLflow UI over the local store, on this machine only (127.0.0.1). PORT=5000 by default.
 PORT ?= 5000

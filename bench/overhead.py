@@ -94,15 +94,16 @@ class EpochClock(pl.Callback):
         self.seconds.append(time.perf_counter() - self.start)
 
 
-def ours(overrides: list[str]) -> tuple[float, float, int]:
-    """sweeplab's own path (the one ``sweeps.training.fit.train`` takes). Returns (fit s, epochs s, steps)."""
+def ours(overrides: list[str], extra: tuple[pl.Callback, ...] = ()) -> tuple[float, float, int]:
+    """sweeplab's own path (the one ``sweeps.training.fit.train`` takes), with ``extra`` callbacks (for
+    bench/steps.py's variants). Returns (fit s, epochs s, steps)."""
     cfg = config(overrides)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     built = build(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = make_trainer(cfg, built, Path(tmp))
         clock = EpochClock()
-        trainer.callbacks.append(clock)
+        trainer.callbacks.extend([clock, *extra])
         start = time.perf_counter()
         trainer.fit(built.module, datamodule=built.datamodule)
         fit = time.perf_counter() - start

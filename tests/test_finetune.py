@@ -218,6 +218,7 @@ def test_bad_finetune_input_fails_with_one_line(pretrained: Path, override: str,
         assert word in message
 
 
+@pytest.mark.timeout(540)  # two run_cli 240, + 60
 def test_missing_file_and_incompatible_architecture_exit_2_from_the_cli(pretrained: Path, workdir: Path):
     missing = run_cli(["experiment=finetune_digits_5_9", "finetune.init_from=nowhere.ckpt"], workdir)
     assert_one_line_error(missing, "finetune.init_from=nowhere.ckpt: no such file")
@@ -279,6 +280,7 @@ def test_finetune_from_a_run_id_records_its_lineage(tracked: tuple[Path, str, st
     assert params["source.trainer.max_epochs"] == "1"
 
 
+@pytest.mark.timeout(780)  # three run_cli 240, + 60
 def test_run_id_without_checkpoint_or_unknown_fails_before_training(tracked: tuple[Path, str, str]):
     workdir, _, bare = tracked
     before = len(_runs(workdir))

@@ -36,6 +36,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.timeout(450)  # run_cli 240 + 30 + run_cli 120, + 60
 def test_a_lock_left_by_a_killed_process_is_released_and_the_search_goes_on(workdir: Path):
     first = run_cli([*ARGS, "hydra.sweeper.n_trials=1"], cwd=workdir)
     assert first.returncode == 0, first.stderr[-3000:]

@@ -59,6 +59,7 @@ def test_a_bad_range_is_one_line(workdir: Path, override: str, message: str):
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+@pytest.mark.timeout(540)  # two run_cli 240, + 60
 def test_lr_auto_searches_a_decade_either_side_of_each_optimizers_suggestion(workdir: Path):
     args = [
         "-m",

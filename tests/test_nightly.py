@@ -238,7 +238,7 @@ def test_installed_crontab_line_runs_as_cron_would(workdir: Path, tmp_path: Path
 def test_systemd_timer_files_are_written_and_removed(tmp_path: Path):
     units = tmp_path / "units"
     where = ["--systemd", "--systemd-dir", str(units), "--dir", str(tmp_path)]
-    proc = nightly_cli(["install", "default", "--at", "21:30", "--hours", "8", *where], cwd=tmp_path)
+    proc = nightly_cli(["install", "default", "--at", "21:30", "--hours", "8", *where], tmp_path, timeout=60)
     assert proc.returncode == 0, proc.stderr
     (timer,) = units.glob("sweeplab-nightly-default-*.timer")
     (service,) = units.glob("sweeplab-nightly-default-*.service")
@@ -246,8 +246,8 @@ def test_systemd_timer_files_are_written_and_removed(tmp_path: Path):
     text = service.read_text()
     assert "ExecStart=/bin/sh -c " in text and "-m sweeps.nightly default --hours 8.0" in text
     assert text in proc.stdout
-    assert str(timer) in nightly_cli(["list", "--systemd-dir", str(units)], cwd=tmp_path).stdout
-    removed = nightly_cli(["uninstall", "default", *where], cwd=tmp_path)
+    assert str(timer) in nightly_cli(["list", "--systemd-dir", str(units)], tmp_path, timeout=60).stdout
+    removed = nightly_cli(["uninstall", "default", *where], cwd=tmp_path, timeout=60)
     assert removed.returncode == 0 and not list(units.iterdir())
 
 

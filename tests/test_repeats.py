@@ -41,6 +41,7 @@ def check_spread(config, members: list, key: str) -> None:
     assert (got[f"{key}_ci_low"], got[f"{key}_ci_high"]) == (pytest.approx(low), pytest.approx(high))
 
 
+@pytest.mark.timeout(540)  # two run_cli 240, + 60
 def test_grid_with_three_repeats_nests_seed_runs_and_says_adam_beats_sgd(workdir: Path):
     proc = run_cli(["-m", "optimizer=adam,sgd", "repeats=3", *FAST], cwd=workdir)
     assert proc.returncode == 0, proc.stderr[-3000:]

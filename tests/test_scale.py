@@ -85,6 +85,7 @@ RACE = """
     from sweeps.search import coordination
     from sweeps.search.study import open_study
     url, go, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    print("ready", flush=True)  # imported: now waiting at the barrier
     while not go.exists():
         time.sleep(0.005)
     distributions = {"lr": FloatDistribution(1e-4, 1e-1, log=True)}
@@ -98,13 +99,15 @@ RACE = """
 """
 
 
+@pytest.mark.timeout(420)  # the 8 start-ups (up to 240 s when loaded) + communicate's 120, + 60
 def test_eight_workers_at_once_on_an_empty_database_create_one_study_and_claim_exactly_n(
     state: services.State, tmp_path: Path
 ):
     url = new_database(state)
     go = tmp_path / "go"
     procs = [python(RACE, url, str(go), "5") for _ in range(8)]
-    time.sleep(8)  # every interpreter has imported optuna and waits at the barrier
+    for proc in procs:  # the event, not a guess at start-up time: every worker waits at the barrier
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()[-3000:]
     go.touch()
     claims = [int(p.stdout.readline().split()[-1]) for p in procs]
     Path(f"{go}.end").touch()
@@ -123,13 +126,14 @@ def search_storage(url: str) -> optuna.storages.RDBStorage:
 
 
 # Claims one trial and keeps its heartbeat going until killed.
+HELD_GRACE = 12
 HOLDER = """
     import sys, time
     from optuna.distributions import FloatDistribution
     from sweeps.search import coordination
     from sweeps.search.study import open_study
     url = sys.argv[1]
-    ref = open_study(url, "held", "max", None, None, heartbeat=(1, 4))
+    ref = open_study(url, "held", "max", None, None, heartbeat=(1, int(sys.argv[2])))
     trial = coordination.next_trial(ref, {"x": FloatDistribution(0, 1)}, 10)
     print("holding", trial.number, flush=True)
     time.sleep(600)
@@ -140,17 +144,20 @@ def test_a_live_trial_on_another_host_is_kept_and_a_dead_one_is_failed_and_queue
     state: services.State,
 ):
     url = new_database(state)
-    holder = python(HOLDER, url, env={"SWEEPLAB_HOST": "another-machine"})
+    # A beat a second, stale after HELD_GRACE seconds: a loaded machine may delay a beat by seconds, not by
+    # twelve of them, so only a dead holder goes stale.
+    holder = python(HOLDER, url, str(HELD_GRACE), env={"SWEEPLAB_HOST": "another-machine"})
     try:
         assert holder.stdout.readline().startswith("holding"), holder.stderr.read()[-3000:]
-        ref = search.open_study(url, "held", "max", None, None, heartbeat=(1, 4))
+        claimed = time.monotonic()
+        ref = search.open_study(url, "held", "max", None, None, heartbeat=(1, HELD_GRACE))
         study = ref.study
-        time.sleep(8)  # twice the grace period: a live trial keeps beating
-        assert coordination.recover_stale(ref) == []
+        time.sleep(max(0.0, claimed + HELD_GRACE + 2 - time.monotonic()))  # the claim is older than the grace
+        assert coordination.recover_stale(ref) == []  # kept: its heartbeat is not
         assert len(study.get_trials(states=(TrialState.RUNNING,))) == 1
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=30)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + HELD_GRACE + 60
         failed: list[int] = []
         while not failed and time.monotonic() < deadline:
             time.sleep(1)
@@ -279,6 +286,7 @@ def test_three_workers_one_killed_share_an_18_trial_study_and_one_parent_run(
         assert not [v for v in values if state.password in v]
 
 
+@pytest.mark.timeout(540)  # two run_cli 240, + 60
 def test_services_cli_prints_no_password(state: services.State):
     status = run_cli(["status", "--root", str(state.root)], ROOT, module="sweeps.services")
     assert status.returncode == 0, status.stderr
@@ -289,6 +297,7 @@ def test_services_cli_prints_no_password(state: services.State):
     assert url.stdout.strip() == state.storage
 
 
+@pytest.mark.timeout(420)  # run_cli 240 + optuna's 120, + 60
 def test_the_printed_url_opens_in_optunas_own_cli(state: services.State):
     """``postgresql://`` is psycopg 3 for SQLAlchemy 2.1: the URL sweeplab prints must be what is installed,
     so that Optuna's CLI (and optuna-dashboard, the same SQLAlchemy storage) opens it."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -43,6 +44,7 @@ def test_a_target_reached_stops_the_search(workdir: Path):
     assert parent_tags(workdir)["sweeplab.stop_reason"] == why
 
 
+@pytest.mark.timeout(540)  # two run_cli 240, + 60
 def test_an_epoch_budget_stops_the_search_and_a_rerun_starts_nothing(workdir: Path):
     args = [*SEARCH, "trainer.max_epochs=4", "hydra.sweeper.max_epochs_total=10"]
     proc = run_cli(args, cwd=workdir)

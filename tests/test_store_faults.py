@@ -113,6 +113,7 @@ def finished_in(journal: Path) -> int:
     return text.count('"op_code":6') - text.count('"state":4')  # state changes, less those to FAIL
 
 
+@pytest.mark.timeout(540)  # 240 + run_cli 240, + 60
 def test_a_full_disk_stops_the_sweep_and_the_same_command_resumes_after_space_is_freed(small_mlruns: Path):
     workdir = small_mlruns.parent
     proc = start_cli(FULL, workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -167,6 +168,7 @@ db.execute("ROLLBACK")
 """
 
 
+@pytest.mark.timeout(510)  # 120 + run_cli 300 + 30, + 60
 def test_a_locked_mlflow_db_is_waited_for_then_refused_with_one_line_naming_its_holder(workdir: Path):
     db = workdir / "mlruns" / "mlflow.db"
     db.parent.mkdir()

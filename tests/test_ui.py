@@ -49,6 +49,7 @@ def chromium() -> str:
     return CHROMIUM
 
 
+@pytest.mark.timeout(390)  # run_cli 240 + the page's 60 + 30, + 60
 def test_mlflow_ui_shows_the_parent_and_its_child_runs(workdir: Path, chromium: str, tmp_path_factory):
     from playwright.sync_api import sync_playwright
 
