@@ -196,6 +196,7 @@ def build(cfg: DictConfig, data: Data | None = None) -> Built:
         grad_clip=float(cfg.grad_clip),
         steps_per_batch=steps_per_batch,
         log_keys=(metric,),
+        accumulate=int(cfg.trainer.get("accumulate_grad_batches", 1) or 1),
     )
     module = finetune.module(plan, **parts) if plan else LitModule(**parts)
     return Built(dm, module, task, metric, mode, _lineage(cfg, plan.lineage if plan else None))
