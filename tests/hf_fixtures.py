@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
+from transformers.utils import logging as hf_logging
 
 from lightning_modules.text import topic_texts, topic_words
 
@@ -87,6 +88,7 @@ def pretrained_bert(folder: Path, steps: int = 300, n_texts: int = 2000, seed: i
     if steps:
         print(f"pretrained: masked-LM loss {float(loss):.3f} after {steps} steps")
     torch.set_num_threads(threads)
+    hf_logging.disable_progress_bar()
     model.save_pretrained(folder)  # safetensors
     tok.save_pretrained(folder)
     return folder

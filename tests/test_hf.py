@@ -92,27 +92,24 @@ def test_a_missing_model_offline_fails_in_one_line_without_a_run(tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_grid_over_optimizer_and_lr_with_the_median_pruner(hf_dir: Path, workdir: Path):
-    """optimizer x lr as an Optuna grid (so the median pruner watches every epoch): every trial recorded."""
-    args = ["-m", *hf_args(hf_dir), "optimizer=choice(adamw,sgd)", "lr=choice(1e-3,1e-2)"]
-    args += [
-        "hydra/sweeper/sampler=grid",
-        "hydra.sweeper.n_trials=4",
-        "hydra.sweeper.pruner.n_startup_trials=1",
-    ]
+def test_optimizer_and_lr_sweep_with_the_median_pruner(hf_dir: Path, workdir: Path):
+    """optimizer=adamw,sgd with a log-uniform lr: an Optuna search whose median pruner stops the poor trials;
+    every trial is recorded and the leaderboard printed. (A plain grid, ``lr=1e-3,1e-2``, runs every job to
+    its end: sweeplab prunes only searches.)"""
+    args = ["-m", *hf_args(hf_dir), "optimizer=adamw,sgd", "lr=tag(log, interval(1e-3, 1e-2))"]
+    args += ["hydra.sweeper.n_trials=4", "hydra.sweeper.pruner.n_startup_trials=1"]
     args += ["hydra.sweeper.pruner.n_warmup_steps=1", "data.batch_size=16", "trainer.max_epochs=4"]
     proc = run_cli([*args, "checkpoint=false", *QUIET], cwd=workdir, env=OFFLINE, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (study,) = studies(workdir)
     trials = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
-    assert {(t.params["optimizer"], t.params["lr"]) for t in trials} == {
-        (o, lr) for o in ("adamw", "sgd") for lr in (1e-3, 1e-2)
-    }
+    assert len(trials) == 4 and {t.params["optimizer"] for t in trials} == {"adamw", "sgd"}
     assert study.get_trials(states=(TrialState.PRUNED,)), "no trial pruned"
     recorded = runs(workdir, "run")
     assert len(recorded) == 4 and all("params_total" in r.data.params for r in recorded)
-    assert {r.data.tags["sweeplab.state"] for r in recorded} <= {"FINISHED", "PRUNED"}
-    assert study.best_value > 0.9 and "val_acc" in proc.stdout + proc.stderr
+    assert {r.data.tags["sweeplab.state"] for r in recorded} == {"FINISHED", "PRUNED"}
+    assert study.best_value > 0.9 and study.best_params["optimizer"] == "adamw"
+    assert "rank  job  run" in proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")
