@@ -95,8 +95,11 @@ class HFModel(nn.Module):
         from_scratch: bool = False,
         out_features: int | None = None,
         task: str = "classification",
+        vocab_size: int | None = None,
     ) -> None:
         super().__init__()
+        if vocab_size is None:
+            raise ValueError("model=hf takes token ids: use data=text (texts tokenized with its tokenizer)")
         wanted = "lm" if head == "causal_lm" else "classification"
         if head in HEADS and task != wanted:
             raise ValueError(f"model.head={head} needs a {wanted} task (data.task), the data is {task}")
@@ -110,6 +113,9 @@ class HFModel(nn.Module):
             extra["num_labels"] = int(labels)
         self.head = head
         self.hf = load(pretrained, head, revision, from_scratch, **extra)
+        embeddings = self.hf.get_input_embeddings().num_embeddings  # type: ignore[operator]
+        if vocab_size > embeddings:
+            raise ValueError(f"the data has {vocab_size} token ids, the model embeds {embeddings}")
         self.hf.train()  # from_pretrained returns it in eval mode, which Lightning would keep (no dropout)
         if gradient_checkpointing:
             self.hf.gradient_checkpointing_enable()  # type: ignore[operator]
