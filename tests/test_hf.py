@@ -73,7 +73,8 @@ def test_pretrained_encoder_beats_the_same_model_from_scratch_over_three_seeds(h
         assert len(vals) == 3
         print(
             f"{label}: best val_acc {statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}, "
-            f"test_acc {statistics.mean(test):.3f} ± {statistics.stdev(test):.3f} (3 seeds: {vals})"
+            f"test_acc {statistics.mean(test):.3f} ± {statistics.stdev(test):.3f} "
+            f"(best val_acc of seeds 0-2 in run order: {', '.join(f'{v:.3f}' for v in vals)})"
         )
     assert statistics.mean(by_start["False"]) > statistics.mean(by_start["True"]) + 0.2
     assert statistics.mean(tests["False"]) > statistics.mean(tests["True"]) + 0.2
