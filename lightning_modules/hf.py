@@ -45,9 +45,12 @@ def load(
     import transformers
 
     auto = _auto_class(head)
-    config = transformers.AutoConfig.from_pretrained(
-        pretrained, revision=revision, trust_remote_code=False, **config_kwargs
-    )
+    try:
+        config = transformers.AutoConfig.from_pretrained(
+            pretrained, revision=revision, trust_remote_code=False, **config_kwargs
+        )
+    except OSError as err:  # not found, no network: one line
+        raise ValueError(f"model.pretrained={pretrained}: {str(err).strip().splitlines()[0]}") from None
     if from_scratch or torch.get_default_device().type == "meta":
         return auto.from_config(config)
     transformers.logging.set_verbosity_error()  # its load report and progress bars, once per trial

@@ -31,7 +31,10 @@ def load_tokenizer(name: str, revision: str | None = None) -> Any:
     with its end-of-sequence token, as causal language models usually do."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=False)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=False)
+    except OSError as err:  # not found, no network: one line
+        raise ValueError(f"tokenizer of {name}: {str(err).strip().splitlines()[0]}") from None
     if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.pad_token_id is None:

@@ -157,9 +157,10 @@ def test_plain_tensor_bin_weights_load_with_weights_only(plain_dir: Path, tmp_pa
     from lightning_modules.hf import HFModel
 
     folder = copy_without_weights(plain_dir / "bert", tmp_path / "bin")
-    source = HFModel(str(plain_dir / "bert"), num_labels=4)
+    vocab = len(topic_tokenizer())
+    source = HFModel(str(plain_dir / "bert"), num_labels=4, vocab_size=vocab)
     torch.save(source.hf.state_dict(), folder / "pytorch_model.bin")
-    loaded = HFModel(str(folder), num_labels=4)
+    loaded = HFModel(str(folder), num_labels=4, vocab_size=vocab)
     for name, tensor in source.hf.state_dict().items():
         assert torch.equal(loaded.hf.state_dict()[name], tensor), name
     assert loaded.hf.training  # from_pretrained leaves eval mode: Lightning would keep dropout off
