@@ -139,6 +139,7 @@ def copy_without_weights(src: Path, dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow
 def test_pickled_weights_that_would_run_code_are_refused_in_one_line(plain_dir: Path, tmp_path: Path):
     folder = copy_without_weights(plain_dir / "bert", tmp_path / "evil")
     marker = tmp_path / "code-ran"
