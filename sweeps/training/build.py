@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from lightning_modules.data import ArrayDataModule
 from lightning_modules.module import LitModule
 from sweeps.support.errors import ConfigError
-from sweeps.training import datainfo, finetune, usermodule
+from sweeps.training import datainfo, finetune, hf, usermodule
 from sweeps.training.checks import BUILD_ERRORS, check_config, distributed
 from sweeps.training.datainfo import DataInfo
 
@@ -40,7 +40,7 @@ class Built:
     task: str | None
     metric: str
     mode: str
-    lineage: dict[str, dict[str, str]] | None = None  # stage=finetune: where the weights came from
+    lineage: dict[str, dict[str, str]] | None = None  # where the weights came from (finetune, model=hf)
     own: bool = True
 
 
@@ -196,9 +196,20 @@ def build(cfg: DictConfig, data: Data | None = None) -> Built:
         grad_clip=float(cfg.grad_clip),
         steps_per_batch=steps_per_batch,
         log_keys=(metric,),
+        accumulate=int(cfg.trainer.get("accumulate_grad_batches", 1) or 1),
     )
     module = finetune.module(plan, **parts) if plan else LitModule(**parts)
-    return Built(dm, module, task, metric, mode, plan.lineage if plan else None)
+    return Built(dm, module, task, metric, mode, _lineage(cfg, plan.lineage if plan else None))
+
+
+def _lineage(cfg: DictConfig, found: dict[str, dict[str, str]] | None) -> dict[str, dict[str, str]] | None:
+    """The fine-tuning source's params and tags, plus the pretrained base model's (model=hf)."""
+    if not hf.is_hf(cfg):
+        return found
+    base = hf.lineage(cfg)
+    if found is None:
+        return base
+    return {kind: {**found.get(kind, {}), **base[kind]} for kind in ("params", "tags")}
 
 
 def _user_module(cfg: DictConfig, cls: type, dm: Any, info: DataInfo, parts: tuple[Any, ...]) -> Any:
