@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from sweeps.launch import servers
 from sweeps.search import locks
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cli
 
 N_TRIALS = 6
 
@@ -156,3 +156,13 @@ def test_postgres_gone_stops_each_worker_with_one_line_and_the_rerun_finishes(pg
     check_study(url, "gone")
     for i in range(2):
         assert open_runs(tmp_path / f"w{i}") == []
+
+
+def test_a_negative_storage_retry_time_fails_with_one_line(workdir: Path):
+    setting = "hydra.sweeper.storage_retry_seconds=-1"
+    args = ["-m", "lr=interval(0.001,0.1)", f"hydra.sweeper.storage=sqlite:///{workdir}/s.db", setting]
+    proc = run_cli(args, cwd=workdir)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "storage_retry_seconds=-1.0 must be >= 0" in lines[0], proc.stderr

@@ -42,20 +42,22 @@ class DatabaseAway(Exception):
         )
 
 
-def connection_lost(err: BaseException | None) -> bool:
-    """Whether ``err`` (or an error behind it) is a lost or refused database connection."""
+def connection_lost(err: BaseException | None) -> BaseException | None:
+    """The lost or refused database connection behind ``err`` (Optuna wraps it), or None."""
     import psycopg
     from sqlalchemy import exc
 
     while err is not None:
         if isinstance(err, exc.DBAPIError) and err.connection_invalidated:
-            return True
-        if isinstance(err, exc.OperationalError | exc.InterfaceError | psycopg.OperationalError):
-            return True
+            return err.orig or err
+        if isinstance(err, exc.OperationalError | exc.InterfaceError):
+            return err.orig or err
+        if isinstance(err, psycopg.OperationalError):
+            return err
         if isinstance(err, psycopg.InterfaceError) and "closed" in str(err):
-            return True
+            return err
         err = err.__cause__ or err.__context__
-    return False
+    return None
 
 
 class Retry:
@@ -76,11 +78,12 @@ class Retry:
             try:
                 return fn() if attempt == 0 or again is None else _or_again(fn, again)
             except Exception as err:
-                if not connection_lost(err):
+                lost = connection_lost(err)
+                if lost is None:
                     raise
                 wait = BACKOFF[attempt] if attempt < len(BACKOFF) else 5.0
                 if time.monotonic() + wait > deadline:
-                    Retry.gave_up = DatabaseAway(self.url, self.seconds, err)
+                    Retry.gave_up = DatabaseAway(self.url, self.seconds, lost)
                     raise Retry.gave_up from None
                 if attempt == 0:
                     log.warning("search: the database did not answer (%s): retrying", what)
