@@ -111,7 +111,13 @@ def storage(
             return rdb_storage(url, heartbeat, grace, retry)
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         release_dangling_lock(journal_path(url))
-        return JournalStorage(JournalFileBackend(journal_path(url)))
+        try:
+            return JournalStorage(JournalFileBackend(journal_path(url)))
+        except Exception:
+            journal.check(url, thorough=True)  # a damaged record the quick check missed: its offset
+            raise
+    except ConfigError:
+        raise
     except Exception as err:  # noqa: BLE001 - SQLAlchemy and drivers raise many kinds
         raise _unreachable(url, err) from None
 
