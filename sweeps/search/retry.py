@@ -62,17 +62,17 @@ def connection_lost(err: BaseException | None) -> BaseException | None:
 
 class Retry:
     """The back-off of one database: ``call`` runs a function until it works, the database answers no
-    more within ``seconds``, or an earlier call of this process gave up (then at once: the sweep is going
-    down, and its clean-up should not wait the whole time again)."""
+    more within ``seconds``, or an earlier call of this process gave up on this database (then at once: the
+    sweep is going down, and its clean-up should not wait the whole time again)."""
 
-    gave_up: DatabaseAway | None = None
+    gave_up: dict[str, DatabaseAway] = {}  # noqa: RUF012 - per process, shared by every Retry of a URL
 
     def __init__(self, url: str, seconds: float = DEFAULT_SECONDS) -> None:
         self.url, self.seconds = url, seconds
 
     def call(self, what: str, fn: Callable[[], T], again: Callable[[BaseException], T] | None = None) -> T:
-        if Retry.gave_up is not None:
-            raise Retry.gave_up
+        if self.url in Retry.gave_up:
+            raise Retry.gave_up[self.url]
         deadline, attempt = time.monotonic() + self.seconds, 0
         while True:
             try:
@@ -83,8 +83,8 @@ class Retry:
                     raise
                 wait = BACKOFF[attempt] if attempt < len(BACKOFF) else 5.0
                 if time.monotonic() + wait > deadline:
-                    Retry.gave_up = DatabaseAway(self.url, self.seconds, lost)
-                    raise Retry.gave_up from None
+                    Retry.gave_up[self.url] = DatabaseAway(self.url, self.seconds, lost)
+                    raise Retry.gave_up[self.url] from None
                 if attempt == 0:
                     log.warning("search: the database did not answer (%s): retrying", what)
                 attempt += 1
