@@ -18,6 +18,7 @@ from sweeps.launch import servers
 from sweeps.search import locks
 from tests.conftest import ROOT, run_cli
 
+pytestmark = pytest.mark.slow  # real servers and training: the slow tier
 N_TRIALS = 6
 
 

@@ -138,6 +138,15 @@ def _told(storage: RDBStorage, args: tuple, kwargs: dict) -> Callable[[BaseExcep
 
 
 _NO_DATABASE = {"get_heartbeat_interval", "get_heartbeat_stale_trial_callback", "is_heartbeat_enabled"}
-for _name in dir(RDBStorage):
-    if not _name.startswith("_") and _name not in _NO_DATABASE and callable(getattr(RDBStorage, _name)):
+# What Optuna's ``_CachedStorage`` (the study's own wrapper of our storage) calls directly, in Optuna 5.
+_CALLED_BY_OPTUNAS_CACHE = [
+    "_create_new_trial",
+    "_set_trial_param",
+    "_get_best_trial_id",
+    "_get_trials",
+    "_get_stale_trial_ids",
+]
+for _name in [*dir(RDBStorage), *_CALLED_BY_OPTUNAS_CACHE]:
+    public = not _name.startswith("_") and _name not in _NO_DATABASE
+    if (public or _name in _CALLED_BY_OPTUNAS_CACHE) and callable(getattr(RDBStorage, _name, None)):
         _wrap(_name)
