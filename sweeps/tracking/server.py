@@ -53,7 +53,7 @@ def answer_requests(conn: Connection) -> None:
             answer = ("error", f"{type(err).__name__}: {err}".splitlines()[0])
             if not reply and fulldisk.is_full(err):
                 full = full or _full(err)
-            elif not reply:
+            elif not reply and not full:  # after a full disk, what fails is its consequence: no more lines
                 print(f"tracking: {redact_text(answer[1])}", file=sys.stderr, flush=True)
         if reply:
             try:
