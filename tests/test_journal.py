@@ -17,6 +17,7 @@ import pytest
 from optuna.trial import TrialState
 
 from sweeps.search.journal import check
+from sweeps.search.study import storage as study_storage
 from sweeps.support.errors import ConfigError
 from tests.conftest import cli_env, run_cli, start_cli
 from tests.test_search import children, studies
@@ -196,3 +197,16 @@ def test_check_refuses_damage_before_the_last_record(tmp_path: Path):
     with pytest.raises(ConfigError, match=f"byte offset {len(good)} "):
         check(str(journal))
     assert journal.read_bytes() == good + b'{"op_c\n' + good
+
+
+def test_damage_that_looks_like_records_is_found_when_optuna_cannot_load_the_journal(tmp_path: Path):
+    """The quick look (``{...}`` lines) passes a damaged record in the middle; Optuna's own load fails on
+    it, and then every line is parsed to name its offset. Nothing is written."""
+    good = b'{"op_code":0,"worker_id":"w","study_name":"a","directions":[1]}\n'
+    data = good + b'{"op_code":0,"wor@@}\n' + good
+    journal = tmp_path / "optuna.journal"
+    journal.write_bytes(data)
+    check(str(journal))  # looks whole
+    with pytest.raises(ConfigError, match=f"is damaged at byte offset {len(good)} "):
+        study_storage(str(journal))
+    assert journal.read_bytes() == data

@@ -104,6 +104,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _port_free(port: int) -> bool:
+    """Whether PostgreSQL could listen on ``port`` (it binds with SO_REUSEADDR, as here: the connections
+    of its previous run may linger in TIME_WAIT)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 def _state_file(root: Path) -> Path:
     return root / "state.json"
 
@@ -146,7 +158,8 @@ def start_postgres(root: Path = DEFAULT_ROOT, timeout: float = 60) -> State:
         command += ["-A", "scram-sha-256", "-E", "UTF8", "--no-sync"]
         _run(_as_server_user(command), "initdb")
         pwfile.unlink()
-    port = free_port()
+    # The same port as before where it is free: the URL that workers and users hold stays valid.
+    port = state.pg_port if state and _port_free(state.pg_port) else free_port()
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} -c max_connections=200 -c fsync=off"
     command = [pg_bin("pg_ctl"), "-D", str(data), "-l", str(pg / "server.log"), "-o", options]
     command += ["-w", "-t", str(int(timeout)), "start"]

@@ -55,9 +55,7 @@ def lock(url: str, name: str = "create") -> Iterator[None]:
             _held[ident] -= 1
         return
     if url.startswith("postgresql"):
-        conn = _pg_connection(url)
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_lock(%s)", (_key(name),))
+        conn = _pg_lock(url, name)
         release: Callable[[], None] = lambda: _pg_unlock(conn, name)  # noqa: E731
     else:
         path = url.split("///", 1)[1] if url.startswith("sqlite:///") else "" if "://" in url else url
@@ -93,6 +91,37 @@ def _pg_connection(url: str) -> Any:
     return conn
 
 
+def _pg_lock(url: str, name: str) -> Any:
+    """The lock, on this process's lock connection. A first connection that fails raises (the caller says
+    the database cannot be opened); one that was lost (the server restarted) is made again, with the
+    storage's back-off (``retry``)."""
+    from sweeps.search.retry import DEFAULT_SECONDS, Retry
+
+    def take() -> Any:
+        conn = _pg_connection(url)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_lock(%s)", (_key(name),))
+        except Exception:
+            _connections.pop(url, None)
+            conn.close()
+            raise
+        return conn
+
+    if url not in _connections:
+        return take()
+    return Retry(url, retry_seconds.get(url, DEFAULT_SECONDS)).call("lock", take)
+
+
+retry_seconds: dict[str, float] = {}  # the storage's retry time, per URL (``study.rdb_storage`` sets it)
+
+
 def _pg_unlock(conn: Any, name: str) -> None:
-    with conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_unlock(%s)", (_key(name),))
+    """A lock whose connection was lost went with it (the server ends a dead session's locks)."""
+    import psycopg
+
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock(%s)", (_key(name),))
+    except psycopg.Error:
+        conn.close()

@@ -23,8 +23,9 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartb
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeps.search import DEFAULT_STORAGE, journal
+from sweeps.search import DEFAULT_STORAGE, journal, locks
 from sweeps.search.locks import driver_url, lock
+from sweeps.search.retry import DEFAULT_SECONDS, RetryingRDBStorage
 from sweeps.search.space import Space
 from sweeps.support.errors import ConfigError
 from sweeps.support.secrets import redact_text
@@ -96,18 +97,27 @@ class StudyRef:
         return len(self.trials(FINISHED))
 
 
-def storage(url: str | None, heartbeat: int | None = None, grace: int | None = None) -> BaseStorage:
+def storage(
+    url: str | None, heartbeat: int | None = None, grace: int | None = None, retry: float = DEFAULT_SECONDS
+) -> BaseStorage:
     """A journal file by default (safe for several processes on one machine); any RDB URL otherwise, with
     heartbeats every ``heartbeat`` seconds (stale after ``grace``) so that workers elsewhere can tell a
-    trial whose worker died (see ``coordination``)."""
+    trial whose worker died (see ``coordination``), and calls that wait up to ``retry`` seconds for a
+    database that went away (see ``retry``)."""
     url = url or DEFAULT_STORAGE
     journal.check(url)  # a damaged last record moved aside, damage before it refused (a URL: nothing to do)
     try:
         if "://" in url:
-            return rdb_storage(url, heartbeat, grace)
+            return rdb_storage(url, heartbeat, grace, retry)
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         release_dangling_lock(journal_path(url))
-        return JournalStorage(JournalFileBackend(journal_path(url)))
+        try:
+            return JournalStorage(JournalFileBackend(journal_path(url)))
+        except Exception:
+            journal.check(url, thorough=True)  # a damaged record the quick check missed: its offset
+            raise
+    except ConfigError:
+        raise
     except Exception as err:  # noqa: BLE001 - SQLAlchemy and drivers raise many kinds
         raise _unreachable(url, err) from None
 
@@ -139,17 +149,21 @@ def release_dangling_lock(journal: str) -> None:
             )
 
 
-def rdb_storage(url: str, heartbeat: int | None, grace: int | None) -> RDBStorage:
-    """``RDBStorage`` whose tables are created by one process at a time; stale trials run again."""
+def rdb_storage(url: str, heartbeat: int | None, grace: int | None, retry: float) -> RDBStorage:
+    """``RDBStorage`` whose tables are created by one process at a time; stale trials run again; a
+    connection that died while idle is replaced (``pool_pre_ping``), a lost one retried (``retry``)."""
     with lock(url), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(
+        opened = RetryingRDBStorage(
             driver_url(url),
             heartbeat_interval=heartbeat,
             grace_period=grace,
             heartbeat_stale_trial_callback=RequeueStale() if heartbeat else None,
             engine_kwargs={"pool_pre_ping": True},
         )
+    opened.set_retry(url, retry)
+    locks.retry_seconds[url] = retry
+    return opened
 
 
 def _unreachable(url: str, err: BaseException) -> ConfigError:
@@ -196,15 +210,22 @@ def make(kind: str, node: dict[str, Any] | None, space: Space) -> Any:
 
 
 def open_study(
-    url: str, name: str, direction: str, sampler: Any, pruner: Any, heartbeat: tuple[int, int] | None = None
+    url: str,
+    name: str,
+    direction: str,
+    sampler: Any,
+    pruner: Any,
+    heartbeat: tuple[int, int] | None = None,
+    retry: float = DEFAULT_SECONDS,
 ) -> StudyRef:
     """Create or load the study (one process at a time: see ``locks``). ``heartbeat`` is (interval,
-    grace period) in seconds, for database storage. The caller recovers the trials a dead process left."""
+    grace period) in seconds, for database storage; ``retry`` how long a database may stay away. The
+    caller recovers the trials a dead process left."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     beat, grace = heartbeat if heartbeat and "://" in url else (None, None)
     try:
         with lock(url):
-            opened = storage(url, beat, grace)
+            opened = storage(url, beat, grace, retry)
             study = optuna.create_study(
                 study_name=name,
                 storage=opened,

@@ -10,6 +10,7 @@ from typing import Any
 
 from hydra.core.utils import JobReturn
 
+from sweeps.support import fulldisk
 from sweeps.sweeper.base import Sweep
 from sweeps.sweeper.grid import run_grid
 
@@ -24,6 +25,7 @@ def is_search(arguments: list[str], params: Any) -> bool:
 
 def sweep(base: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
     """The sweep; a full disk stops it with one line (what finished is kept: the next command resumes)."""
+    fulldisk.quiet()  # that line only: no logging tracebacks about the same full disk before it
     try:
         if is_search(arguments, base.settings.params):
             from sweeps.sweeper.optuna_loop import run_search  # Optuna loads only for a search

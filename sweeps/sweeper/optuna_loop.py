@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from sweeps.launch import gpus, submitit
 from sweeps.search import coordination
+from sweeps.search.retry import DatabaseAway
 from sweeps.search.space import Space, parse_space, probes, study_name
 from sweeps.search.study import StudyRef, make, open_study
 from sweeps.support.context import set_deadline
@@ -73,7 +74,9 @@ def start(search: Search, arguments: list[str]) -> Path:
         sampler = make("sampler", settings.sampler, search.space)
         pruner = make("pruner", settings.pruner, search.space)
         beat = (settings.heartbeat_interval, settings.grace_period)
-        ref = open_study(settings.storage_url, search.name, mode, sampler, pruner, beat)
+        ref = open_study(
+            settings.storage_url, search.name, mode, sampler, pruner, beat, settings.storage_retry_seconds
+        )
         with coordination.lock(ref.url, f"study:{ref.name}"):
             coordination.recover_stale(ref)  # trials a dead process left RUNNING: failed, queued again
         return ref, metric, mode
@@ -132,6 +135,15 @@ def run_trials(search: Search, ledger: Ledger) -> list[JobReturn]:
 
 
 def run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
+    """The search; a database that stays away stops it with one line (``search.retry``)."""
+    try:
+        return _run_search(sweep, arguments)
+    except DatabaseAway as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
     search = plan(sweep, arguments)
     sweep_dir = start(search, arguments)
     ref, session, settings = search.ref, search.session, sweep.settings

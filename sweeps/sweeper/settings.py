@@ -38,6 +38,7 @@ class SweeplabSettings:
     fail_fast: bool = False  # stop at the first failed trial
     heartbeat_interval: int = 10  # seconds between heartbeats of a running trial (database storage only)
     grace_period: int = 60  # a trial without a heartbeat this long is failed and queued again
+    storage_retry_seconds: float = 60  # a database away this long: its calls wait and retry, then stop
     direction: Any = None  # Hydra's Optuna sweeper's key: minimize | maximize, for another app's return value
     sampler: Any = None  # {_target_: optuna.samplers..., ...}
     pruner: Any = None  # {_target_: optuna.pruners..., ...}
@@ -74,6 +75,10 @@ class SweeplabSettings:
                 raise ConfigError(
                     f"hydra.sweeper.{key}={getattr(self, key)} must be a whole number of seconds >= 1"
                 )
+        if not self.storage_retry_seconds >= 0:
+            raise ConfigError(
+                f"hydra.sweeper.storage_retry_seconds={self.storage_retry_seconds} must be >= 0 (seconds)"
+            )
         if self.grace_period <= self.heartbeat_interval:
             raise ConfigError(
                 f"hydra.sweeper.grace_period={self.grace_period} must be longer than "

@@ -15,10 +15,9 @@ import os
 import sys
 from multiprocessing.connection import Connection
 
+from sweeps.support import fulldisk
 from sweeps.support.secrets import redact_text
 from sweeps.tracking.store import Store
-
-FULL_DISK = ("database or disk is full", "No space left on device", "Disk quota exceeded")
 
 
 def answer_requests(conn: Connection) -> None:
@@ -28,12 +27,13 @@ def answer_requests(conn: Connection) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    fulldisk.quiet()
     service: Store | None = None
     full = ""  # the first write refused for want of space: the reply to ``close`` tells the parent
     while True:
         try:
             if service is not None and service.pending and (service.due() or not conn.poll(0.25)):
-                full = full or _full(_flush(service))  # the caller went quiet, or metrics waited long enough
+                full = full or _flush(service)  # the caller went quiet, or metrics waited long enough
             name, kwargs, reply = conn.recv()
         except (EOFError, OSError):
             if service is not None and service.client is not None:
@@ -42,7 +42,7 @@ def answer_requests(conn: Connection) -> None:
             return
         if name == "close":
             if service is not None and service.client is not None:
-                full = full or _full(_flush(service))
+                full = full or _flush(service)
             conn.send(("ok", full or None))
             return
         try:
@@ -51,9 +51,10 @@ def answer_requests(conn: Connection) -> None:
             answer = ("ok", getattr(service, name)(**kwargs))
         except Exception as err:  # noqa: BLE001 - reported to the parent, which decides
             answer = ("error", f"{type(err).__name__}: {err}".splitlines()[0])
-            if not reply:
+            if not reply and fulldisk.is_full(err):
+                full = full or _full(err)
+            elif not reply and not full:  # after a full disk, what fails is its consequence: no more lines
                 print(f"tracking: {redact_text(answer[1])}", file=sys.stderr, flush=True)
-                full = full or _full(answer[1])
         if reply:
             try:
                 conn.send(answer)
@@ -62,20 +63,24 @@ def answer_requests(conn: Connection) -> None:
 
 
 def _flush(service: Store) -> str:
-    """Write the held-back metrics; a store that refuses them (a full disk) costs one line, not the process
-    (which must stay to close the runs: the next command reaps what it cannot). Returns the error, if any."""
+    """Write the held-back metrics; a store that refuses them costs one line, not the process (which must
+    stay to close the runs: the next command reaps what it cannot). Returns the full disk's error, if that
+    was it (then the parent's line says it, and this process says nothing)."""
     try:
         service.flush()
     except Exception as err:  # noqa: BLE001 - SQLAlchemy, HTTP and OS errors alike
+        if fulldisk.is_full(err):
+            return _full(err)
         said = redact_text(f"{type(err).__name__}: {err}".splitlines()[0])
         print(f"tracking: {said}", file=sys.stderr, flush=True)
-        return said
     return ""
 
 
-def _full(error: str) -> str:
-    """``error`` if it says the store's disk is full, else ""."""
-    return error if any(words in error for words in FULL_DISK) else ""
+def _full(err: BaseException) -> str:
+    """The line of a full disk's error that says so (SQLAlchemy's first line is often about autoflush)."""
+    text = f"{type(err).__name__}: {err}"
+    said = next((line for line in text.splitlines() if any(w in line for w in fulldisk.FULL_WORDS)), "")
+    return redact_text(said or text.splitlines()[0])
 
 
 if __name__ == "__main__":
