@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from lightning_modules.data import ArrayDataModule
 from lightning_modules.module import LitModule
 from sweeps.support.errors import ConfigError
-from sweeps.training import datainfo, finetune, usermodule
+from sweeps.training import datainfo, finetune, lora, usermodule
 from sweeps.training.checks import BUILD_ERRORS, check_config, distributed
 from sweeps.training.datainfo import DataInfo
 
@@ -165,6 +165,10 @@ def build(cfg: DictConfig, data: Data | None = None) -> Built:
     if finetune.enabled(cfg) and not own:
         raise ConfigError("stage=finetune: fine-tuning works with module=default only")
     plan = finetune.prepare(cfg, model) if finetune.enabled(cfg) and model is not None else None
+    if lora.enabled(cfg) and (not own or model is None):
+        raise ConfigError("finetune.lora works with module=default only (your module can apply peft itself)")
+    adapter = lora.prepare(cfg, model) if lora.enabled(cfg) and model is not None else None
+    model = adapter.model if adapter else model
 
     opt_node = OmegaConf.to_container(cfg.optimizer, resolve=True)
     assert isinstance(opt_node, dict)
@@ -197,8 +201,16 @@ def build(cfg: DictConfig, data: Data | None = None) -> Built:
         steps_per_batch=steps_per_batch,
         log_keys=(metric,),
     )
-    module = finetune.module(plan, **parts) if plan else LitModule(**parts)
-    return Built(dm, module, task, metric, mode, plan.lineage if plan else None)
+    module = finetune.module(plan, adapted=adapter is not None, **parts) if plan else LitModule(**parts)
+    lineage = _with(plan.lineage if plan else None, adapter.lineage if adapter else None)
+    return Built(dm, module, task, metric, mode, lineage)
+
+
+def _with(lineage: dict[str, dict[str, str]] | None, more: dict[str, dict[str, str]] | None) -> Any:
+    """Two lineages (params and tags) as one; either may be None."""
+    if lineage is None or more is None:
+        return lineage or more
+    return {kind: {**lineage.get(kind, {}), **more.get(kind, {})} for kind in ("params", "tags")}
 
 
 def _user_module(cfg: DictConfig, cls: type, dm: Any, info: DataInfo, parts: tuple[Any, ...]) -> Any:
