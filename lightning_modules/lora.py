@@ -106,7 +106,22 @@ def apply(
         target_modules=list(targets),
         modules_to_save=list(head) or None,
     )
-    return get_peft_model(model, config)
+    return slow_path(get_peft_model(model, config))
+
+
+def _keep_output(module: nn.Module, args: Any, output: Any) -> None:
+    """A forward hook that changes nothing (see ``slow_path``)."""
+
+
+def slow_path(model: Any) -> Any:
+    """Turn off torch's fused inference path of its transformer layers in ``model``: in eval mode without
+    gradients it reads ``linear1.weight`` and the others directly, so it would skip the adapters. torch
+    takes the plain path when a layer has a forward hook, so each gets one that does nothing."""
+    for module in model.modules():
+        if isinstance(module, nn.TransformerEncoderLayer | nn.TransformerDecoderLayer):
+            if _keep_output not in module._forward_hooks.values():
+                module.register_forward_hook(_keep_output)
+    return model
 
 
 def save_adapter(peft_model: Any, folder: Path) -> list[Path]:
@@ -120,7 +135,7 @@ def load_adapter(base: nn.Module, folder: Path) -> Any:
     """A freshly built ``base`` with the adapter saved in ``folder``, ready to predict."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(base, str(folder))
+    return slow_path(PeftModel.from_pretrained(base, str(folder)))
 
 
 def merged(peft_model: Any) -> nn.Module:
