@@ -266,6 +266,9 @@ def task_metrics(
     pred = predictions(out).reshape(-1)
     y = y.reshape(-1)
     n = max(2, out.shape[-1], int(y.max()) + 1)
-    metrics["acc"] = tmf.accuracy(pred, y, task="multiclass", num_classes=n)
-    metrics["f1"] = tmf.f1_score(pred, y, task="multiclass", num_classes=n, average="macro")
+    # -100 marks positions without a target (padding in language modelling), as in torch's cross-entropy
+    metrics["acc"] = tmf.accuracy(pred, y, task="multiclass", num_classes=n, ignore_index=-100)
+    metrics["f1"] = tmf.f1_score(
+        pred, y, task="multiclass", num_classes=n, average="macro", ignore_index=-100
+    )
     return metrics

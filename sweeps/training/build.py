@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from lightning_modules.data import ArrayDataModule
 from lightning_modules.module import LitModule
 from sweeps.support.errors import ConfigError
-from sweeps.training import datainfo, finetune, lora, usermodule
+from sweeps.training import datainfo, finetune, hf, lora, usermodule
 from sweeps.training.checks import BUILD_ERRORS, check_config, distributed
 from sweeps.training.datainfo import DataInfo
 
@@ -40,7 +40,7 @@ class Built:
     task: str | None
     metric: str
     mode: str
-    lineage: dict[str, dict[str, str]] | None = None  # stage=finetune: where the weights came from
+    lineage: dict[str, dict[str, str]] | None = None  # where the weights came from (finetune, model=hf)
     own: bool = True
 
 
@@ -202,12 +202,13 @@ def build(cfg: DictConfig, data: Data | None = None) -> Built:
         log_keys=(metric,),
     )
     module = finetune.module(plan, adapted=adapter is not None, **parts) if plan else LitModule(**parts)
-    lineage = _with(plan.lineage if plan else None, adapter.lineage if adapter else None)
-    return Built(dm, module, task, metric, mode, lineage)
+    lineage = _with(plan.lineage if plan else None, hf.lineage(cfg) if hf.is_hf(cfg) else None)
+    return Built(dm, module, task, metric, mode, _with(lineage, adapter.lineage if adapter else None))
 
 
 def _with(lineage: dict[str, dict[str, str]] | None, more: dict[str, dict[str, str]] | None) -> Any:
-    """Two lineages (params and tags) as one; either may be None."""
+    """Two lineages (params and tags: the fine-tuning source's, the base model's for model=hf, the
+    adapter's) as one; either may be None."""
     if lineage is None or more is None:
         return lineage or more
     return {kind: {**lineage.get(kind, {}), **more.get(kind, {})} for kind in ("params", "tags")}

@@ -8,7 +8,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sweeps.support.errors import ConfigError
-from sweeps.training import seeds
+from sweeps.training import hf, seeds
 
 PRECISIONS = (
     "32-true",
@@ -92,6 +92,7 @@ def check_config(cfg: DictConfig) -> None:
     reduce = str(cfg.objective.get("reduce", "best"))
     if reduce not in REDUCE:
         raise ConfigError(f"objective.reduce={reduce}: allowed are {', '.join(REDUCE)}")
+    hf.check(cfg)  # model=hf: where its weights are, before torch loads and before any run opens
 
 
 def world_size(trainer: Any) -> int:

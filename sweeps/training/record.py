@@ -37,6 +37,14 @@ def _callbacks(built: Built, record: Any, extra: Sequence[Any]) -> list[Any]:
     return callbacks
 
 
+def parameter_counts(module: Any) -> dict[str, str]:
+    """How many parameters the network has, and how many of them train (frozen blocks, adapters)."""
+    params = list(module.parameters())
+    total = sum(p.numel() for p in params)
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    return {"params_total": str(total), "params_trainable": str(trainable)}
+
+
 def fit_recorded(
     cfg: DictConfig,
     built: Built,
@@ -48,8 +56,10 @@ def fit_recorded(
     """Fit, and close ``record`` (a ``RunRecord``, or None without tracking) with the outcome. An error
     propagates once the run is closed; ``run_id`` of the outcome is the record's handle."""
     prefix = "" if job is None else f"[job {job}] "
-    if record and built.lineage:  # stage=finetune: the run it started from
+    if record and built.lineage:  # stage=finetune, model=hf: where its weights came from
         record.session.send("log", run=record.handle, **built.lineage)
+    if record:
+        record.session.send("log", run=record.handle, params=parameter_counts(built.module))
     described = describe(built.datamodule, OmegaConf.to_yaml(cfg.data, resolve=True)) if record else []
     if described:
         record.datasets(described)
