@@ -87,6 +87,32 @@ def head_modules(model: nn.Module, head: Sequence[str]) -> list[str]:
     return found or [h for h in head if h in names]
 
 
+def saved_names(folder: Path) -> set[str]:
+    """The tensor names in a pretrained folder's safetensors files (empty without any)."""
+    from safetensors import safe_open
+
+    names: set[str] = set()
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            names.update(f.keys())
+    return names
+
+
+def not_pretrained(model: nn.Module, saved: set[str], head: Sequence[str]) -> list[str]:
+    """Modules outside ``head`` whose parameters are not among ``saved`` (a checkpoint's names, which may
+    lack the wrapper's prefix): initialised at random on every load (BERT's pooler under a masked-LM
+    checkpoint), so they train and are saved with the adapter, like the head, or the adapter would not
+    reproduce the model."""
+    if not saved:
+        return []
+    found: dict[str, None] = {}
+    for name, _ in model.named_parameters():
+        owner = name.rsplit(".", 1)[0]
+        if not _inside(name, head) and not any(name == k or name.endswith("." + k) for k in saved):
+            found.setdefault(owner, None)
+    return list(found)
+
+
 def apply(
     model: nn.Module,
     r: int,
@@ -101,7 +127,7 @@ def apply(
 
     config = LoraConfig(
         r=int(r),
-        lora_alpha=float(alpha),
+        lora_alpha=alpha,  # type: ignore[arg-type]  # annotated int; peft divides it by r
         lora_dropout=float(dropout),
         target_modules=list(targets),
         modules_to_save=list(head) or None,
@@ -140,7 +166,8 @@ def load_adapter(base: nn.Module, folder: Path) -> Any:
 
 def merged(peft_model: Any) -> nn.Module:
     """The adapters folded into the base weights: a plain module of the base's own class."""
-    return peft_model.merge_and_unload()  # type: ignore[no-any-return]
+    merged_model: nn.Module = peft_model.merge_and_unload()
+    return merged_model
 
 
 def is_adapted(model: nn.Module) -> bool:

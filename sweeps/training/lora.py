@@ -18,6 +18,7 @@ from torch import nn
 from lightning_modules import finetune as ft
 from lightning_modules import lora
 from sweeps.support.errors import ConfigError
+from sweeps.training import hf
 
 log = logging.getLogger("sweeplab")
 ADAPTER_DIR = "adapter"  # in the run's output folder and among its MLflow artifacts
@@ -59,8 +60,8 @@ def _patterns(spec: Any) -> list[str] | None:
     value = spec.get("target_modules")
     if value is None:
         return None
-    value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-    return [value] if isinstance(value, str) else [str(v) for v in value]
+    value = _spec(value)
+    return [value] if isinstance(value, str) else [str(v) for v in value or []]
 
 
 def prepare(cfg: DictConfig, model: nn.Module) -> Adapted:
@@ -74,6 +75,7 @@ def prepare(cfg: DictConfig, model: nn.Module) -> Adapted:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     head = lora.head_modules(model, own_head)
+    head += lora.not_pretrained(model, _pretrained_names(cfg), head)
     patterns = _patterns(spec)
     try:
         targets = (
@@ -91,6 +93,15 @@ def prepare(cfg: DictConfig, model: nn.Module) -> Adapted:
                  ", ".join(targets[:6]) + (", ..." if len(targets) > 6 else ""), ", ".join(head) or "nothing")
     params = {"lora.targets": ",".join(targets)[:500], "lora.head": ",".join(head)}
     return Adapted(adapted, {"params": params, "tags": {"sweeplab.adapter": "lora"}})
+
+
+def _pretrained_names(cfg: DictConfig) -> set[str]:
+    """model=hf from a local folder: the tensor names its weight files hold."""
+    if not hf.is_hf(cfg):
+        return set()
+    revision = cfg.model.get("revision")
+    folder = hf.resolve(str(cfg.model.pretrained), None if revision is None else str(revision)).folder
+    return lora.saved_names(folder) if folder is not None else set()
 
 
 def _spec(value: Any) -> Any:
