@@ -17,6 +17,7 @@ from transformers import AutoTokenizer, BertForSequenceClassification
 from lightning_modules import lora
 from lightning_modules.hf import HFModel
 from lightning_modules.models import Transformer
+from sweeps.support.errors import ConfigError
 from sweeps.training import lora as lora_cfg
 from sweeps.training.fit import fit, prepare
 from tests.conftest import compose_cfg, run_cli
@@ -135,8 +136,8 @@ def test_bad_target_modules_fail_with_one_line_and_no_run(base_checkpoint: Path,
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: finetune.lora.target_modules: 'qkv' matches no")
     assert "linear1" in lines[0] and "Traceback" not in proc.stderr
-    proc = run_cli(lora_overrides(base_checkpoint, "finetune.lr_scale=0.5"), cwd=workdir)
-    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: finetune.lr_scale=0.5 is for full")
+    with pytest.raises(ConfigError, match=r"^finetune.lr_scale=0.5 is for full fine-tuning; with"):
+        prepare(compose_cfg([*lora_overrides(base_checkpoint), "finetune.lr_scale=0.5"]))
     db = workdir / "mlruns" / "mlflow.db"
     if db.exists():
         client = MlflowClient(f"sqlite:///{db}")
