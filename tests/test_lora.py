@@ -162,13 +162,16 @@ def test_lora_search_is_recorded_in_mlflow(tiny_bert: tuple[Path, Path], workdir
     exp = client.get_experiment_by_name("sweeplab")
     runs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("sweeplab.kind") == "run"]
     assert len(runs) == 4
+    base_total = sum(p.numel() for p in HFModel(str(tiny_bert[0]), num_labels=2).parameters())
     for run in runs:
         params = run.data.params
         assert int(params["finetune.lora.r"]) in (4, 8, 16)
         assert float(params["finetune.lora.alpha"]) in (8, 16, 32)
         assert 1e-4 <= float(params["lr"]) <= 3e-2
         assert params["lora.targets"].count(".query") == params["lora.targets"].count(".value") == 2
-        assert int(params["params_trainable"]) < 0.1 * int(params["params_total"])
+        r, trainable = int(params["finetune.lora.r"]), int(params["params_trainable"])
+        assert trainable == 2 * 2 * r * (32 + 32) + (32 * 2 + 2)  # 2 layers x (query, value); the classifier
+        assert int(params["params_total"]) == base_total + trainable  # + the adapters and the head copy
         history = client.get_metric_history(run.info.run_id, "val_acc")
         assert len(history) >= 1 and sorted(m.step for m in history) == list(range(len(history)))
         if run.info.status == "FINISHED":

@@ -165,9 +165,7 @@ def build(cfg: DictConfig, data: Data | None = None) -> Built:
     if finetune.enabled(cfg) and not own:
         raise ConfigError("stage=finetune: fine-tuning works with module=default only")
     plan = finetune.prepare(cfg, model) if finetune.enabled(cfg) and model is not None else None
-    if lora.enabled(cfg) and (not own or model is None):
-        raise ConfigError("finetune.lora works with module=default only (your module can apply peft itself)")
-    adapter = lora.prepare(cfg, model) if lora.enabled(cfg) and model is not None else None
+    adapter = lora.prepare(cfg, model if own else None) if lora.enabled(cfg) else None
     model = adapter.model if adapter else model
 
     opt_node = OmegaConf.to_container(cfg.optimizer, resolve=True)

@@ -64,9 +64,11 @@ def _patterns(spec: Any) -> list[str] | None:
     return [value] if isinstance(value, str) else [str(v) for v in value or []]
 
 
-def prepare(cfg: DictConfig, model: nn.Module) -> Adapted:
+def prepare(cfg: DictConfig, model: nn.Module | None) -> Adapted:
     """``model`` with LoRA adapters (and a trainable head) as ``finetune.lora`` says; ConfigError with one
-    line for a bad setting or a ``target_modules`` pattern that matches no layer."""
+    line for a bad setting or a ``target_modules`` pattern that matches no layer. None: a user's module."""
+    if model is None:
+        raise ConfigError("finetune.lora works with module=default only (your module can apply peft itself)")
     spec = settings(cfg)
     _check(cfg, spec)
     head_spec = cfg.finetune.get("head")
