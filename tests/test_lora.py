@@ -173,7 +173,7 @@ def test_lora_search_is_recorded_in_mlflow(tiny_bert: tuple[Path, Path], workdir
         assert trainable == 2 * 2 * r * (32 + 32) + (32 * 2 + 2)  # 2 layers x (query, value); the classifier
         assert int(params["params_total"]) == base_total + trainable  # + the adapters and the head copy
         history = client.get_metric_history(run.info.run_id, "val_acc")
-        assert len(history) >= 1 and sorted(m.step for m in history) == list(range(len(history)))
+        assert len(history) >= 1 and sorted(m.step for m in history) == list(range(1, len(history) + 1))
         if run.info.status == "FINISHED":
             assert len(history) == int(run.data.metrics["epochs"])  # one per epoch
     finished = [r for r in runs if r.info.status == "FINISHED"]
