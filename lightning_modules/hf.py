@@ -45,9 +45,12 @@ def load(
     import transformers
 
     auto = _auto_class(head)
-    config = transformers.AutoConfig.from_pretrained(
-        pretrained, revision=revision, trust_remote_code=False, **config_kwargs
-    )
+    try:
+        config = transformers.AutoConfig.from_pretrained(
+            pretrained, revision=revision, trust_remote_code=False, **config_kwargs
+        )
+    except OSError as err:  # not found, no network: one line
+        raise ValueError(f"model.pretrained={pretrained}: {str(err).strip().splitlines()[0]}") from None
     if from_scratch or torch.get_default_device().type == "meta":
         return auto.from_config(config)
     transformers.logging.set_verbosity_error()  # its load report and progress bars, once per trial
@@ -95,8 +98,11 @@ class HFModel(nn.Module):
         from_scratch: bool = False,
         out_features: int | None = None,
         task: str = "classification",
+        vocab_size: int | None = None,
     ) -> None:
         super().__init__()
+        if vocab_size is None:
+            raise ValueError("model=hf takes token ids: use data=text (texts tokenized with its tokenizer)")
         wanted = "lm" if head == "causal_lm" else "classification"
         if head in HEADS and task != wanted:
             raise ValueError(f"model.head={head} needs a {wanted} task (data.task), the data is {task}")
@@ -110,6 +116,9 @@ class HFModel(nn.Module):
             extra["num_labels"] = int(labels)
         self.head = head
         self.hf = load(pretrained, head, revision, from_scratch, **extra)
+        embeddings = self.hf.get_input_embeddings().num_embeddings  # type: ignore[operator]
+        if vocab_size > embeddings:
+            raise ValueError(f"the data has {vocab_size} token ids, the model embeds {embeddings}")
         self.hf.train()  # from_pretrained returns it in eval mode, which Lightning would keep (no dropout)
         if gradient_checkpointing:
             self.hf.gradient_checkpointing_enable()  # type: ignore[operator]

@@ -57,6 +57,7 @@ class LitModule(pl.LightningModule):
         grad_clip: float = 0.0,
         steps_per_batch: int = 1,
         log_keys: tuple[str, ...] | None = None,
+        accumulate: int = 1,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -70,6 +71,8 @@ class LitModule(pl.LightningModule):
         self.grad_clip = grad_clip
         self.steps_per_batch = steps_per_batch
         self.log_keys = log_keys
+        self.accumulate = max(1, int(accumulate))  # mini-batches whose gradients add up to one step
+        self._pending = 0  # mini-batches backpropagated since the last optimizer step
         self.epoch_metrics: dict[str, float] = {}
         self._schedule: dict[str, Any] | None = None
         self._check_steps = True
@@ -102,6 +105,7 @@ class LitModule(pl.LightningModule):
                 steps = loader.steps  # a whole epoch: the exact count, the last group may be short
             else:
                 steps = batches * self.steps_per_batch  # limit_train_batches took whole groups
+            steps = math.ceil(steps / self.accumulate)  # optimizer steps, not mini-batches
             self._schedule = self.scheduler_factory(optimizer, max_epochs=epochs, steps_per_epoch=steps)
         return optimizer
 
@@ -111,32 +115,25 @@ class LitModule(pl.LightningModule):
         return cast(torch.Tensor, self.l1 * sum(weights))
 
     def training_step(self, batch: Batch | list[Batch], batch_idx: int) -> None:
-        """One optimizer step per mini-batch; a list of mini-batches (see InMemoryBatches) is several."""
+        """One optimizer step per mini-batch, or per ``accumulate`` mini-batches (their gradients add up);
+        a list of mini-batches (see InMemoryBatches) is several."""
         steps = batch if isinstance(batch, list) and not isinstance(batch[0], torch.Tensor) else [batch]
-        direct = self._direct
         lightning_opt = cast(LightningOptimizer, self.optimizers())
-        opt: Any = lightning_opt.optimizer if direct else lightning_opt
-        schedule = self._schedule if self._schedule and self._schedule["interval"] == "step" else None
+        opt: Any = lightning_opt.optimizer if self._direct else lightning_opt
         losses = []
         for x, y in steps:
             loss = self.loss_fn(self.model(x), y)
             if self.l1:
                 loss = loss + self._penalty()
-            opt.zero_grad(set_to_none=True)
-            if direct:
-                loss.backward()
-                if self.grad_clip:
-                    nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            if self._pending == 0:
+                opt.zero_grad(set_to_none=True)
+            if self._direct:
+                (loss / self.accumulate if self.accumulate > 1 else loss).backward()
             else:
-                self.manual_backward(loss)
-                if self.grad_clip:
-                    self.clip_gradients(opt, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
-            if direct:
-                step_with_hooks(lightning_opt, opt.step)  # Lightning still counts global_step
-            else:
-                opt.step()
-            if schedule is not None:
-                schedule["scheduler"].step()
+                self.manual_backward(loss / self.accumulate if self.accumulate > 1 else loss)
+            self._pending += 1
+            if self._pending == self.accumulate:
+                self._step(lightning_opt, opt)
             losses.append(loss.detach())
             self._samples += x.shape[0]
         chunk = torch.stack(losses)
@@ -148,6 +145,21 @@ class LitModule(pl.LightningModule):
         self._loss_sum += chunk.sum()
         self._batches += len(losses)
         self.steps_done += len(losses)
+
+    def _step(self, lightning_opt: LightningOptimizer, opt: Any) -> None:
+        """Clip, step the optimizer (``opt``: the torch one on the direct path, else Lightning's wrapper)
+        and a per-step schedule, on the gradients gathered so far."""
+        self._pending = 0
+        if self._direct:
+            if self.grad_clip:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            step_with_hooks(lightning_opt, opt.step)  # Lightning still counts global_step
+        else:
+            if self.grad_clip:
+                self.clip_gradients(opt, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+            opt.step()
+        if self._schedule and self._schedule["interval"] == "step":
+            self._schedule["scheduler"].step()
 
     # -- per-epoch bookkeeping ---
     def _reset_epoch(self) -> None:
@@ -170,6 +182,9 @@ class LitModule(pl.LightningModule):
         self._reset_epoch()
 
     def on_train_epoch_end(self) -> None:
+        if self._pending:  # the epoch's last, incomplete accumulation still makes a step
+            lightning_opt = cast(LightningOptimizer, self.optimizers())
+            self._step(lightning_opt, lightning_opt.optimizer if self._direct else lightning_opt)
         seconds = time.perf_counter() - self._epoch_start
         mean_loss = self._loss_sum / max(1, self._batches)
         if self.trainer.world_size > 1:  # every process's mean over its shard: the mean of all of them

@@ -101,6 +101,27 @@ def warmup_cosine(
     return {"scheduler": LambdaLR(optimizer, factor), "interval": "step"}
 
 
+def warmup_linear(
+    optimizer: Optimizer, max_epochs: int, steps_per_epoch: int, warmup_epochs: float = 1, min_lr: float = 0.0
+) -> Schedule:
+    """Linear warm-up from 0, then linear decay to ``min_lr`` at the last step (BERT's schedule, as
+    transformers' ``get_linear_schedule_with_warmup``); stepped per optimizer step."""
+    if warmup_epochs < 0 or min_lr < 0:
+        raise ValueError(f"scheduler: warmup_epochs={warmup_epochs} and min_lr={min_lr} must be >= 0")
+    total = max(1, max_epochs * steps_per_epoch)
+    warmup = min(total - 1, int(warmup_epochs * steps_per_epoch))
+    base = optimizer.param_groups[0]["lr"]
+    floor = min_lr / base if base > 0 else 0.0
+
+    def factor(i: int) -> float:
+        if i < warmup:
+            return (i + 1) / (warmup + 1)
+        progress = min(1.0, (i - warmup) / max(1, total - warmup))
+        return floor + (1 - floor) * (1 - progress)
+
+    return {"scheduler": LambdaLR(optimizer, factor), "interval": "step"}
+
+
 def onecycle(
     optimizer: Optimizer,
     max_epochs: int,

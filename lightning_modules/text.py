@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -30,7 +31,10 @@ def load_tokenizer(name: str, revision: str | None = None) -> Any:
     with its end-of-sequence token, as causal language models usually do."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=False)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=False)
+    except OSError as err:  # not found, no network: one line
+        raise ValueError(f"tokenizer of {name}: {str(err).strip().splitlines()[0]}") from None
     if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.pad_token_id is None:
@@ -42,7 +46,11 @@ def tokenizer_digest(tokenizer: Any) -> str:
     """A hash of everything that decides the token ids: the fast tokenizer's full serialisation (vocabulary,
     normaliser, pre-tokeniser, special tokens), else its vocabulary."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    text = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    if backend is not None:  # without the padding and truncation that the last call left set on it
+        state = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("padding", "truncation")}
+        text = json.dumps(state, sort_keys=True)
+    else:
+        text = repr(sorted(tokenizer.get_vocab().items()))
     extra = f"{type(tokenizer).__name__}|{tokenizer.pad_token_id}|{tokenizer.padding_side}"
     return hashlib.sha256((text + extra).encode()).hexdigest()
 

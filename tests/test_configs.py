@@ -47,6 +47,16 @@ def table_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BERT saved with its tokenizer (``model=hf``), and a text CSV beside it (``data=text``)."""
+    from tests.hf_fixtures import pretrained_bert, write_topic_csv
+
+    root = tmp_path_factory.mktemp("hf")
+    write_topic_csv(root / "texts.csv", 100)
+    return pretrained_bert(root / "bert", steps=0)
+
+
 def own_weights(overrides: list[str], folder: Path) -> Path:
     """A checkpoint of the model ``overrides`` build, freshly initialised."""
     path = folder / "init.pt"
@@ -60,7 +70,9 @@ def test_groups_are_found():
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_option_composes_and_trains_one_batch(group: str, option: str, table_file: Path, tmp_path: Path):
+def test_option_composes_and_trains_one_batch(
+    group: str, option: str, table_file: Path, hf_folder: Path, tmp_path: Path
+):
     composed = compose_cfg([f"{group}={option}"])
     if composed.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         pytest.skip("composes; training needs a GPU (tests/test_gpu.py)")
@@ -75,6 +87,10 @@ def test_option_composes_and_trains_one_batch(group: str, option: str, table_fil
         overrides = [f"{group}={option}", *context, *ONE_BATCH]
         if "data=csv" in overrides:
             overrides += [f"data.path={table_file}", "data.target=label"]
+        if "model=hf" in overrides:
+            overrides.append(f"model.pretrained={hf_folder}")
+        if "data=text" in overrides:
+            overrides += [f"data.path={hf_folder.parent / 'texts.csv'}", f"data.tokenizer={hf_folder}"]
         cfg = compose_cfg(overrides)
         if cfg.get("stage") == "finetune":  # it needs weights to start from: its own model's, untrained
             cfg = compose_cfg([*overrides, f"finetune.init_from={own_weights(overrides, tmp_path)}"])

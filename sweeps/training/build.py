@@ -198,6 +198,7 @@ def build(cfg: DictConfig, data: Data | None = None) -> Built:
         grad_clip=float(cfg.grad_clip),
         steps_per_batch=steps_per_batch,
         log_keys=(metric,),
+        accumulate=int(cfg.trainer.get("accumulate_grad_batches", 1) or 1),
     )
     module = finetune.module(plan, adapted=adapter is not None, **parts) if plan else LitModule(**parts)
     lineage = _with(plan.lineage if plan else None, hf.lineage(cfg) if hf.is_hf(cfg) else None)

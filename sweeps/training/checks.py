@@ -56,6 +56,7 @@ def check_config(cfg: DictConfig) -> None:
         ("optimizer.alpha", lambda v: 0 <= v < 1, "must be in [0, 1)"),
         ("trainer.max_epochs", lambda v: v >= 1 and v == int(v), "must be a whole number >= 1"),
         ("trainer.steps_per_batch", lambda v: v >= 1 and v == int(v), "must be a whole number >= 1"),
+        ("trainer.accumulate_grad_batches", lambda v: v >= 1 and v == int(v), "must be a whole number >= 1"),
         ("trainer.num_threads", lambda v: v >= 1 and v == int(v), "must be a whole number >= 1 (or null)"),
         ("seed", lambda v: 0 <= v < 2**32 and v == int(v), "must be a whole number in [0, 2**32)"),
         ("data.label_fraction", lambda v: 0 < v <= 1, "must be in (0, 1]"),

@@ -49,6 +49,8 @@ def make_trainer(
     lit = Lightning.of(built)
     quiet_lightning()  # again: importing the ``lightning`` package (a user's module) resets its loggers
     options = {k: v for k, v in cfg.trainer.items() if k not in OUR_TRAINER_KEYS}
+    if built.own:  # sweeplab's module accumulates gradients itself (Lightning's option needs automatic steps)
+        options.pop("accumulate_grad_batches", None)
     progress = str(cfg.trainer.get("progress", "epoch"))
     callbacks: list[Any] = lit.guards(built)
     if progress == "epoch":

@@ -67,7 +67,23 @@ def resolve(name: str, revision: str | None) -> Base:
             f"model.pretrained={shown} is neither a local folder nor in the Hugging Face cache, and "
             "HF_HUB_OFFLINE is set: give a folder saved with save_pretrained, or download it first"
         )
-    return Base(name)
+    return _download_config(name, revision, shown)
+
+
+def _download_config(name: str, revision: str | None, shown: str) -> Base:
+    """Ask the hub once, for the config alone: a wrong name or no network fails here in one line, before
+    torch loads; transformers downloads the rest."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        found = hf_hub_download(name, "config.json", revision=revision)
+    except Exception as err:  # noqa: BLE001 - any failure of the hub: the name cannot serve
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"model.pretrained={shown} is neither a local folder nor in the Hugging Face cache, and the "
+            f"hub did not give it ({redact_text(text)})"
+        ) from None
+    return Base(name, commit=Path(found).parent.name)
 
 
 def check(cfg: DictConfig) -> None:
