@@ -49,6 +49,11 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return folder / "model", write_topic_csv(folder / "train.csv", 200, seed=1)
 
 
+def hf_base(folder: Path) -> HFModel:
+    """The pretrained model in ``folder`` as model=hf loads it, for token ids of its own tokenizer."""
+    return HFModel(str(folder), num_labels=2, vocab_size=len(AutoTokenizer.from_pretrained(folder)))
+
+
 def hf_overrides(bert: tuple[Path, Path], *more: str) -> list[str]:
     model, csv = bert
     return ["model=hf", f"model.pretrained={model}", "data=text", f"data.path={csv}", *QUICK, *more]
@@ -109,14 +114,14 @@ def check_lora_run(cfg, tmp_path: Path, base: nn.Module, original: dict[str, tor
 def test_lora_on_a_pretrained_hf_model(tiny_bert: tuple[Path, Path], tmp_path: Path):
     cfg = compose_cfg([*hf_overrides(tiny_bert), "finetune.lora.r=4", "tracking=off", "checkpoint=false"])
     original = {f"hf.{k}": v for k, v in load_file(tiny_bert[0] / "model.safetensors").items()}
-    check_lora_run(cfg, tmp_path, HFModel(str(tiny_bert[0]), num_labels=2), original)
+    check_lora_run(cfg, tmp_path, hf_base(tiny_bert[0]), original)
 
 
 def test_layers_missing_from_the_checkpoint_go_with_the_adapter(tiny_bert: tuple[Path, Path]):
     """A masked-LM checkpoint has no pooler: it is initialised at random on each load, so it goes with the
     adapter (like the new classifier) for adapter + base to give the same model again."""
     masked = tiny_bert[0].parent / "masked"
-    net = HFModel(str(masked), num_labels=2)
+    net = hf_base(masked)
     head = lora.head_modules(net, [])
     assert head == ["hf.classifier"]
     assert lora.not_pretrained(net, lora.saved_names(masked), head) == ["hf.bert.pooler.dense"]
@@ -162,7 +167,7 @@ def test_lora_search_is_recorded_in_mlflow(tiny_bert: tuple[Path, Path], workdir
     exp = client.get_experiment_by_name("sweeplab")
     runs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("sweeplab.kind") == "run"]
     assert len(runs) == 4
-    base_total = sum(p.numel() for p in HFModel(str(tiny_bert[0]), num_labels=2).parameters())
+    base_total = sum(p.numel() for p in hf_base(tiny_bert[0]).parameters())
     for run in runs:
         params = run.data.params
         assert int(params["finetune.lora.r"]) in (4, 8, 16)
@@ -183,8 +188,8 @@ def test_lora_search_is_recorded_in_mlflow(tiny_bert: tuple[Path, Path], workdir
     config = json.loads((folder / "adapter_config.json").read_text())
     assert config["r"] == int(run.data.params["finetune.lora.r"])
     x = torch.randint(5, 50, (16, 24))
-    merged = HFModel(str(tiny_bert[0]), num_labels=2).eval()
+    merged = hf_base(tiny_bert[0]).eval()
     merged.load_state_dict(load_file(folder / lora_cfg.MERGED_FILE))
-    reloaded = lora.load_adapter(HFModel(str(tiny_bert[0]), num_labels=2), folder).eval()
+    reloaded = lora.load_adapter(hf_base(tiny_bert[0]), folder).eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(x), merged(x), rtol=1e-4, atol=1e-5)

@@ -166,7 +166,6 @@ def build(cfg: DictConfig, data: Data | None = None) -> Built:
         raise ConfigError("stage=finetune: fine-tuning works with module=default only")
     plan = finetune.prepare(cfg, model) if finetune.enabled(cfg) and model is not None else None
     adapter = lora.prepare(cfg, model if own else None) if lora.enabled(cfg) else None
-    model = adapter.model if adapter else model
 
     opt_node = OmegaConf.to_container(cfg.optimizer, resolve=True)
     assert isinstance(opt_node, dict)
@@ -188,7 +187,7 @@ def build(cfg: DictConfig, data: Data | None = None) -> Built:
     if isinstance(dm, ArrayDataModule):
         dm.steps_per_batch = steps_per_batch
     parts = dict(
-        model=model,
+        model=adapter.model if adapter else model,  # finetune.lora: the model with its adapters
         loss_fn=loss,
         optimizer=optimizer,
         scheduler=sched_factory,
