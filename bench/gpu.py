@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
+from bench import gpu_finetune  # noqa: E402
 from sweeps.training.build import Built, build  # noqa: E402
 from sweeps.training.fit import make_trainer, quiet_lightning  # noqa: E402
 
@@ -57,16 +58,18 @@ SMOKE = [
 PEAKS = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("A100", 312e12))
 
 
-def config(precision: str, smoke: bool, steps: int):  # noqa: ANN201
-    overrides = ["experiment=gpu_lm", f"precision={precision}", *COMMON, f"++trainer.max_steps={steps}"]
-    if smoke:
+def config(precision: str, smoke: bool, steps: int, case: list[str] | None = None):  # noqa: ANN201
+    """The language-model preset, or ``case``'s overrides (the fine-tuning case, bench/gpu_finetune.py)."""
+    overrides = [*(case or ["experiment=gpu_lm"]), f"precision={precision}", *COMMON]
+    overrides.append(f"++trainer.max_steps={steps}")
+    if smoke and case is None:
         overrides += SMOKE
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
 
 
-def prepared(precision: str, smoke: bool, steps: int) -> tuple[object, Built]:
-    cfg = config(precision, smoke, steps)
+def prepared(precision: str, smoke: bool, steps: int, case: list[str] | None = None) -> tuple[object, Built]:
+    cfg = config(precision, smoke, steps, case)
     pl.seed_everything(int(cfg.seed), verbose=False)
     return cfg, build(cfg)
 
@@ -76,9 +79,11 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def hand_loop(precision: str, smoke: bool, warmup: int, steps: int, device: torch.device) -> float:
+def hand_loop(
+    precision: str, smoke: bool, warmup: int, steps: int, device: torch.device, case: list[str] | None = None
+) -> float:
     """The reference: plain PyTorch, the same autocast (and scaler for 16-mixed). Returns seconds per step."""
-    _, built = prepared(precision, smoke, warmup + steps)
+    _, built = prepared(precision, smoke, warmup + steps, case)
     model, loss_fn = built.module.model.to(device), built.module.loss_fn.to(device)
     optimizer = built.module.optimizer_factory(model.parameters())
     dtype = AUTOCAST.get(precision)
@@ -121,9 +126,11 @@ class StepClock(pl.Callback):
             self.seconds = time.perf_counter() - self.start
 
 
-def ours(precision: str, smoke: bool, warmup: int, steps: int, device: torch.device) -> float:
+def ours(
+    precision: str, smoke: bool, warmup: int, steps: int, device: torch.device, case: list[str] | None = None
+) -> float:
     """sweeplab's training path (``sweeps.training.fit``'s Trainer and LitModule); seconds per step."""
-    cfg, built = prepared(precision, smoke, warmup + steps)
+    cfg, built = prepared(precision, smoke, warmup + steps, case)
     trainer = make_trainer(cfg, built, None)
     clock = StepClock(warmup, steps, device)
     trainer.callbacks.append(clock)
@@ -151,6 +158,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are compared")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak")
     parser.add_argument("--smoke", action="store_true", help="a tiny run on the CPU: checks the script")
+    parser.add_argument("--case", choices=("lm", "finetune", "all"), default="all", help="which to measure")
     args = parser.parse_args()
     if not torch.cuda.is_available() and not args.smoke:
         print(
@@ -164,11 +172,21 @@ def main() -> None:
     peak = args.peak_tflops * 1e12 if args.peak_tflops else next((p for k, p in PEAKS if k in name), None)
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
     torch.backends.cudnn.allow_tf32 = False
+    print(f"device: {name}; torch {torch.__version__}; Lightning {pl.__version__}")
+    if args.case != "finetune":
+        language_model(args, device, precisions, peak)
+    if args.case != "lm":
+        gpu_finetune.main(args, device, sys.modules[__name__])
+
+
+def language_model(
+    args: argparse.Namespace, device: torch.device, precisions: tuple[str, ...], peak: float | None
+) -> None:
+    """The transformer LM preset's table: tokens/s, ours against the hand loop, against fp32, MFU."""
     _, probe = prepared("32-true", args.smoke, 1)
     batch, seq_len = probe.datamodule.batch_size, probe.datamodule.input_shape[0]
     tokens = batch * seq_len
     params = sum(p.numel() for p in probe.module.model.parameters())
-    print(f"device: {name}; torch {torch.__version__}; Lightning {pl.__version__}")
     print(
         f"model: {params / 1e6:.1f}M parameters; batch {batch} x {seq_len} tokens; "
         f"{args.steps} timed steps after {args.warmup}, {args.rounds} alternating rounds, medians"

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from lightning_modules.data import ArrayDataModule
 from lightning_modules.module import LitModule
 from sweeps.support.errors import ConfigError
-from sweeps.training import datainfo, finetune, hf, usermodule
+from sweeps.training import datainfo, finetune, hf, lora, usermodule
 from sweeps.training.checks import BUILD_ERRORS, check_config, distributed
 from sweeps.training.datainfo import DataInfo
 
@@ -165,6 +165,7 @@ def build(cfg: DictConfig, data: Data | None = None) -> Built:
     if finetune.enabled(cfg) and not own:
         raise ConfigError("stage=finetune: fine-tuning works with module=default only")
     plan = finetune.prepare(cfg, model) if finetune.enabled(cfg) and model is not None else None
+    adapter = lora.prepare(cfg, model if own else None) if lora.enabled(cfg) else None
 
     opt_node = OmegaConf.to_container(cfg.optimizer, resolve=True)
     assert isinstance(opt_node, dict)
@@ -186,7 +187,7 @@ def build(cfg: DictConfig, data: Data | None = None) -> Built:
     if isinstance(dm, ArrayDataModule):
         dm.steps_per_batch = steps_per_batch
     parts = dict(
-        model=model,
+        model=adapter.model if adapter else model,  # finetune.lora: the model with its adapters
         loss_fn=loss,
         optimizer=optimizer,
         scheduler=sched_factory,
@@ -198,18 +199,17 @@ def build(cfg: DictConfig, data: Data | None = None) -> Built:
         log_keys=(metric,),
         accumulate=int(cfg.trainer.get("accumulate_grad_batches", 1) or 1),
     )
-    module = finetune.module(plan, **parts) if plan else LitModule(**parts)
-    return Built(dm, module, task, metric, mode, _lineage(cfg, plan.lineage if plan else None))
+    module = finetune.module(plan, adapted=adapter is not None, **parts) if plan else LitModule(**parts)
+    lineage = _with(plan.lineage if plan else None, hf.lineage(cfg) if hf.is_hf(cfg) else None)
+    return Built(dm, module, task, metric, mode, _with(lineage, adapter.lineage if adapter else None))
 
 
-def _lineage(cfg: DictConfig, found: dict[str, dict[str, str]] | None) -> dict[str, dict[str, str]] | None:
-    """The fine-tuning source's params and tags, plus the pretrained base model's (model=hf)."""
-    if not hf.is_hf(cfg):
-        return found
-    base = hf.lineage(cfg)
-    if found is None:
-        return base
-    return {kind: {**found.get(kind, {}), **base[kind]} for kind in ("params", "tags")}
+def _with(lineage: dict[str, dict[str, str]] | None, more: dict[str, dict[str, str]] | None) -> Any:
+    """Two lineages (params and tags: the fine-tuning source's, the base model's for model=hf, the
+    adapter's) as one; either may be None."""
+    if lineage is None or more is None:
+        return lineage or more
+    return {kind: {**lineage.get(kind, {}), **more.get(kind, {})} for kind in ("params", "tags")}
 
 
 def _user_module(cfg: DictConfig, cls: type, dm: Any, info: DataInfo, parts: tuple[Any, ...]) -> Any:

@@ -15,12 +15,17 @@ from typing import Any
 
 import torch
 
+from lightning_modules import lora
+
 EXAMPLE_ROWS = 5
 
 
-def export(built: Any, output_dir: Path | None) -> dict[str, Any]:
-    """``path`` of the saved network (CPU, eval mode), ``example`` input rows and their ``output``."""
+def export(built: Any, output_dir: Path | None, merge: bool = False) -> dict[str, Any]:
+    """``path`` of the saved network (CPU, eval mode), ``example`` input rows and their ``output``.
+    ``merge``: a network with LoRA adapters is exported with them merged into its weights (a plain model)."""
     net = copy.deepcopy(built.module.model).cpu().eval()
+    if merge and lora.is_adapted(net):
+        net = lora.merged(net).eval()
     example = built.datamodule.splits["val"][0][:EXAMPLE_ROWS].cpu()
     with torch.no_grad():
         output = net(example)

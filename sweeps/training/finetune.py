@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from lightning_modules import finetune as ft
+from lightning_modules.module import LitModule
 from sweeps.support.errors import ConfigError
 from sweeps.support.secrets import redact_text
 from sweeps.tracking import session as tracking
@@ -156,10 +157,13 @@ def prepare(cfg: DictConfig, model: nn.Module) -> Plan:
     )
 
 
-def module(plan: Plan, **kwargs: Any) -> ft.FineTuneModule:
-    """The fine-tuning LightningModule for ``plan`` (``kwargs`` are LitModule's)."""
+def module(plan: Plan, adapted: bool = False, **kwargs: Any) -> LitModule:
+    """The fine-tuning LightningModule for ``plan`` (``kwargs`` are LitModule's). ``adapted``: the model
+    carries LoRA adapters, which set what trains themselves (no blocks to freeze or scale)."""
     if plan.warmup_epochs > 0 and kwargs.get("scheduler") is not None:
         kwargs["scheduler"] = ft.with_warmup(kwargs["scheduler"], plan.warmup_epochs)
+    if adapted:
+        return LitModule(**kwargs)
     return ft.FineTuneModule(
         head=plan.head,
         lr_scale=plan.lr_scale,

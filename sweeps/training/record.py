@@ -15,7 +15,7 @@ from lightning_modules.callbacks import EpochEnd
 from sweeps.outcome import Outcome, State
 from sweeps.support.context import current_trial, deadline
 from sweeps.support.secrets import redact_text
-from sweeps.training import lr_find
+from sweeps.training import lora, lr_find
 from sweeps.training.build import Built
 from sweeps.training.callbacks import OptunaPruning, StopAtDeadline
 from sweeps.training.datasets import describe
@@ -76,7 +76,9 @@ def fit_recorded(
         if record.session.log_model and outcome.state is State.FINISHED:
             from sweeps.training.export import export
 
-            record.model(export(built, output_dir))
+            record.model(export(built, output_dir, merge=bool(lora.settings(cfg).get("merge", False))))
+        if outcome.state is State.FINISHED:  # finetune.lora: the adapter's safetensors, as artifacts
+            lora.log_adapter(cfg, built, output_dir, record)
         record.finish(outcome)
         outcome = outcome.replace(run_id=record.handle)
     if job is not None:
