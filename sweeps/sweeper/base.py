@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import HydraException
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
@@ -156,6 +156,10 @@ def finish(session: tracking.Session | None, status: str) -> None:
 def job_outcome(ret: JobReturn) -> Outcome:
     """A job's outcome from Hydra's ``JobReturn``: what the task returned, or the error it raised (Hydra's
     ``return_value`` re-raises that one). Another app's task may return any number."""
+    if ret.status is JobStatus.FAILED:
+        # Not through ``return_value``: it first writes "Error executing job with overrides: ..." to stderr,
+        # beside the line the sweep says about the failed trial itself (and the full disk's one line).
+        return Outcome.of_error(ret._return_value)
     try:
         value = ret.return_value
     except Exception as err:  # noqa: BLE001 - the job's own error, whatever it is
