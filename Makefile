@@ -41,6 +41,8 @@ bench: $(STAMP)
 	$(PY) bench/gpu.py
 	$(PY) bench/finetune.py
 	$(PY) bench/finetune.py --transformer
+	$(PY) bench/lora_lr.py
+	$(PY) bench/journal_check.py --mb 25
 
 ## The MLflow UI over the local store, on this machine only (127.0.0.1). PORT=5000 by default.
 PORT ?= 5000

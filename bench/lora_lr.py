@@ -26,8 +26,8 @@ from sweeps.training.fit import quiet_lightning, train  # noqa: E402
 from tests.hf_fixtures import pretrained_bert, write_topic_csv  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-FULL_LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
-LORA_LRS = [3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
+FULL_LRS = [3e-4, 1e-3, 3e-3, 1e-2]
+LORA_LRS = [1e-3, 3e-3, 1e-2, 3e-2]
 LORA = ["finetune.lora.r=8", "finetune.lora.target_modules=[query,value,word_embeddings]"]
 
 
