@@ -128,8 +128,8 @@ def save(cfg: DictConfig, model: Any, output_dir: Path) -> list[Path]:
 
 def log_adapter(cfg: DictConfig, built: Any, output_dir: Path | None, record: Any) -> None:
     """Save the trained adapter and log its files as artifacts of the run (under ``adapter/``)."""
-    model = built.module.model
-    if not lora.is_adapted(model):
+    model = getattr(built.module, "model", None)  # a user's own module may call its network otherwise
+    if not enabled(cfg) or model is None or not lora.is_adapted(model):
         return
     if output_dir is None:
         import tempfile
