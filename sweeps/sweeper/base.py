@@ -9,7 +9,9 @@ sweeper pins optuna<3, without pruning or resume.)
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
 import itertools
 import logging
 import sys
@@ -156,12 +158,12 @@ def finish(session: tracking.Session | None, status: str) -> None:
 def job_outcome(ret: JobReturn) -> Outcome:
     """A job's outcome from Hydra's ``JobReturn``: what the task returned, or the error it raised (Hydra's
     ``return_value`` re-raises that one). Another app's task may return any number."""
-    if ret.status is JobStatus.FAILED:
-        # Not through ``return_value``: it first writes "Error executing job with overrides: ..." to stderr,
-        # beside the line the sweep says about the failed trial itself (and the full disk's one line).
-        return Outcome.of_error(ret._return_value)
     try:
-        value = ret.return_value
+        # A failed job's ``return_value`` first writes "Error executing job with overrides: ..." to stderr,
+        # beside the line the sweep says about the failed trial itself (and a full disk's one line).
+        quiet = ret.status is JobStatus.FAILED
+        with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
+            value = ret.return_value
     except Exception as err:  # noqa: BLE001 - the job's own error, whatever it is
         return Outcome.of_error(err)
     if isinstance(value, Outcome):
