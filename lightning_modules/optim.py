@@ -8,7 +8,7 @@ Schedule factories return Lightning's scheduler dict: ``{"scheduler": ..., "inte
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -83,31 +83,15 @@ def cosine(optimizer: Optimizer, max_epochs: int, steps_per_epoch: int, min_lr: 
     return {"scheduler": sched, "interval": "epoch"}
 
 
-def warmup_cosine(
-    optimizer: Optimizer, max_epochs: int, steps_per_epoch: int, warmup_epochs: float = 2, min_lr: float = 0.0
+def _warmup_then(
+    optimizer: Optimizer,
+    max_epochs: int,
+    steps_per_epoch: int,
+    warmup_epochs: float,
+    min_lr: float,
+    decay: Callable[[float], float],
 ) -> Schedule:
-    """Linear warm-up from 0, then cosine decay to ``min_lr``; stepped per batch."""
-    total = max(1, max_epochs * steps_per_epoch)
-    warmup = min(total - 1, int(warmup_epochs * steps_per_epoch))
-    base = optimizer.param_groups[0]["lr"]
-    floor = min_lr / base if base > 0 else 0.0
-
-    def factor(i: int) -> float:
-        if i < warmup:
-            return (i + 1) / (warmup + 1)
-        progress = (i - warmup) / max(1, total - warmup)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return {"scheduler": LambdaLR(optimizer, factor), "interval": "step"}
-
-
-def warmup_linear(
-    optimizer: Optimizer, max_epochs: int, steps_per_epoch: int, warmup_epochs: float = 1, min_lr: float = 0.0
-) -> Schedule:
-    """Linear warm-up from 0, then linear decay to ``min_lr`` at the last step (BERT's schedule, as
-    transformers' ``get_linear_schedule_with_warmup``); stepped per optimizer step."""
-    if warmup_epochs < 0 or min_lr < 0:
-        raise ValueError(f"scheduler: warmup_epochs={warmup_epochs} and min_lr={min_lr} must be >= 0")
+    """Linear warm-up from 0, then ``decay(progress)`` (1 at 0, 0 at 1) down to ``min_lr``; per step."""
     total = max(1, max_epochs * steps_per_epoch)
     warmup = min(total - 1, int(warmup_epochs * steps_per_epoch))
     base = optimizer.param_groups[0]["lr"]
@@ -117,9 +101,27 @@ def warmup_linear(
         if i < warmup:
             return (i + 1) / (warmup + 1)
         progress = min(1.0, (i - warmup) / max(1, total - warmup))
-        return floor + (1 - floor) * (1 - progress)
+        return floor + (1 - floor) * decay(progress)
 
     return {"scheduler": LambdaLR(optimizer, factor), "interval": "step"}
+
+
+def warmup_cosine(
+    optimizer: Optimizer, max_epochs: int, steps_per_epoch: int, warmup_epochs: float = 2, min_lr: float = 0.0
+) -> Schedule:
+    """Linear warm-up from 0, then cosine decay to ``min_lr``; stepped per batch."""
+    cosine = lambda p: 0.5 * (1 + math.cos(math.pi * p))  # noqa: E731 - the decay's one line
+    return _warmup_then(optimizer, max_epochs, steps_per_epoch, warmup_epochs, min_lr, cosine)
+
+
+def warmup_linear(
+    optimizer: Optimizer, max_epochs: int, steps_per_epoch: int, warmup_epochs: float = 1, min_lr: float = 0.0
+) -> Schedule:
+    """Linear warm-up from 0, then linear decay to ``min_lr`` at the last step (BERT's schedule, as
+    transformers' ``get_linear_schedule_with_warmup``); stepped per optimizer step."""
+    if warmup_epochs < 0 or min_lr < 0:
+        raise ValueError(f"scheduler: warmup_epochs={warmup_epochs} and min_lr={min_lr} must be >= 0")
+    return _warmup_then(optimizer, max_epochs, steps_per_epoch, warmup_epochs, min_lr, lambda p: 1 - p)
 
 
 def onecycle(
