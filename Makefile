@@ -18,9 +18,11 @@ setup: $(STAMP)
 sweep: $(STAMP)
 	$(PY) -m sweeps.run -m optimizer=adam,sgd $(ARGS)
 
-## The whole test suite (what CI runs).
+## The whole test suite (what CI runs): two pytest workers (pytest-xdist), each test file kept on one worker
+## (its module fixtures, servers and order stay together). TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 ## The unit tests alone (under a minute): no training to the end, no subprocess, no server.
 test-fast: $(STAMP)

@@ -18,6 +18,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+# One torch thread per process, the tests' subprocesses included (they inherit it): `make test` runs two
+# pytest workers, and two workers each training on every core only wait on each other.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
