@@ -111,7 +111,7 @@ def test_bad_precision_is_one_line(workdir: Path):
     assert proc.stderr.strip() == "error: precision=fp8: allowed are 32-true, bf16-mixed, 16-mixed"
 
 
-@pytest.mark.timeout(360)  # run_cli 300, + 60
+@pytest.mark.timeout(460)  # run_cli 400, + 60
 def test_pruning_decided_on_rank_0_stops_every_rank(workdir: Path):
     # A pruner that stops every trial after its first epoch (val_acc is always below 1.1).
     args = [
@@ -125,7 +125,7 @@ def test_pruning_decided_on_rank_0_stops_every_rank(workdir: Path):
         "trainer.max_epochs=5",
         "early_stopping_patience=0",
     ]
-    proc = run_cli(args, cwd=workdir, timeout=300)
+    proc = run_cli(args, cwd=workdir, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (study,) = studies(workdir)
     (trial,) = study.get_trials()

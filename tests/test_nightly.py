@@ -55,13 +55,57 @@ def hours(seconds: float) -> str:
     return repr(seconds / 3600)
 
 
-@pytest.mark.timeout(360)  # nightly_cli 300, + 60
-def test_forty_second_night_stops_in_time_closes_everything_and_reports(workdir: Path):
-    proc = nightly_cli(["default", "--hours", hours(40), *SHORT], cwd=workdir)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def trials_of(workdir: Path, *states: TrialState) -> list:
+    """The default plan's trials in these states (none before the sweep has written its journal)."""
+    if not (workdir / "mlruns" / "optuna.journal").exists():
+        return []
+    try:
+        return load_study(workdir).get_trials(states=states)
+    except KeyError:  # the journal exists, the study is not in it yet
+        return []
+
+
+def start_logged(args: list[str], workdir: Path) -> subprocess.Popen:
+    """A night left running, its output in ``night.log`` (a pipe nobody reads could fill and block it)."""
+    with (workdir / "night.log").open("w") as log:
+        return start_cli(args, workdir, module="sweeps.nightly", stdout=log)
+
+
+def wait_for(what: str, ready, night: subprocess.Popen, workdir: Path, timeout: float = 240) -> None:
+    """Until ``ready()`` is true: an event, not a guess at how long it takes on this machine."""
+    limit = time.monotonic() + timeout
+    while not ready():
+        if night.poll() is not None or time.monotonic() > limit:
+            night.kill()
+            log = (workdir / "night.log").read_text()[-3000:]
+            raise AssertionError(f"{what}: not seen; the night's output:\n{log}")
+        time.sleep(0.5)
+
+
+def stop_night(night: subprocess.Popen, workdir: Path) -> tuple[subprocess.CompletedProcess, dt.datetime]:
+    """``python -m sweeps.nightly stop default`` beside the running night; the night's end and the stop's
+    time (naive local time, as Optuna's)."""
+    at = dt.datetime.now()
+    stop = nightly_cli(["stop", "default"], cwd=workdir, timeout=120)
+    assert stop.returncode == 0 and "stop requested" in stop.stdout, stop.stdout + stop.stderr
+    night.wait(timeout=240)
+    out = (workdir / "night.log").read_text()
+    return subprocess.CompletedProcess(night.args, night.returncode, out, ""), at
+
+
+@pytest.mark.timeout(720)  # 240 + stop 120 + 240, + 60 (and the checks)
+def test_a_night_stopped_early_starts_nothing_after_the_stop_closes_everything_and_reports(workdir: Path):
+    """The deadline rule, by events: the night runs until two trials completed, then is stopped."""
+    night = start_logged(["default", "--hours", "1", *SHORT], workdir)
+    two = lambda: len(trials_of(workdir, TrialState.COMPLETE)) >= 2  # noqa: E731
+    wait_for("two completed trials", two, night, workdir)
+    proc, stopped_at = stop_night(night, workdir)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "search: stop requested, no new trial starts" in proc.stdout, proc.stdout[-3000:]
     report = report_of(proc)
     summary = json.loads((report.parent / "summary.json").read_text())
-    until = dt.datetime.fromisoformat(summary["deadline"]).replace(tzinfo=None)
+    until = dt.datetime.fromisoformat(summary["stopped"]).replace(tzinfo=None)
+    assert stopped_at <= until < stopped_at + dt.timedelta(seconds=60)
 
     study = load_study(workdir)
     trials = study.get_trials()
@@ -70,6 +114,7 @@ def test_forty_second_night_stops_in_time_closes_everything_and_reports(workdir:
     assert not [r for r in mlflow_runs(workdir) if r.info.status == "RUNNING"]
 
     text = report.read_text()
+    assert f"stopped early at {until:%Y-%m-%d %H:%M:%S}" in text
     best = study.best_trial
     assert f"val_acc = {best.value:.4f}" in text and f"trial {best.number}" in text
     assert all(f"`{key}`" in text for key in best.params)  # the best config
@@ -81,12 +126,20 @@ def test_forty_second_night_stops_in_time_closes_everything_and_reports(workdir:
         assert (report.parent / picture).stat().st_size > 1000
         assert f"]({picture})" in text
     assert summary["tonight"]["complete"] == len(study.get_trials(states=(TrialState.COMPLETE,)))
+    assert not (workdir / "mlruns" / "nightly" / "default" / "stop").exists()  # the next night is not stopped
 
     (parent,) = [r for r in mlflow_runs(workdir) if r.data.tags.get("sweeplab.kind") == "sweep"]
     assert "## Best" in parent.data.tags["mlflow.note.content"]
     client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
     shown = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "nightly")}
     assert {"report.md", "summary.json", "optimization_history.png", "heatmap.png"} <= shown
+
+
+def test_stop_without_a_running_night_is_one_line_and_writes_nothing(workdir: Path):
+    proc = nightly_cli(["stop", "default"], cwd=workdir, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("error: plan default is not running here") and proc.stderr.count("\n") == 1
+    assert not (workdir / "mlruns" / "nightly" / "default" / "stop").exists()
 
 
 @pytest.mark.timeout(660)  # two nightly_cli 300, + 60
@@ -154,14 +207,17 @@ def test_second_copy_is_refused_and_a_killed_holder_is_taken_over(workdir: Path)
     assert (workdir / "mlruns" / "nightly" / "default" / "lock").read_text() == ""  # released
 
 
-@pytest.mark.timeout(360)  # nightly_cli 300, + 60
+@pytest.mark.timeout(720)  # 240 + stop 120 + 240, + 60 (and the checks)
 def test_trial_still_training_at_the_deadline_is_stopped_cleanly(workdir: Path):
-    # 20000 epochs take minutes: 2000 (about 29 s on a quiet machine) could end before the 35 s deadline.
+    """The deadline comes (a stop moves it to now) while a trial trains: seen training, then stopped."""
     long_trials = ["trainer.max_epochs=20000", "hydra/sweeper/pruner=none"]
-    proc = nightly_cli(["default", "--hours", hours(35), *long_trials], cwd=workdir)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    night = start_logged(["default", "--hours", "1", *long_trials], workdir)
+    training = lambda: any(t.intermediate_values for t in trials_of(workdir, TrialState.RUNNING))  # noqa: E731
+    wait_for("a trial that has trained an epoch", training, night, workdir)
+    proc, _ = stop_night(night, workdir)
+    assert proc.returncode == 0, proc.stdout[-3000:]
     summary = json.loads((report_of(proc).parent / "summary.json").read_text())
-    until = dt.datetime.fromisoformat(summary["deadline"]).replace(tzinfo=None)
+    until = dt.datetime.fromisoformat(summary["stopped"]).replace(tzinfo=None)
     study = load_study(workdir)
     (stopped,) = study.get_trials(states=(TrialState.FAIL,))
     assert stopped.user_attrs["sweeplab.stopped"] == "deadline"

@@ -26,6 +26,7 @@ from optuna.trial import TrialState, create_trial
 
 from sweeps.nightly import webhook
 from sweeps.search.study import open_study
+from sweeps.support import context
 from sweeps.sweeper.ledger import Ledger
 from sweeps.sweeper.settings import SweeplabSettings
 from tests.conftest import free_port, run_cli
@@ -66,6 +67,25 @@ def test_no_trial_starts_unless_the_median_trial_fits_before_the_deadline(
     ledger = _ledger_with_durations(tmp_path, seconds, left=100)
     ledger.n_trials = 100
     assert ledger.may_start() is fits  # the search loops ask this before each trial (sweeper/trials.py)
+
+
+def test_a_stop_file_moves_the_deadline_to_its_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """What ``python -m sweeps.nightly stop`` writes: the sweeper then starts no trial, and the training
+    callback's deadline (``context.deadline``) becomes the stop's time."""
+    ledger = _ledger_with_durations(tmp_path, [10, 20, 30], left=3600)
+    ledger.n_trials = 100
+    context.set_deadline(ledger.settings.deadline)
+    stop = tmp_path / "stop"
+    monkeypatch.setenv(context.STOP_FILE_ENV, str(stop))
+    try:
+        assert ledger.may_start() and context.deadline() == ledger.settings.deadline  # named, not written
+        at = time.time()
+        stop.write_text(f"{at}\n")
+        assert not ledger.may_start() and context.deadline() == at
+        stop.write_text(f"{at + 7200}\n")  # a stop after the deadline changes nothing
+        assert ledger.may_start() and context.deadline() == ledger.settings.deadline
+    finally:
+        context.set_deadline(None)
 
 
 class _Answers500(http.server.BaseHTTPRequestHandler):

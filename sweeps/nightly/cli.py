@@ -5,6 +5,7 @@ a morning report.
     python -m sweeps.nightly default --hours 0.25 trainer.max_epochs=5   # extra overrides for the plan
     python -m sweeps.nightly install default --at 22:00      # every night at 22:00 (crontab; or --systemd)
     python -m sweeps.nightly list | uninstall default
+    python -m sweeps.nightly stop default                    # end tonight's run now (the report follows)
 
 A run is ``python -m sweeps.run -m schedule=PLAN`` with the deadline as ``hydra.sweeper.deadline`` (the
 sweeper starts no trial that would not end before it and stops one still training then) and the study named
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sweeps.nightly import clock, schedule
+from sweeps.nightly import clock, schedule, stop
 from sweeps.nightly.lock import AlreadyRunning, PlanLock, describe
 from sweeps.search import DEFAULT_STORAGE
 from sweeps.support.errors import ConfigError
@@ -36,7 +37,7 @@ from sweeps.support.secrets import redact_override
 EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: try again later
 GRACE = 900  # seconds after the deadline before a sweep that has not ended is terminated
 PLANS = ROOT / "conf" / "schedule"
-COMMANDS = ("run", "install", "uninstall", "list")
+COMMANDS = ("run", "install", "uninstall", "list", "stop")
 
 
 def say(message: str) -> None:
@@ -106,13 +107,13 @@ def _die_with_parent() -> None:
         pass
 
 
-def sweep(command: list[str], until: dt.datetime) -> int:
+def sweep(command: list[str], until: dt.datetime, plan_dir: Path) -> int:
     """Run the sweep in its own process; SIGTERM is passed on, Ctrl-C reaches it from the terminal.
 
     The sweep stops its trials at the deadline itself; a sweep still running ``GRACE`` seconds after it
     (hung somewhere outside a training loop) is terminated, so that the morning report is always written.
     """
-    env = {**os.environ, "PYTHONPATH": python_path()}
+    env = {**os.environ, "PYTHONPATH": python_path(), **stop.environment(plan_dir)}
     proc = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)  # noqa: PLW1509 - no threads yet
     signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signum))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the sweep gets it, stops cleanly, and we still report
@@ -167,14 +168,17 @@ def tonight(args: argparse.Namespace, cfg: Any, until: dt.datetime, plan_dir: Pa
             f"hydra.sweep.dir='{sweep_dir}'",
         ],
         until,
+        plan_dir,
     )  # fmt: skip
     say(f"sweep ended with exit code {code}")
+    stopped = stop.stopped_at(plan_dir)
     night = {
         "plan": args.plan,
         "night": folder.name,
         "study": study,
         "started": started.isoformat(timespec="seconds"),
         "deadline": until.isoformat(),  # exact: a trial may start within the last second
+        "stopped": stopped,  # when `python -m sweeps.nightly stop` ended the night early, if it did
         "ended": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "exit_code": code,
         "overrides": [redact_override(o) for o in args.overrides],
@@ -227,6 +231,12 @@ def uninstall(args: argparse.Namespace) -> int:
     return 0
 
 
+def stop_now(args: argparse.Namespace) -> int:
+    plan_file(args.plan)
+    print(stop.request(args.plan, Path(args.dir).resolve() / "mlruns" / "nightly" / args.plan))
+    return 0
+
+
 def list_installed(args: argparse.Namespace) -> int:
     cron = schedule.list_cron(args.crontab_file)
     timers = schedule.list_systemd(args.systemd_dir)
@@ -270,6 +280,9 @@ def parser() -> argparse.ArgumentParser:
     where_options(uninst)
     lst = commands.add_parser("list", help="show installed plans")
     where_options(lst)
+    halt = commands.add_parser("stop", help="end a plan's running night now; its report follows")
+    halt.add_argument("plan")
+    halt.add_argument("--dir", default=".", help="the folder the night runs in (its mlruns/); default: here")
     return top
 
 
@@ -285,9 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides += extra
     try:
-        return {"run": run, "install": install, "uninstall": uninstall, "list": list_installed}[args.command](
-            args
-        )
+        commands = {"run": run, "install": install, "uninstall": uninstall, "list": list_installed}
+        return {**commands, "stop": stop_now}[args.command](args)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

@@ -174,7 +174,8 @@ def markdown(summary: dict[str, Any], images: dict[str, str] | None) -> str:
         "",
         f"Study `{s['study']}` · started {time(s['started'])} · deadline {time(s['deadline'])} · "
         f"ended {time(s['ended'])} · exit code {s['exit_code']}"
-        + (" (**the sweep broke**: see the log)" if s["exit_code"] else ""),
+        + (" (**the sweep broke**: see the log)" if s["exit_code"] else "")
+        + (f" · stopped early at {time(s['stopped'])} (`sweeps.nightly stop`)" if s.get("stopped") else ""),
         "",
         "## Best",
         "",

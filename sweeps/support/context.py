@@ -2,12 +2,19 @@
 
 Set by the sweeper (or by a trial's own process from what the sweeper passed it) and read by the training
 code. A module of its own that imports nothing heavy: grids and single runs never load Optuna for it.
+
+The deadline can move earlier while the sweep runs: ``python -m sweeps.nightly stop PLAN`` writes a Unix
+time to the file named by ``SWEEPLAB_STOP_FILE``, which the night sets for its sweep (every process of the
+sweep inherits it: trial workers and DDP ranks too).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
+
+STOP_FILE_ENV = "SWEEPLAB_STOP_FILE"
 
 
 @dataclass(frozen=True)
@@ -50,5 +57,21 @@ def set_deadline(at: float | None) -> None:
 
 
 def deadline() -> float | None:
-    """The deadline of the sweep this process runs trials for, if it has one."""
-    return _deadline
+    """The deadline of the sweep this process runs trials for, if it has one: ``hydra.sweeper.deadline``,
+    or the time in the stop file when that is earlier."""
+    stop = stop_time()
+    if stop is None or _deadline is None:
+        return _deadline
+    return min(_deadline, stop)
+
+
+def stop_time() -> float | None:
+    """The time written to the stop file (``SWEEPLAB_STOP_FILE``), if one is set and written."""
+    path = os.environ.get(STOP_FILE_ENV)
+    if not path:
+        return None
+    try:
+        with open(path) as file:
+            return float(file.read().strip())
+    except (OSError, ValueError):
+        return None
