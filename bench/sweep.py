@@ -10,6 +10,7 @@
    without pruning (same sampler and seed), as a ratio: mean +- std over several search seeds (5 by default).
 
     .venv/bin/python bench/sweep.py [--trials 6] [--rounds 3] [--pruning-trials 24] [--search-seeds 5]
+    .venv/bin/python bench/sweep.py --search-seeds 0     # the per-trial cost alone
 """
 
 from __future__ import annotations
@@ -171,7 +172,8 @@ def main() -> None:
         print(f"  bare optuna loop over sweeps.training.fit.train  {t_bare:6.3f} s/trial")
         print(f"  sweeplab sweep                            {t_ours:6.3f} s/trial")
         print(f"  fixed overhead per trial                  {t_ours - t_bare:6.3f} s (goal <= 0.3)")
-        pruning(folder, args.pruning_trials, args.search_seeds)
+        if args.search_seeds:  # 0: the per-trial cost alone (the pruning part takes most of the time)
+            pruning(folder, args.pruning_trials, args.search_seeds)
 
 
 if __name__ == "__main__":
