@@ -88,7 +88,12 @@ def stop_night(night: subprocess.Popen, workdir: Path) -> tuple[subprocess.Compl
     at = dt.datetime.now()
     stop = nightly_cli(["stop", "default"], cwd=workdir, timeout=120)
     assert stop.returncode == 0 and "stop requested" in stop.stdout, stop.stdout + stop.stderr
-    night.wait(timeout=240)
+    try:
+        night.wait(timeout=240)
+    except subprocess.TimeoutExpired:
+        night.kill()  # its sweep dies with it (PR_SET_PDEATHSIG)
+        log = (workdir / "night.log").read_text()[-3000:]
+        raise AssertionError(f"the night went on after the stop:\n{log}") from None
     out = (workdir / "night.log").read_text()
     return subprocess.CompletedProcess(night.args, night.returncode, out, ""), at
 
