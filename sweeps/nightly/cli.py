@@ -298,8 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides += extra
     try:
-        commands = {"run": run, "install": install, "uninstall": uninstall, "list": list_installed}
-        return {**commands, "stop": stop_now}[args.command](args)
+        command = {"run": run, "install": install, "uninstall": uninstall, "list": list_installed}
+        command["stop"] = stop_now
+        return command[args.command](args)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

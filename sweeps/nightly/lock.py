@@ -61,6 +61,21 @@ class PlanLock:
         self.release()
 
 
+def held(path: Path) -> bool:
+    """Whether a running process holds the lock at ``path`` (taking it for a moment, shared, says no)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock taken here
+    return False
+
+
 def _details(fd: int) -> dict[str, Any]:
     try:
         return json.loads(os.pread(fd, 4096, 0) or b"{}")

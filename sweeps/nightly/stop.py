@@ -8,12 +8,11 @@ within about a second, as at the deadline (queued to run again next night); the 
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
-import os
 import time
 from pathlib import Path
 
-from sweeps.support.context import STOP_FILE_ENV
+from sweeps.nightly.lock import held
+from sweeps.support.context import STOP_FILE_ENV, read_time
 from sweeps.support.errors import ConfigError
 
 
@@ -30,9 +29,8 @@ def environment(plan_dir: Path) -> dict[str, str]:
 def stopped_at(plan_dir: Path) -> str | None:
     """When the night was stopped early (ISO time), or None; the stop file is removed."""
     path = stop_file(plan_dir)
-    try:
-        at = float(path.read_text().strip())
-    except (OSError, ValueError):
+    at = read_time(path)
+    if at is None:
         return None
     path.unlink(missing_ok=True)
     return dt.datetime.fromtimestamp(at).astimezone().isoformat()
@@ -45,7 +43,7 @@ def request(plan: str, plan_dir: Path) -> str:
     left behind for a night that has not started.
     """
     lock = plan_dir / "lock"
-    if not lock.exists() or not _held(lock):
+    if not held(lock):
         raise ConfigError(f"plan {plan} is not running here (no night holds {lock})")
     now = time.time()
     tmp = stop_file(plan_dir).with_suffix(".tmp")
@@ -56,15 +54,3 @@ def request(plan: str, plan_dir: Path) -> str:
         f"plan {plan}: stop requested at {when:%Y-%m-%d %H:%M:%S}; no new trial starts, a running trial "
         "stops within seconds, then the report is written"
     )
-
-
-def _held(lock: Path) -> bool:
-    """Whether a running night holds the plan's kernel lock (taking it for a moment says no)."""
-    fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing drops a lock taken here
-    return False

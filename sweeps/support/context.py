@@ -59,17 +59,23 @@ def set_deadline(at: float | None) -> None:
 def deadline() -> float | None:
     """The deadline of the sweep this process runs trials for, if it has one: ``hydra.sweeper.deadline``,
     or the time in the stop file when that is earlier."""
+    return earliest(_deadline)
+
+
+def earliest(at: float | None) -> float | None:
+    """``at``, or the stop file's time when one is written and earlier (None stays None: no deadline)."""
     stop = stop_time()
-    if stop is None or _deadline is None:
-        return _deadline
-    return min(_deadline, stop)
+    return at if at is None or stop is None else min(at, stop)
 
 
 def stop_time() -> float | None:
     """The time written to the stop file (``SWEEPLAB_STOP_FILE``), if one is set and written."""
     path = os.environ.get(STOP_FILE_ENV)
-    if not path:
-        return None
+    return read_time(path) if path else None
+
+
+def read_time(path: str | os.PathLike[str]) -> float | None:
+    """The Unix time a stop file holds; None when it is missing or not (yet) a number."""
     try:
         with open(path) as file:
             return float(file.read().strip())

@@ -18,7 +18,7 @@ from sweeps.outcome import Outcome, State
 from sweeps.search import coordination
 from sweeps.search.space import format_value
 from sweeps.search.study import FINISHED, StudyRef
-from sweeps.support.context import stop_time
+from sweeps.support.context import earliest
 from sweeps.sweeper.settings import SweeplabSettings
 from sweeps.tracking.leaderboard import Row
 
@@ -104,8 +104,7 @@ class Ledger:
     def fits(self, running: int) -> bool:
         """Whether a trial started now ends before the deadline, by the median duration of the study's
         completed trials so far (all finished ones while none has completed)."""
-        stop = stop_time()  # `python -m sweeps.nightly stop` moves the deadline earlier
-        at = min(float(self.settings.deadline or 0), stop or math.inf)
+        at = earliest(float(self.settings.deadline or 0)) or 0.0  # a stop file moves it earlier
         left = at - time.time()
         trials = self.ref.trials(FINISHED)
         complete = [t for t in trials if t.state == TrialState.COMPLETE] or trials
@@ -113,7 +112,7 @@ class Ledger:
         if left > need:
             return True
         if not running and left <= 0:
-            why = "stop requested" if at == stop else "deadline reached"
+            why = "stop requested" if at < float(self.settings.deadline or 0) else "deadline reached"
             log.info("search: %s, no new trial starts", why)
         elif not running:
             log.info("search: deadline in %.0fs, a trial takes ~%.0fs: no new trial starts", left, need)
