@@ -28,9 +28,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
-## Style, types, and the layers of sweeps/ (a lower layer importing a higher one fails here).
+## Style (ruff check and ruff format), types, and the layers of sweeps/ (a lower layer importing a higher one fails here).
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
 

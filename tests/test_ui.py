@@ -180,7 +180,9 @@ def test_mlflow_compare_view_shows_the_swept_params_and_the_objective_of_each_se
             for child in children.values():  # select each child run's row
                 cell = name_cells.filter(has_text=child.info.run_name).first
                 cell.wait_for(timeout=30_000)
-                page.locator("[role=row]").filter(has=cell).first.locator("input[type=checkbox]").first.check()
+                page.locator("[role=row]").filter(has=cell).first.locator(
+                    "input[type=checkbox]"
+                ).first.check()
             page.get_by_role("button", name="Compare").first.click()
             page.get_by_text("Comparing 3 Runs").first.wait_for(timeout=60_000)
             objective = page.get_by_text("best_val_acc", exact=True).first

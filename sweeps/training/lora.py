@@ -91,8 +91,14 @@ def prepare(cfg: DictConfig, model: nn.Module | None) -> Adapted:
     alpha = float(spec.get("alpha") or 2 * r)
     adapted = lora.apply(model, r, alpha, float(spec.get("dropout") or 0.0), targets, head)
     if next(model.parameters()).device.type != "meta":
-        log.info("lora: r=%d alpha=%g on %d layers (%s); training in full: %s", r, alpha, len(targets),
-                 ", ".join(targets[:6]) + (", ..." if len(targets) > 6 else ""), ", ".join(head) or "nothing")
+        log.info(
+            "lora: r=%d alpha=%g on %d layers (%s); training in full: %s",
+            r,
+            alpha,
+            len(targets),
+            ", ".join(targets[:6]) + (", ..." if len(targets) > 6 else ""),
+            ", ".join(head) or "nothing",
+        )
     params = {"lora.targets": ",".join(targets)[:500], "lora.head": ",".join(head)}
     return Adapted(adapted, {"params": params, "tags": {"sweeplab.adapter": "lora"}})
 
