@@ -133,6 +133,8 @@ def main() -> None:
         print(f"  hand-written loop             {h:8.3f} ms/step")
         print(f"  sweeplab, per step in epochs  {e:8.3f} ms/step   ratio {e / h:.3f}")
         print(f"  sweeplab, whole fit / steps   {f:8.3f} ms/step   ratio {f / h:.3f}  (fit set-up included)")
+        rounds = " ".join(f"{x / y:.3f}" for x, y in zip(epoch_ms, hand_ms, strict=True))
+        print(f"  (each round, per step in epochs: ratio {rounds})", flush=True)
 
 
 if __name__ == "__main__":

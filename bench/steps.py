@@ -124,7 +124,9 @@ def main() -> None:
             arm_a.append(a())
             arm_b.append(b())
         ma, mb = statistics.median(arm_a), statistics.median(arm_b)
-        print(f"{name:48s} {figure(ma - mb):8.1f} µs   (medians {ma:.1f} against {mb:.1f} µs)", flush=True)
+        print(f"{name:48s} {figure(ma - mb):8.1f} µs   (medians {ma:.1f} against {mb:.1f} µs)")
+        rounds = " ".join(f"{figure(x - y):.0f}" for x, y in zip(arm_a, arm_b, strict=True))
+        print(f"{'':48s} (each round: {rounds} µs)", flush=True)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def pretrained_bert(folder: Path, steps: int = 300, n_texts: int = 2000, seed: i
         loss.backward()
         opt.step()
     if steps:
-        print(f"pretrained: masked-LM loss {float(loss):.3f} after {steps} steps")
+        print(f"pretrained: masked-LM loss {loss.item():.3f} after {steps} steps")
     torch.set_num_threads(threads)
     hf_logging.disable_progress_bar()
     model.save_pretrained(folder)  # safetensors
