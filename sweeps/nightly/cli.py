@@ -298,9 +298,14 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides += extra
     try:
-        command = {"run": run, "install": install, "uninstall": uninstall, "list": list_installed}
-        command["stop"] = stop_now
-        return command[args.command](args)
+        commands = {
+            "run": run,
+            "install": install,
+            "uninstall": uninstall,
+            "list": list_installed,
+            "stop": stop_now,
+        }
+        return commands[args.command](args)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

@@ -59,13 +59,13 @@ def set_deadline(at: float | None) -> None:
 def deadline() -> float | None:
     """The deadline of the sweep this process runs trials for, if it has one: ``hydra.sweeper.deadline``,
     or the time in the stop file when that is earlier."""
-    return earliest(_deadline)
+    return None if _deadline is None else earliest(_deadline)
 
 
-def earliest(at: float | None) -> float | None:
-    """``at``, or the stop file's time when one is written and earlier (None stays None: no deadline)."""
+def earliest(at: float) -> float:
+    """``at``, or the stop file's time when one is written and earlier."""
     stop = stop_time()
-    return at if at is None or stop is None else min(at, stop)
+    return at if stop is None else min(at, stop)
 
 
 def stop_time() -> float | None:

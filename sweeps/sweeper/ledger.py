@@ -104,7 +104,8 @@ class Ledger:
     def fits(self, running: int) -> bool:
         """Whether a trial started now ends before the deadline, by the median duration of the study's
         completed trials so far (all finished ones while none has completed)."""
-        at = earliest(float(self.settings.deadline or 0)) or 0.0  # a stop file moves it earlier
+        deadline = float(self.settings.deadline or 0)  # asked only when there is one (may_start)
+        at = earliest(deadline)  # a stop file moves it earlier
         left = at - time.time()
         trials = self.ref.trials(FINISHED)
         complete = [t for t in trials if t.state == TrialState.COMPLETE] or trials
@@ -112,7 +113,7 @@ class Ledger:
         if left > need:
             return True
         if not running and left <= 0:
-            why = "stop requested" if at < float(self.settings.deadline or 0) else "deadline reached"
+            why = "stop requested" if at < deadline else "deadline reached"
             log.info("search: %s, no new trial starts", why)
         elif not running:
             log.info("search: deadline in %.0fs, a trial takes ~%.0fs: no new trial starts", left, need)
