@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from sweeps.training.fit import quiet_lightning, train  # noqa: E402
+from sweeps.training.fit import quiet_lightning
+from sweeps.training.job import train  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 QUIET = ["trainer.progress=none", "tracking=off"]

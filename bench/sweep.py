@@ -32,7 +32,7 @@ from optuna.storages.journal import JournalFileBackend
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sweeps.training.fit import train  # noqa: E402
+from sweeps.training.job import train  # noqa: E402
 
 TRAINING = ["trainer.max_epochs=3", "checkpoint=false", "early_stopping_patience=0", "trainer.progress=none"]
 SPACE = {"lr": (1e-4, 1e-1), "optimizer.beta1": (0.8, 0.99), "optimizer.beta2": (0.9, 0.9999)}

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
 
+from sweeps.support.errors import ConfigError
 from sweeps.support.secrets import redact_text
 
 REASON_LENGTH = 500
@@ -86,6 +87,8 @@ class Outcome:
     reason: str = ""
     best: float = math.nan
     samples: dict[str, float] = field(default_factory=dict)  # repeats: each seed's (or fold's) objective
+    error: str = ""  # the type of the error that ended it, if one did
+    bad_input: bool = False  # ended by bad input (a ``ConfigError``): a command exits 2 for it
 
     @classmethod
     def of_error(cls, err: BaseException, **details: Any) -> Outcome:
@@ -93,9 +96,16 @@ class Outcome:
         not an ``Exception`` (Ctrl-C, a stop signal), FAILED otherwise."""
         if isinstance(err, EndedEarly):
             state = err.state
+            details.setdefault("epochs", getattr(err, "epoch", 0))
         else:
             state = State.FAILED if isinstance(err, Exception) else State.KILLED
-        return cls(state, reason=reason(err), **details)
+        bad = isinstance(err, ConfigError)
+        return cls(state, reason=reason(err), error=type(err).__name__, bad_input=bad, **details)
+
+    @property
+    def message(self) -> str:
+        """The reason without the error's type: what a command prints after ``error:``."""
+        return self.reason.removeprefix(f"{self.error}: ") if self.error else self.reason
 
     def __float__(self) -> float:
         """The objective, so that any Hydra sweeper can read a job's return value as a number."""

@@ -4,8 +4,9 @@ Examples:
     python -m sweeps.run                                   # the default: digits, MLP, cross-entropy, Adam
     python -m sweeps.run -m optimizer=adam,sgd lr=1e-3,1e-2  # a grid, one run per combination
 
-Hydra parses the command line and composes the config; ``sweeps.launch.job`` trains it (a single run, or a
-job that the sweeper in ``sweeps.sweeper`` planned); this module only dispatches and exits.
+Hydra parses the command line and composes the config; ``sweeps.launch.job`` delivers it to
+``sweeps.training.job.run_job`` (a single run, or a job that the sweeper in ``sweeps.sweeper`` planned); this
+module only dispatches and exits.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from lightning_modules.compat import exit_now
-from sweeps.launch.job import task
+from sweeps.launch.job import sweeplab_task, task
 from sweeps.outcome import Outcome
 from sweeps.support.secrets import redact_log_records
 
@@ -22,6 +23,7 @@ redact_log_records()  # before Hydra's launcher logs the job overrides
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@sweeplab_task
 def main(cfg: DictConfig) -> Outcome:
     return task(cfg)
 

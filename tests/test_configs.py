@@ -18,7 +18,7 @@ import torch
 from sweeps.support.errors import ConfigError
 from sweeps.training.build import build
 from sweeps.training.checks import distributed
-from sweeps.training.fit import train
+from sweeps.training.job import train
 from tests.conftest import CONF, ONE_BATCH, compose_cfg
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")

@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from sweeps.training.fit import train
+from sweeps.training.job import train
 from tests.conftest import compose_cfg, run_cli
 from tests.test_search import studies
 

@@ -13,7 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from lightning_modules import finetune as ft
 from sweeps.support.errors import ConfigError
-from sweeps.training.fit import fit, make_trainer, prepare, train
+from sweeps.training.fit import fit, make_trainer, prepare
+from sweeps.training.job import train
 from tests.conftest import compose_cfg, run_cli
 
 QUIET = ["trainer.progress=none", "tracking=off"]

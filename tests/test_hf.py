@@ -207,7 +207,8 @@ def test_causal_lm_on_json_lines_with_accumulation_checkpointing_and_bf16(tmp_pa
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from lightning_modules.text import topic_texts
-    from sweeps.training.fit import prepare, train
+    from sweeps.training.fit import prepare
+    from sweeps.training.job import train
 
     tok = topic_tokenizer()
     tok.add_special_tokens({"eos_token": "[SEP]"})

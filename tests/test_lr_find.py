@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from lightning_modules.module import NonFiniteLoss
-from sweeps.training.fit import train
+from sweeps.training.job import train
 from tests.conftest import compose_cfg, run_cli
 from tests.test_search import studies
 

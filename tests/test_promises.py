@@ -29,6 +29,7 @@ from sweeps.search.study import open_study
 from sweeps.support import context
 from sweeps.sweeper.ledger import Ledger
 from sweeps.sweeper.settings import SweeplabSettings
+from sweeps.training.context import JobContext
 from tests.conftest import free_port, run_cli
 from tests.test_ddp import runs
 from tests.test_nightly import load_study, nightly_cli, report_of
@@ -70,22 +71,19 @@ def test_no_trial_starts_unless_the_median_trial_fits_before_the_deadline(
 
 
 def test_a_stop_file_moves_the_deadline_to_its_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """What ``python -m sweeps.nightly stop`` writes: the sweeper then starts no trial, and the training
-    callback's deadline (``context.deadline``) becomes the stop's time."""
+    """What ``python -m sweeps.nightly stop`` writes: the sweeper then starts no trial, and a job's deadline
+    (``JobContext.current_deadline``, which the training callback reads) becomes the stop's time."""
     ledger = _ledger_with_durations(tmp_path, [10, 20, 30], left=3600)
     ledger.n_trials = 100
-    context.set_deadline(ledger.settings.deadline)
+    job = JobContext(tmp_path, deadline=ledger.settings.deadline)
     stop = tmp_path / "stop"
     monkeypatch.setenv(context.STOP_FILE_ENV, str(stop))
-    try:
-        assert ledger.may_start() and context.deadline() == ledger.settings.deadline  # named, not written
-        at = time.time()
-        stop.write_text(f"{at}\n")
-        assert not ledger.may_start() and context.deadline() == at
-        stop.write_text(f"{at + 7200}\n")  # a stop after the deadline changes nothing
-        assert ledger.may_start() and context.deadline() == ledger.settings.deadline
-    finally:
-        context.set_deadline(None)
+    assert ledger.may_start() and job.current_deadline() == ledger.settings.deadline  # named, not written
+    at = time.time()
+    stop.write_text(f"{at}\n")
+    assert not ledger.may_start() and job.current_deadline() == at
+    stop.write_text(f"{at + 7200}\n")  # a stop after the deadline changes nothing
+    assert ledger.may_start() and job.current_deadline() == ledger.settings.deadline
 
 
 class _Answers500(http.server.BaseHTTPRequestHandler):

@@ -8,7 +8,7 @@ import pytest
 from torch import nn
 
 from sweeps.training.build import build
-from sweeps.training.fit import train
+from sweeps.training.job import train
 from tests.conftest import compose_cfg
 
 QUIET = ["trainer.progress=none"]

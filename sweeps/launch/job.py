@@ -1,15 +1,21 @@
-"""What one ``python -m sweeps.run`` process trains: a single run, a job of a sweep in the sweeper's
-process, a DDP job in a process group of its own, or a job that a launcher (submitit) started elsewhere.
+"""How each way of starting a job delivers ``(cfg, ctx)`` to ``training.job.run_job``.
 
-Cheap checks come first and torch loads only after them (and after the tracking process was started, so
-that the two overlap): bad values fail in one line before anything heavy is imported.
+- ``python -m sweeps.run [overrides]`` (a single run): ``task`` -> ``single_run``, which opens the tracking
+  session, runs the job and turns its outcome into what the command prints and its exit code.
+- A job of a sweep in the sweeper's process: the sweeper hands Hydra's launcher a ``JobRunner`` instead of
+  the bare task function; it knows the sweep's tracking session, the current trial and the deadline.
+- A job a launcher runs elsewhere (submitit, Slurm): ``task`` in MULTIRUN mode, which attaches to the sweep
+  from what the sweeper published in the job's Hydra overrides (``submitit``).
+- A DDP rank: ``task`` with the job's spec in the environment (``ddp``). A worker process: ``workers``.
+
+A DDP job of a sweep trains in a process group of its own (``deliver``).
 """
 
 from __future__ import annotations
 
-import logging
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -18,13 +24,21 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sweeps.launch import ddp, submitit
-from sweeps.outcome import Outcome
+from sweeps.outcome import Outcome, State
 from sweeps.support.errors import ConfigError
 from sweeps.tracking import session as tracking
+from sweeps.training import seeds
 from sweeps.training.checks import check_config, distributed
-from sweeps.training.seeds import repeated
+from sweeps.training.context import JobContext, TrialHandle
+from sweeps.training.job import ERROR_FILE, run_job
 
-log = logging.getLogger("sweeplab")
+TASK_MARK = "sweeplab_task"  # set on sweeplab's own task function (``sweeps.run``)
+
+
+def sweeplab_task(function: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Marks a Hydra task function as sweeplab's: the sweeper then runs its jobs with ``run_job``."""
+    setattr(function, TASK_MARK, True)
+    return function
 
 
 def task(cfg: DictConfig) -> Outcome:
@@ -32,57 +46,69 @@ def task(cfg: DictConfig) -> Outcome:
     hc = HydraConfig.get()
     job_spec = ddp.spec()
     if job_spec is not None:  # one process of a sweep's DDP job (``ddp``)
-        sys.exit(ddp.run_rank(cfg, Path(hc.runtime.output_dir), job_spec))
-    if hc.mode == RunMode.MULTIRUN:
-        return sweep_job(cfg, hc)
+        sys.exit(ddp.run_rank(cfg, job_spec))
+    if hc.mode == RunMode.MULTIRUN:  # a job that a launcher (submitit) runs in a process of its own
+        return _job_elsewhere(cfg, hc)
     return single_run(cfg, hc)
 
 
-def _identity(hc: Any, job: int | None) -> tuple[list[str], dict[str, Any], str]:
-    """The job's overrides, its config group choices, and its run's name."""
+def context_of(hc: Any, job: int | None, **handles: Any) -> JobContext:
+    """The job's context from Hydra's runtime config: its folder, overrides, group choices and run name."""
     overrides = list(hc.overrides.task)
     choices: dict[str, Any] = OmegaConf.to_container(hc.runtime.choices)  # type: ignore[assignment]
-    return overrides, choices, tracking.run_name(job, overrides)
+    name = tracking.run_name(job, overrides)
+    return JobContext(Path(hc.runtime.output_dir), job, name, tuple(overrides), choices, **handles)
 
 
-def sweep_job(cfg: DictConfig, hc: Any) -> Outcome:
-    """One job of a sweep: its outcome, whatever happens (a failure is an outcome, not an exception)."""
-    job, output_dir = int(hc.job.num), Path(hc.runtime.output_dir)
-    overrides, choices, name = _identity(hc, job)
+def deliver(cfg: DictConfig, ctx: JobContext) -> Outcome:
+    """A job of a sweep, where it must train: a DDP trainer in a process group of its own, else here."""
     if distributed(cfg.trainer):
-        return ddp.run(overrides, output_dir, job, name, choices)
-    own = submitit.attach(cfg, hc)  # a trial in a job of its own (submitit)
-    session = tracking.active() or own
-    try:
-        if repeated(cfg):  # one configuration over several seeds or folds (``training.repeats``)
-            from sweeps.training.repeats import run_configuration
+        return ddp.run(ctx)
+    assert ctx.output_dir is not None  # a sweep's job has its folder
+    ctx.output_dir.mkdir(parents=True, exist_ok=True)
+    return run_job(cfg, ctx)
 
-            return run_configuration(cfg, output_dir, job, name, overrides, choices, session)
+
+class JobRunner:
+    """The task function Hydra's launcher calls for a sweep's jobs in the sweeper's process: it delivers
+    each job with the sweep's tracking session, the trial being run and the deadline. Another app's task
+    function (a user's ``@hydra.main`` with sweeplab's sweeper) is called as it is."""
+
+    def __init__(self, task_function: Callable[[DictConfig], Any]) -> None:
+        self.task_function = task_function
+        self.ours = bool(getattr(task_function, TASK_MARK, False))
+        self.tracker: tracking.Session | None = None
+        self.trial: TrialHandle | None = None
+        self.deadline: float | None = None
+
+    def __call__(self, cfg: DictConfig) -> Any:
+        if not self.ours:
+            return self.task_function(cfg)
+        hc = HydraConfig.get()
+        ctx = context_of(hc, int(hc.job.num), tracker=self.tracker, trial=self.trial, deadline=self.deadline)
         try:
-            check_config(cfg)
-            from sweeps.training.fit import prepare  # torch and Lightning load here
+            return deliver(cfg, ctx)
+        except BaseException as err:
+            _leave_if_preempted(err)
+            raise
 
-            built = prepare(cfg)
-            record = session.begin_run(cfg, name, job, overrides, choices) if session else None
-        except Exception as err:  # noqa: BLE001 - bad input of one job: the sweep goes on
-            failed = Outcome.of_error(err)
-            log.error("[job %d] FAILED: %s", job, failed.reason)
-            return failed
-        from sweeps.training.record import run_trial
 
-        outcome = run_trial(cfg, built, output_dir, job, record)
-        if own and record:  # the sweeper's process knows the run by its id, not by our handle
-            outcome = outcome.replace(run_id=record.run_id)
-        return outcome
+def _job_elsewhere(cfg: DictConfig, hc: Any) -> Outcome:
+    """A job a launcher started in a process of its own: joined to the sweep and its trial, then run."""
+    tracker, trial = submitit.attach(cfg, hc)
+    ctx = context_of(hc, int(hc.job.num), tracker=tracker, trial=trial)
+    try:
+        outcome = deliver(cfg, ctx)
     except BaseException as err:
-        if _preempted(err) and own:
-            own.close()  # before the hand-over: submitit's handler exits
-            own = None
+        if tracker is not None and _preempted(err):
+            tracker.close()  # before the hand-over: submitit's handler exits
+            tracker = None
         _leave_if_preempted(err)
         raise
     finally:
-        if own:
-            own.close()
+        if tracker is not None:
+            tracker.close()
+    return outcome
 
 
 def _preempted(err: BaseException) -> bool:
@@ -93,85 +119,69 @@ def _preempted(err: BaseException) -> bool:
 def _leave_if_preempted(err: BaseException) -> None:
     """Stopped by a scheduler's signal: the checkpoint is written and the run KILLED; hand over and exit."""
     if _preempted(err):
-        log.warning("%s", err)
+        print(f"{err}", file=sys.stderr)
         err.exit()  # type: ignore[attr-defined]
 
 
 def single_run(cfg: DictConfig, hc: Any) -> Outcome:
     """``python -m sweeps.run [overrides]``: train and print the result; exit 2 on bad input, 1 if it
-    diverged."""
+    failed (its traceback is in the run folder's ``error.txt``)."""
     output_dir = Path(hc.runtime.output_dir)
-    overrides, choices, name = _identity(hc, None)
-    session = None
+    first = ddp.first_process()  # DDP: the other processes do not record
+    tracker = None
     try:
         try:
-            check_config(cfg)  # cheap checks first: bad values fail before torch is even imported
-            if ddp.first_process():  # DDP: the other processes do not record
-                session = tracking.start(cfg.tracking)  # the store opens while torch loads
-            if repeated(cfg):  # several seeds or folds of one configuration (``training.repeats``)
-                return _repeated(cfg, output_dir, name, overrides, choices, session)
-            from sweeps.training.fit import prepare
-
-            built = prepare(cfg)
-            record = session.begin_run(cfg, name, None, overrides, choices) if session else None
+            check_config(cfg)  # cheap checks first: bad values fail before anything starts
+            tracker = tracking.start(cfg.tracking) if first else None  # opens while torch loads
         except ConfigError as err:
-            _refuse(output_dir, err)
-        outcome = _fit(cfg, built, output_dir, record)
-        recorded = (
-            f"recorded as MLflow run {record.run_id} in {session.shown_uri}" if session and record else ""
-        )
+            _refuse(output_dir, str(err))
+        outcome = run_job(cfg, context_of(hc, None, tracker=tracker, first_rank=first))
+    except BaseException as err:
+        _leave_if_preempted(err)
+        raise
     finally:
-        if session:
-            session.close()
-    if ddp.first_process():
+        if tracker is not None:
+            tracker.close()
+    if outcome.bad_input:
+        _refuse(output_dir, outcome.message)
+    if not first:
+        return outcome
+    repeated = seeds.repeated(cfg)
+    if repeated:  # several seeds or folds of one configuration: the mean +- its 95% interval
+        from sweeps.training.repeats import describe
+
+        print(describe(outcome))
+    elif outcome.state is State.FINISHED:
         print(
             f"{outcome.metric} ({outcome.mode}) = {outcome.value:.4f} after {outcome.epochs} epochs "
             f"in {outcome.seconds:.1f}s\n{format_metrics(outcome.metrics)}"
         )
-        if recorded:
-            print(recorded)
+    if tracker is not None and outcome.run_id:
+        print(f"recorded as MLflow run {outcome.run_id} in {tracker.shown_uri}")
+    if repeated and not outcome.complete:
+        sys.exit(1)
+    if not repeated and outcome.state is not State.FINISHED:
+        _fail(output_dir, outcome)
     return outcome
 
 
-def _repeated(
-    cfg: DictConfig, output_dir: Path, name: str, overrides: list[str], choices: dict, session: Any
-) -> Outcome:
-    """``python -m sweeps.run repeats=N`` (or ``seeds``, ``cv``): print the mean +- its 95% interval."""
-    from sweeps.training.repeats import describe, run_configuration
-
-    outcome = run_configuration(cfg, output_dir, None, name, overrides, choices, session)
-    print(describe(outcome))
-    if session and outcome.run_id:
-        print(f"recorded as MLflow run {outcome.run_id} in {session.shown_uri}")
-    if not outcome.complete:
-        sys.exit(1)
-    return outcome
+def _fail(output_dir: Path, outcome: Outcome) -> NoReturn:
+    """A run that failed: one line (a diverged run says so), where its traceback is, exit code 1."""
+    said = f"training diverged: {outcome.message}" if outcome.error == "NonFiniteLoss" else outcome.reason
+    where = output_dir / ERROR_FILE
+    more = f" (details in {where})" if where.exists() and outcome.error != "NonFiniteLoss" else ""
+    print(f"error: {said}{more}", file=sys.stderr)
+    sys.exit(1)
 
 
-def _fit(cfg: DictConfig, built: Any, output_dir: Path, record: Any) -> Outcome:
-    from lightning_modules.module import NonFiniteLoss
-    from sweeps.training.record import fit_recorded
-
-    try:
-        return fit_recorded(cfg, built, output_dir, None, record)
-    except NonFiniteLoss as err:  # diverged: not a bug, so one line rather than a traceback
-        print(f"error: training diverged: {err}", file=sys.stderr)
-        sys.exit(1)
-    except ConfigError as err:  # found in training (a user module's objective is not logged): run FAILED
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
-    except BaseException as err:
-        _leave_if_preempted(err)
-        raise
-
-
-def _refuse(output_dir: Path, err: ConfigError) -> NoReturn:
+def _refuse(output_dir: Path, message: str) -> NoReturn:
     """Bad input: one line, exit code 2, and no run folder left behind (Hydra made it before we could
     check anything)."""
+    (output_dir / ERROR_FILE).unlink(missing_ok=True)
     if output_dir.is_dir() and all(p.suffix == ".log" for p in output_dir.iterdir()):
         shutil.rmtree(output_dir, ignore_errors=True)
-    print(f"error: {err}", file=sys.stderr)
-    sys.exit(err.exit_code)
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(ConfigError.exit_code)
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

@@ -14,8 +14,8 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict, read_write
 
-from sweeps.support.context import Trial, current_trial, set_trial
 from sweeps.tracking import session as tracking
+from sweeps.training.context import TrialHandle
 
 
 def publish(config: DictConfig, **values: Any) -> None:
@@ -34,29 +34,23 @@ def override(key: str, value: Any) -> str:
     return f"++hydra.sweeper.sweeplab_{key}='{text}'"
 
 
-def attach(cfg: DictConfig, hydra_cfg: Any) -> tracking.Session | None:
-    """In a job of its own: open a tracking session joined to the sweep, and set the current trial.
-
-    Returns the session (the caller closes it), or None where the sweeper's process runs this job (it has
-    both already) or nothing was published.
-    """
-    if tracking.active() is not None or current_trial() is not None:
-        return None
+def attach(cfg: DictConfig, hydra_cfg: Any) -> tuple[tracking.Session | None, TrialHandle | None]:
+    """In a job of its own: a tracking session joined to the sweep (the caller closes it) and the job's
+    Optuna trial, from what the sweeper published; (None, None) where it published nothing."""
     sweeper = hydra_cfg.sweeper
+    trial = None
     study_name = sweeper.get("sweeplab_study")
     if study_name:
         import optuna
 
-        from sweeps.search.study import load
-
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        ref = load(study_name, sweeper.get("storage"))
         number = sweeper.get("sweeplab_trial")
-        set_trial(Trial(ref.trial(int(hydra_cfg.job.num if number is None else number)), study_name))
+        number = int(hydra_cfg.job.num if number is None else number)
+        trial = TrialHandle.load({"study": study_name, "storage": sweeper.get("storage"), "number": number})
     sweep_id = sweeper.get("sweeplab_sweep_id")
     if not sweep_id or not cfg.get("tracking") or not cfg.tracking.get("enabled"):
-        return None
+        return None, trial
     session = tracking.start(cfg.tracking)
     if session is not None:
         session.join_sweep(sweep_id)
-    return session
+    return session, trial

@@ -13,7 +13,6 @@ import logging
 import subprocess
 import sys
 from multiprocessing.connection import Connection, wait
-from pathlib import Path
 from typing import Any
 
 from sweeps.outcome import Outcome, State
@@ -83,56 +82,21 @@ class Workers:
                     proc.kill()
 
 
-def _trial(setup: dict[str, Any], session: Any, ref: Any, job: dict[str, Any]) -> Outcome:
-    """One trial in this worker: a DDP trainer in a process group of its own, anything else here."""
-    from omegaconf import OmegaConf
-
-    from sweeps.launch import ddp
-    from sweeps.support.context import Trial, set_trial
-    from sweeps.training.checks import distributed
-    from sweeps.training.fit import prepare
-    from sweeps.training.record import run_trial
-    from sweeps.training.seeds import repeated
-
-    number = int(job["number"])
-    set_trial(Trial(ref.trial(number), setup["study"], setup["storage"], setup["pruner"]))
-    cfg = OmegaConf.create(job["config"])
-    output_dir = Path(job["output_dir"])
-    output_dir.mkdir(parents=True, exist_ok=True)
-    record = None
-    try:
-        if repeated(cfg):  # one configuration over several seeds or folds (``training.repeats``)
-            from sweeps.training.repeats import run_configuration
-
-            name, overrides, choices = job["name"], job["overrides"], job["choices"]
-            return run_configuration(cfg, output_dir, number, name, overrides, choices, session)
-        if distributed(cfg.trainer):  # DDP: the trial's own process group (``ddp``)
-            return ddp.run(job["overrides"], output_dir, number, job["name"], job["choices"])
-        built = prepare(cfg)
-        if session is not None:
-            record = session.begin_run(cfg, job["name"], number, job["overrides"], job["choices"])
-        outcome = run_trial(cfg, built, output_dir, number, record)
-    except Exception as err:  # noqa: BLE001 - the trial failed; the worker goes on
-        outcome = Outcome.of_error(err)
-    finally:
-        set_trial(None)
-    return outcome.replace(run_id=record.run_id) if record is not None else outcome
-
-
 def run_worker(conn: Connection) -> None:
-    """The worker: set up once, then run each trial it is sent until the sweeper closes the connection."""
+    """The worker: set up once (tracking joined to the sweep, the study), then run each job it is sent
+    until the sweeper closes the connection."""
     from omegaconf import OmegaConf
 
+    from sweeps.launch.job import deliver
     from sweeps.search.study import load
-    from sweeps.support.context import set_deadline
     from sweeps.tracking import session as tracking
+    from sweeps.training.context import JobContext, TrialHandle
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     setup = conn.recv()
-    set_deadline(setup.get("deadline"))
-    session = tracking.start(OmegaConf.create(setup["tracking"]))
-    if session is not None and setup.get("sweep_id"):
-        session.join_sweep(setup["sweep_id"])
+    tracker = tracking.start(OmegaConf.create(setup["tracking"]))
+    if tracker is not None and setup.get("sweep_id"):
+        tracker.join_sweep(setup["sweep_id"])
     ref = load(setup["study"], setup["storage"], setup["pruner"])
     try:
         while True:
@@ -140,10 +104,12 @@ def run_worker(conn: Connection) -> None:
                 job = conn.recv()
             except (EOFError, OSError):
                 return
-            conn.send(_trial(setup, session, ref, job))
+            cfg = OmegaConf.create(job.pop("config"))
+            trial = TrialHandle(ref.trial(int(job["job"])), ref.name, setup["storage"], setup["pruner"])
+            conn.send(deliver(cfg, JobContext.from_spec(job, tracker=tracker, trial=trial)))
     finally:
-        if session is not None:
-            session.close()
+        if tracker is not None:
+            tracker.close()
 
 
 if __name__ == "__main__":

@@ -68,18 +68,14 @@ class Heartbeat:
                     log.warning("search: no heartbeat for trial %d: %s", trial_id, type(err).__name__)
 
 
-_heartbeats: dict[int, Heartbeat] = {}
-_last_stale_check: dict[str, float] = {}
-
-
 def heartbeat_for(ref: StudyRef) -> Heartbeat | None:
     """This process's heartbeat thread for the study's storage (None where heartbeats are off)."""
     interval = ref.heartbeat_interval
     if not interval:
         return None
-    if id(ref.storage) not in _heartbeats:
-        _heartbeats[id(ref.storage)] = Heartbeat(ref.storage, interval)
-    return _heartbeats[id(ref.storage)]
+    if ref.heartbeat is None:
+        ref.heartbeat = Heartbeat(ref.storage, interval)
+    return ref.heartbeat
 
 
 def claim(ref: StudyRef, trial: optuna.Trial) -> None:
@@ -93,7 +89,7 @@ def claim(ref: StudyRef, trial: optuna.Trial) -> None:
 
 def release(ref: StudyRef, number: int) -> None:
     """The trial was told: no more heartbeats for it."""
-    beat = _heartbeats.get(id(ref.storage))
+    beat = ref.heartbeat
     if beat:
         beat.discard(ref.trial_id(number))
     ref.trial_ids.pop(number, None)
@@ -176,9 +172,9 @@ def _ask(
     # Heartbeats are read at most once a heartbeat interval (or when no slot is free): a trial becomes
     # stale only after a grace period of several intervals anyway.
     now, interval = time.monotonic(), float(ref.heartbeat_interval or 2.0)
-    beats = finished + len(running) >= n_trials or now - _last_stale_check.get(name, 0) > interval
+    beats = finished + len(running) >= n_trials or now - ref.stale_checked > interval
     if beats:
-        _last_stale_check[name] = now
+        ref.stale_checked = now
     stale = recover_stale(ref, running, beats)
     if stale:
         finished, running = _states(ref)

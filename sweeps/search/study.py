@@ -64,6 +64,8 @@ class StudyRef:
     url: str
     requeue: RequeueStale = field(default_factory=RequeueStale)
     trial_ids: dict[int, int] = field(default_factory=dict)
+    heartbeat: Any = None  # this process's heartbeat thread for its trials (``coordination.Heartbeat``)
+    stale_checked: float = 0.0  # when this process last read the study's heartbeats (``time.monotonic``)
 
     def __post_init__(self) -> None:
         self.study_id = self.storage.get_study_id_from_name(self.study.study_name)

@@ -27,6 +27,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from sweeps.launch import submitit
+from sweeps.launch.job import JobRunner
 from sweeps.outcome import Outcome, State
 from sweeps.support.errors import ConfigError
 from sweeps.support.secrets import redact, redact_override
@@ -49,8 +50,15 @@ class Sweep:
         self.settings = settings
         self.hydra_context = hydra_context
         self.config = config
+        # Hydra's basic launcher runs jobs in this process: through ``runner``, which gives each job its
+        # context. Any other launcher pickles the task function for a process of its own (``submitit``).
+        target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
+        self.in_process = target.endswith(".BasicLauncher")
+        self.runner = JobRunner(task_function)
         self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config
+            hydra_context=hydra_context,
+            task_function=self.runner if self.in_process else task_function,
+            config=config,
         )
 
     def parser(self) -> OverridesParser:
@@ -72,7 +80,7 @@ class Sweep:
     def job_config(self, overrides: list[str]) -> DictConfig:
         return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
 
-    def check(self, jobs: list[list[str]]) -> tuple[str, str]:
+    def check(self, jobs: list[list[str]], tracker: tracking.Session | None = None) -> tuple[str, str]:
         """Every job's config, checked before any trains (raises ConfigError naming the job).
 
         Returns the objective (metric, mode) of the first job.
@@ -83,7 +91,7 @@ class Sweep:
         objectives = []
         for overrides in jobs:
             try:
-                objectives.append(validate(self.job_config(overrides), cache))
+                objectives.append(validate(self.job_config(overrides), cache, tracker))
             except ConfigError as err:
                 where = f" (job {' '.join(redact_override(o) for o in overrides)})" if len(jobs) > 1 else ""
                 raise ConfigError(f"{err}{where}") from err
@@ -116,6 +124,7 @@ class Sweep:
             else:
                 session.start_sweep(name, arguments, sweep_dir)
             submitit.publish(self.config, sweep_id=session.sweep_id)  # for jobs run elsewhere (submitit)
+        self.runner.tracker = session
         return session, prepared, sweep_dir
 
     def open(
@@ -127,7 +136,7 @@ class Sweep:
             ours = "data" in self.config and "trainer" in self.config  # sweeplab's config, not another app's
             session = tracking.start(self.config.tracking) if "tracking" in self.config else None
             validate = ours and self.settings.validate_all
-            objective = self.check(jobs) if validate else ("objective", self.settings.mode())
+            objective = self.check(jobs, session) if validate else ("objective", self.settings.mode())
             prepared = prepare(objective) if prepare else None
             if session:
                 session.ready()

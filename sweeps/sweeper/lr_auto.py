@@ -49,7 +49,13 @@ def suggestions(sweep: Sweep, space: Space, names: list[str]) -> dict[str, float
     for name in names:
         cfg = sweep.job_config([*space.fixed, f"optimizer={name}"])
         options = cfg.lr_find
-        curve = range_test(prepare(cfg), options.min_lr, options.max_lr, options.steps, options.stop_factor)
+        curve = range_test(
+            prepare(cfg, sweep.runner.tracker),
+            options.min_lr,
+            options.max_lr,
+            options.steps,
+            options.stop_factor,
+        )
         found[name] = curve.suggestion
         log.info("lr=auto: the range test suggests lr %.3g for %s", curve.suggestion, name)
     return found

@@ -18,7 +18,6 @@ from sweeps.search import coordination
 from sweeps.search.retry import DatabaseAway
 from sweeps.search.space import Space, parse_space, probes, study_name
 from sweeps.search.study import StudyRef, make, open_study
-from sweeps.support.context import set_deadline
 from sweeps.support.errors import ConfigError
 from sweeps.support.secrets import redact_text
 from sweeps.sweeper import lr_auto, trials
@@ -114,13 +113,13 @@ def ledger_for(search: Search) -> Ledger:
     return ledger
 
 
-def run_trials(search: Search, ledger: Ledger) -> list[JobReturn]:
-    """This process's trials, in the way the settings and the launcher ask for."""
+def executor(search: Search, ledger: Ledger) -> trials.Executor:
+    """Where this process's trials run, as the settings and the launcher ask."""
     sweep, settings = search.sweep, search.sweep.settings
-    if settings.n_jobs > 1 and type(sweep.launcher).__name__ != "BasicLauncher":
-        return trials.through_launcher(sweep, search.space, ledger, settings.n_jobs)
+    if settings.n_jobs > 1 and not sweep.in_process:
+        return trials.ThroughLauncher(sweep, search.space, settings.n_jobs)
     if settings.n_jobs == 1:
-        return trials.in_process(sweep, search.space, ledger)
+        return trials.InProcess(sweep, search.space, ledger)
     session = search.session
     setup = {
         "tracking": OmegaConf.to_container(sweep.config.tracking, resolve=True),
@@ -128,10 +127,8 @@ def run_trials(search: Search, ledger: Ledger) -> list[JobReturn]:
         "study": search.name,
         "storage": settings.storage_url,
         "pruner": settings.pruner,
-        "deadline": settings.deadline,
     }
-    trials.in_workers(sweep, search.space, ledger, search.devices, setup)
-    return []
+    return trials.InWorkers(sweep, search.space, search.devices, setup)
 
 
 def run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
@@ -159,7 +156,7 @@ def _run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
         sweep_dir,
     )
     ledger = ledger_for(search)
-    set_deadline(settings.deadline)  # read by the trials' StopAtDeadline callback
+    sweep.runner.deadline = settings.deadline  # each trial stops there (``StopAtDeadline``)
     submitit.publish(sweep.config, study=search.name)  # for trials run elsewhere (submitit)
     closing = True  # whether this process reports on and closes the parent run
     status = "KILLED"
@@ -169,7 +166,7 @@ def _run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
             status = "FAILED"  # a range test that finds no lr refuses the search
             auto_lr(search)
             status = "KILLED"
-        results = run_trials(search, ledger)
+        results = trials.run(ledger, search.space, executor(search, ledger))
         record_stop(search, ledger)
         rows = ledger.rows
         if session:

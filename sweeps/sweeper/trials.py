@@ -1,11 +1,14 @@
-"""The three ways a search runs its trials: one at a time in this process, batches through a launcher
-that runs them elsewhere (submitit), or a pool of worker processes (``n_jobs`` > 1)."""
+"""The search's one ask -> run -> tell loop (``run``), and the executors it runs trials with: in this
+process through Hydra's launcher, in batches through a launcher that runs them elsewhere (submitit, Slurm),
+or in a pool of worker processes (``n_jobs`` > 1). An executor only starts trials and hands back their
+outcomes; asking, telling and stopping are the loop's (and the ``Ledger``'s)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 from hydra.core.utils import JobReturn
@@ -13,108 +16,163 @@ from omegaconf import OmegaConf, open_dict
 
 from sweeps.launch import submitit
 from sweeps.launch.workers import Workers
+from sweeps.outcome import Outcome
 from sweeps.search.space import Space
-from sweeps.support.context import Trial, set_trial
 from sweeps.sweeper.base import Sweep, job_outcome
 from sweeps.sweeper.ledger import Ledger
 from sweeps.tracking.session import run_name
+from sweeps.training.context import JobContext, TrialHandle
+
+log = logging.getLogger("sweeplab")
+Done = tuple[int, Outcome, JobReturn | None]  # a trial's number, its outcome, Hydra's return if any
 
 
-def in_process(sweep: Sweep, space: Space, ledger: Ledger) -> list[JobReturn]:
-    """One trial at a time, in this process, through Hydra's launcher."""
+class Executor(Protocol):
+    slots: int  # how many trials may run at once
+
+    def submit(self, trial: optuna.Trial) -> None: ...
+
+    def wait(self) -> list[Done]:
+        """Block until at least one submitted trial has ended; those that have."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def run(ledger: Ledger, space: Space, executor: Executor) -> list[JobReturn]:
+    """Ask for trials while the ledger allows and the executor has room, run them, tell each outcome as it
+    comes. Interrupted, the trials still running are failed and queued again for the next run."""
+    running: dict[int, tuple[optuna.Trial, float]] = {}
     results: list[JobReturn] = []
-    settings = sweep.settings
-    while ledger.may_start():
-        trial = ledger.next_trial(space.distributions)
-        if trial is None:
-            break
-        set_trial(Trial(trial, ledger.ref.name, settings.storage_url, settings.pruner))
-        began = time.monotonic()
+    try:
+        while True:
+            while len(running) < executor.slots and ledger.may_start(len(running)):
+                trial = ledger.next_trial(space.distributions, wait=not running)
+                if trial is None:
+                    break
+                executor.submit(trial)
+                running[trial.number] = (trial, time.monotonic())
+            if not running:
+                return results
+            try:
+                done = executor.wait()
+            except BaseException:
+                _abandon(ledger, [trial for trial, _ in running.values()])
+                raise
+            for number, outcome, ret in done:
+                trial, began = running.pop(number)
+                if ledger.sync_runs and outcome.run_id:
+                    ledger.sync_runs([outcome.run_id])  # its MLflow run is closed before Optuna hears of it
+                ledger.settle(trial, outcome, began)
+                if ret is not None:
+                    results.append(ret)
+    finally:
+        executor.close()
+
+
+def _abandon(ledger: Ledger, trials: list[optuna.Trial]) -> None:
+    """Interrupted: the running trials failed and queued again (the next run of this command retries them);
+    a storage that cannot say so leaves them to the stale-trial recovery of the next run."""
+    try:
+        ledger.abandon(trials)
+    except Exception as err:  # noqa: BLE001 - going down already: the original error is the one to show
+        log.warning("search: could not queue the interrupted trials again: %s", err)
+
+
+class InProcess:
+    """One trial at a time, in this process, through Hydra's launcher (its task function is the sweep's
+    ``JobRunner``, which hands the trial to the job)."""
+
+    slots = 1
+
+    def __init__(self, sweep: Sweep, space: Space, ledger: Ledger) -> None:
+        self.sweep, self.space, self.ledger = sweep, space, ledger
+        self.pending: optuna.Trial | None = None
+
+    def submit(self, trial: optuna.Trial) -> None:
+        self.pending = trial
+
+    def wait(self) -> list[Done]:
+        trial, self.pending = self.pending, None
+        assert trial is not None
+        settings, runner = self.sweep.settings, self.sweep.runner
+        runner.trial = TrialHandle(trial, self.ledger.ref.name, settings.storage_url, settings.pruner)
         try:
-            ret = sweep.launcher.launch([space.overrides(trial.params)], initial_job_idx=trial.number)[0]
-        except BaseException:
-            ledger.abandon([trial])  # interrupted: the next run of this command retries it
-            raise
+            ret = self.sweep.launcher.launch(
+                [self.space.overrides(trial.params)], initial_job_idx=trial.number
+            )[0]
         finally:
-            set_trial(None)
-        outcome = job_outcome(ret)
-        if ledger.sync_runs and outcome.run_id:
-            ledger.sync_runs([outcome.run_id])  # its MLflow run is closed before Optuna hears of it
-        ledger.settle(trial, outcome, began)
-        results.append(ret)
-    return results
+            runner.trial = None
+        return [(trial.number, job_outcome(ret), ret)]
+
+    def close(self) -> None:
+        pass
 
 
-def through_launcher(sweep: Sweep, space: Space, ledger: Ledger, n_jobs: int) -> list[JobReturn]:
-    """Batches of ``n_jobs`` trials through a launcher that runs them elsewhere (``hydra/launcher=
+class ThroughLauncher:
+    """Batches of ``slots`` trials through a launcher that runs them elsewhere (``hydra/launcher=
     submitit_local`` or ``slurm``: local processes or Slurm jobs). Hydra's launcher API returns when the
-    whole batch is done, so the next batch starts then. Each job is told its trial number and writes to
-    the trial's folder (the numbers in a batch need not follow each other when workers share the study)."""
-    results: list[JobReturn] = []
-    while ledger.may_start():
-        batch: list[optuna.Trial] = []
-        while len(batch) < n_jobs and ledger.may_start(len(batch)):
-            trial = ledger.next_trial(space.distributions, wait=not batch)
-            if trial is None:
-                break
-            batch.append(trial)
-        if not batch:
-            break
+    whole batch is done. Each job is told its trial number and writes to the trial's folder (the numbers in
+    a batch need not follow each other when workers share the study)."""
+
+    def __init__(self, sweep: Sweep, space: Space, slots: int) -> None:
+        self.sweep, self.space, self.slots = sweep, space, slots
+        self.batch: list[optuna.Trial] = []
+
+    def submit(self, trial: optuna.Trial) -> None:
+        self.batch.append(trial)
+
+    def wait(self) -> list[Done]:
+        batch, self.batch = self.batch, []
         jobs = [
             [
-                *space.overrides(t.params),
+                *self.space.overrides(t.params),
                 submitit.override("trial", t.number),
                 f"hydra.sweep.subdir={t.number}",
             ]
             for t in batch
         ]
-        began = time.monotonic()
-        try:
-            returns = sweep.launcher.launch(jobs, initial_job_idx=batch[0].number)
-        except BaseException:
-            ledger.abandon(batch)  # interrupted: the next run of this command retries them
-            raise
-        for trial, ret in zip(batch, returns, strict=True):
-            ledger.settle(trial, job_outcome(ret), began)
-            results.append(ret)
-    return results
+        returns = self.sweep.launcher.launch(jobs, initial_job_idx=batch[0].number)
+        return [(t.number, job_outcome(ret), ret) for t, ret in zip(batch, returns, strict=True)]
+
+    def close(self) -> None:
+        pass
 
 
-def _job(sweep: Sweep, space: Space, trial: optuna.Trial) -> dict[str, Any]:
-    """What a worker needs to run ``trial``: its composed config (without Hydra's part) and names."""
-    overrides = space.overrides(trial.params)
-    job_cfg = sweep.job_config(overrides)
-    choices = OmegaConf.to_container(job_cfg.hydra.runtime.choices) if "hydra" in job_cfg else {}
-    with open_dict(job_cfg):
-        del job_cfg["hydra"]
-    return {
-        "number": trial.number,
-        "config": OmegaConf.to_container(job_cfg, resolve=True),
-        "output_dir": str(Path(sweep.config.hydra.sweep.dir) / str(trial.number)),
-        "overrides": overrides,
-        "choices": choices,
-        "name": run_name(trial.number, overrides),
-    }
+class InWorkers:
+    """A trial per worker process at once (``devices``: each worker's GPUs); each gets the trial's composed
+    config and its job context as plain data."""
 
+    def __init__(self, sweep: Sweep, space: Space, devices: list[str | None], setup: dict[str, Any]) -> None:
+        self.sweep, self.space = sweep, space
+        self.workers = Workers(len(devices), setup, devices)
+        self.slots = len(devices)
+        self.on: dict[int, int] = {}  # worker -> the trial it runs
 
-def in_workers(sweep: Sweep, space: Space, ledger: Ledger, devices: list[str | None], setup: dict) -> None:
-    """A trial per worker at once (``devices``: each worker's GPUs); a new one starts as soon as any ends."""
-    workers = Workers(len(devices), setup, devices)
-    running: dict[int, tuple[optuna.Trial, float]] = {}
-    try:
-        while True:
-            for i in workers.idle():
-                if not ledger.may_start(len(running)):
-                    break
-                trial = ledger.next_trial(space.distributions, wait=not running)
-                if trial is None:
-                    break
-                workers.submit(i, _job(sweep, space, trial))
-                running[i] = (trial, time.monotonic())
-            if not running:
-                return
-            for i, outcome in workers.wait():
-                trial, began = running.pop(i)
-                ledger.settle(trial, outcome, began)
-    finally:
-        workers.close()
+    def submit(self, trial: optuna.Trial) -> None:
+        worker = self.workers.idle()[0]
+        self.workers.submit(worker, self._job(trial))
+        self.on[worker] = trial.number
+
+    def wait(self) -> list[Done]:
+        return [(self.on.pop(worker), outcome, None) for worker, outcome in self.workers.wait()]
+
+    def close(self) -> None:
+        self.workers.close()
+
+    def _job(self, trial: optuna.Trial) -> dict[str, Any]:
+        """What a worker needs to run ``trial``: its composed config (without Hydra's part) and context."""
+        overrides = self.space.overrides(trial.params)
+        job_cfg = self.sweep.job_config(overrides)
+        choices = OmegaConf.to_container(job_cfg.hydra.runtime.choices) if "hydra" in job_cfg else {}
+        with open_dict(job_cfg):
+            del job_cfg["hydra"]
+        ctx = JobContext(
+            output_dir=Path(self.sweep.config.hydra.sweep.dir) / str(trial.number),
+            job=trial.number,
+            name=run_name(trial.number, overrides),
+            overrides=tuple(overrides),
+            choices=choices,  # type: ignore[arg-type]
+            deadline=self.sweep.runner.deadline,
+        )
+        return {**ctx.spec(), "config": OmegaConf.to_container(job_cfg, resolve=True)}

@@ -18,12 +18,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sweeps.outcome import Outcome, State
-from sweeps.support.context import current_trial
 from sweeps.support.errors import ConfigError
 from sweeps.support.processes import holders, process_start, spawn
 from sweeps.support.secrets import redact, redact_override, redact_text
 
-_active: Session | None = None
 OUTER = "SWEEPLAB_PARENT_RUN"  # a run id: this command's runs nest under it (``python -m sweeps.benchmark``)
 
 
@@ -106,7 +104,6 @@ class Session:
     def close(self) -> str | None:
         """Wait for every queued write, then stop the tracking process. Returns the first write the store
         refused for want of space (a full disk), if any: the caller decides what that means."""
-        global _active
         full = None
         try:
             self._send("close", reply=True)
@@ -117,8 +114,6 @@ class Session:
         self.process.terminate()
         self.process.wait(timeout=10)
         self.conn.close()
-        if _active is self:
-            _active = None
         return full
 
     # -- sweeps ---
@@ -184,16 +179,9 @@ class Session:
 
 def start(tracking: DictConfig) -> Session | None:
     """Start the tracking process for this command (None when tracking is off)."""
-    global _active
     if not tracking.get("enabled", False):
         return None
-    _active = Session(tracking)
-    return _active
-
-
-def active() -> Session | None:
-    """The session a sweeper started in this process, if any."""
-    return _active
+    return Session(tracking)
 
 
 class RunRecord:
@@ -226,9 +214,6 @@ class RunRecord:
             tags["sweeplab.job"] = str(job)
         if os.environ.get("CUDA_VISIBLE_DEVICES"):  # the GPUs the sweep gave this trial (``launch.gpus``)
             tags["sweeplab.cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
-        trial = current_trial()
-        if trial:
-            tags.update({"sweeplab.trial": str(trial.trial.number), "sweeplab.study": trial.study})
         tags.update(extra_tags or {})
         self.handle = session.new_run(name, tags, parent=parent or session.parent or session.outer)
         resolved = redact(OmegaConf.to_container(cfg, resolve=True))

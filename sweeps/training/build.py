@@ -142,7 +142,7 @@ def _target_func(group: str, node: Any) -> Callable[..., Any]:
         raise ConfigError(f"{group}._target_: {str(err).splitlines()[0]}") from err
 
 
-def build(cfg: DictConfig, data: Data | None = None) -> Built:
+def build(cfg: DictConfig, data: Data | None = None, tracker: Any = None) -> Built:
     """Data, loss, model, optimizer and schedule for one run, checked against each other; then the module
     (``module`` group: sweeplab's own, or the user's, which receives them as partials and objects)."""
     dm, info = data or build_datamodule(cfg)
@@ -164,7 +164,7 @@ def build(cfg: DictConfig, data: Data | None = None) -> Built:
         model = make("model", cfg.model, **context)
     if finetune.enabled(cfg) and not own:
         raise ConfigError("stage=finetune: fine-tuning works with module=default only")
-    plan = finetune.prepare(cfg, model) if finetune.enabled(cfg) and model is not None else None
+    plan = finetune.prepare(cfg, model, tracker) if finetune.enabled(cfg) and model is not None else None
     adapter = lora.prepare(cfg, model if own else None) if lora.enabled(cfg) else None
 
     opt_node = OmegaConf.to_container(cfg.optimizer, resolve=True)
@@ -248,7 +248,9 @@ def _dry_run(optimizer: Callable[..., Any], scheduler: Callable[..., Any], max_e
         raise ConfigError(_message("scheduler", err)) from err
 
 
-def validate(cfg: DictConfig, data_cache: dict[str, Data] | None = None) -> tuple[str, str]:
+def validate(
+    cfg: DictConfig, data_cache: dict[str, Data] | None = None, tracker: Any = None
+) -> tuple[str, str]:
     """Everything ``build`` checks, with the model built on the meta device (no memory, no time).
 
     ``data_cache`` shares loaded data between the jobs of a sweep that use the same data config.
@@ -260,5 +262,5 @@ def validate(cfg: DictConfig, data_cache: dict[str, Data] | None = None) -> tupl
     if key not in cache:
         cache[key] = build_datamodule(cfg)
     with torch.device("meta"):
-        built = build(cfg, Data(copy.copy(cache[key].module), cache[key].info))
+        built = build(cfg, Data(copy.copy(cache[key].module), cache[key].info), tracker)
     return built.metric, built.mode

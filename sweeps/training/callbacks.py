@@ -17,7 +17,7 @@ from typing import Any
 import pytorch_lightning as pl
 
 from sweeps.outcome import DeadlineReached, Pruned
-from sweeps.support.context import deadline
+from sweeps.support.context import earliest
 
 
 class ObjectiveHistory(pl.Callback):
@@ -74,13 +74,13 @@ class StopAtDeadline(pl.Callback):
     a clock read; once a second also the stop file, which can move the deadline earlier)."""
 
     def __init__(self, at: float) -> None:
-        self.at = at
+        self.deadline = self.at = at
         self.checked = time.monotonic()
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
         if time.monotonic() - self.checked >= 1.0:
             self.checked = time.monotonic()
-            self.at = deadline() or self.at
+            self.at = earliest(self.deadline)
         late = time.time() >= self.at
         if trainer.world_size > 1:  # DDP: every process stops at the same batch, by the first one's clock
             late = trainer.strategy.broadcast(late, src=0)

@@ -24,7 +24,6 @@ from lightning_modules import finetune as ft
 from lightning_modules.module import LitModule
 from sweeps.support.errors import ConfigError
 from sweeps.support.secrets import redact_text
-from sweeps.tracking import session as tracking
 
 log = logging.getLogger("sweeplab")
 RUN_ID = re.compile(r"^(?:runs:/)?([0-9a-f]{32})(?:/.*)?$")
@@ -59,8 +58,9 @@ def enabled(cfg: DictConfig) -> bool:
     return str(cfg.get("stage", "train")) == "finetune"
 
 
-def resolve(init_from: str) -> Source:
-    """A checkpoint path, or an MLflow run id (``runs:/ID`` too) resolved to its best checkpoint."""
+def resolve(init_from: str, tracker: Any = None) -> Source:
+    """A checkpoint path, or an MLflow run id (``runs:/ID`` too) resolved to its best checkpoint through
+    ``tracker`` (the job's tracking session)."""
     if init_from in _sources:
         return _sources[init_from]
     key = f"finetune.init_from={redact_text(init_from)}"
@@ -69,7 +69,7 @@ def resolve(init_from: str) -> Source:
     if path.is_file():
         source = Source(path)
     elif found:
-        source = _from_run(found.group(1), key)
+        source = _from_run(found.group(1), key, tracker)
     elif path.exists():
         raise ConfigError(f"{key}: not a file")
     else:
@@ -78,8 +78,7 @@ def resolve(init_from: str) -> Source:
     return source
 
 
-def _from_run(run_id: str, key: str) -> Source:
-    session = tracking.active()
+def _from_run(run_id: str, key: str, session: Any) -> Source:
     if session is None:
         raise ConfigError(f"{key} is an MLflow run id but tracking is off: give a checkpoint file instead")
     folder = tempfile.mkdtemp(prefix="sweeplab-init-")
@@ -108,13 +107,13 @@ def _spec(value: Any) -> Any:
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
-def prepare(cfg: DictConfig, model: nn.Module) -> Plan:
+def prepare(cfg: DictConfig, model: nn.Module, tracker: Any = None) -> Plan:
     """Resolve and check ``init_from`` against ``model`` and load what fits (not on the meta device, where
     only the checks run); work out the frozen and head blocks. Raises ConfigError with one line."""
     spec = cfg.finetune
     init_from = str(spec.init_from)
     key = f"finetune.init_from={redact_text(init_from)}"
-    source = resolve(init_from)
+    source = resolve(init_from, tracker)
     state = _state(source, key)
     try:
         head = (

@@ -90,14 +90,15 @@ def make_trainer(
     )
 
 
-def prepare(cfg: DictConfig) -> Built:
-    """Check and build one configuration (seeded); bad input raises ConfigError before anything trains."""
+def prepare(cfg: DictConfig, tracker: Any = None) -> Built:
+    """Check and build one configuration (seeded); bad input raises ConfigError before anything trains.
+    ``tracker`` resolves an MLflow run id given as ``finetune.init_from``."""
     quiet_lightning()
     check_config(cfg)
     if cfg.trainer.get("num_threads"):
         torch.set_num_threads(int(cfg.trainer.num_threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    built = build(cfg)
+    built = build(cfg, tracker=tracker)
     try:  # Lightning's own checks of the trainer config (trainer=gpu without a GPU, ...), before any run
         make_trainer(cfg, built, None)
     except Exception as err:  # noqa: BLE001 - whatever the Trainer refuses is the config's fault
@@ -157,8 +158,3 @@ def fit(
         metrics=dict(metrics),
         checkpoint=best_path,
     )
-
-
-def train(cfg: DictConfig, output_dir: Path | None = None, prefix: str = "") -> Outcome:
-    """Check, build and fit one configuration (no tracking): the plain function for tests and scripts."""
-    return fit(cfg, prepare(cfg), output_dir, prefix)

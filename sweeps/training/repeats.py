@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -15,21 +15,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sweeps.outcome import Outcome, State
-from sweeps.support.context import current_trial, deadline, set_trial
 from sweeps.tracking import stats
 from sweeps.training import folds, seeds
 from sweeps.training.build import build, build_datamodule
-from sweeps.training.callbacks import StopAtDeadline
 from sweeps.training.fit import prepare, quiet_lightning
 from sweeps.training.lockstep import Lockstep, Turns, random_state
-from sweeps.training.record import run_trial
 
 log = logging.getLogger("sweeplab")
 WORST_FIRST = (State.FAILED, State.KILLED, State.STOPPED, State.PRUNED, State.FINISHED)
-
-
-def _prefix(job: int | None) -> str:
-    return "" if job is None else f"[job {job}] "
 
 
 def _report(trial: Any) -> Any:
@@ -44,115 +37,62 @@ def _report(trial: Any) -> Any:
     return report
 
 
-def run_configuration(
-    cfg: DictConfig,
-    output_dir: Path,
-    job: int | None,
-    name: str,
-    overrides: list[str],
-    choices: dict[str, Any],
-    session: Any,
-) -> Outcome:
-    """Train every seed (or fold) of ``cfg``; its outcome (run_id: the configuration run's id). A failure
-    is an outcome, as for any job of a sweep; Ctrl-C propagates once every run is closed."""
-    members = seeds.check(cfg)
-    trial = current_trial()
-    record = None
-    try:
-        if session:
-            tags = {"sweeplab.kind": "configuration", "sweeplab.repeats": str(len(members))}
-            record = session.begin_run(cfg, name, job, overrides, choices, tags=tags)
-        built, states = [], []
-        for member in members:  # seeded and built one after another, as a single run would be
-            member_cfg = seeds.config_of(cfg, member)
-            built.append((member_cfg, _prepare(member_cfg, member)))
-            states.append(random_state())
-    except Exception as err:  # noqa: BLE001 - bad input of one job: the sweep goes on
-        outcome = Outcome.of_error(err)
-        if record:
-            record.end(outcome)
-        log.error("%sFAILED: %s", _prefix(job), outcome.reason)
-        return outcome.replace(run_id=record.run_id if record else "")
-    metric = built[0][1].metric
-    lockstep = Lockstep(states, metric, _report(trial))
-    runs = []
-    for member, (member_cfg, _) in zip(members, built, strict=True):
-        run = None
-        if session and record:
-            tags = {"sweeplab.kind": "fold" if member.fold else "seed", "sweeplab.member": member.label}
-            shown = seeds.overrides_of(overrides, cfg, member)
-            run = session.begin_run(
-                member_cfg, f"{name} {member.label}", job, shown, choices, record.handle, tags
-            )
-        runs.append(run)
-    try:
-        outcomes = _train(members, built, runs, lockstep, output_dir, job, trial)
-    except BaseException as err:
-        if record:
-            record.end(Outcome.of_error(err))
-        raise
-    outcome = summarise(members, outcomes, metric, built[0][1].mode)
-    if record:
-        finish(record, outcome, outcomes)
-        outcome = outcome.replace(run_id=record.run_id)
-    if job is not None:
-        log.info("%s%s", _prefix(job), describe(outcome))
-    return outcome
+def prepare_members(
+    cfg: DictConfig, members: list[seeds.Member], tracker: Any = None
+) -> tuple[list[tuple[DictConfig, Any]], list[dict[str, Any]]]:
+    """Each member's config and built run, seeded and built one after another as a single run would be,
+    and the random state each one left (``lockstep`` restores it at each of its turns)."""
+    built, states = [], []
+    for member in members:
+        member_cfg = seeds.config_of(cfg, member)
+        built.append((member_cfg, _prepare(member_cfg, member, tracker)))
+        states.append(random_state())
+    return built, states
 
 
-def _prepare(cfg: DictConfig, member: seeds.Member) -> Any:
+def _prepare(cfg: DictConfig, member: seeds.Member, tracker: Any) -> Any:
     """Seed and build one member, as ``fit.prepare`` does; the order of its training batches follows its
     seed (the split does not, unless ``repeats_vary_split``); a fold trains and validates on its part."""
     if not member.fold:
-        built = prepare(cfg)
+        built = prepare(cfg, tracker)
     else:
         quiet_lightning()
         pl.seed_everything(member.seed, workers=True, verbose=False)
         data = build_datamodule(cfg)
         split_seed = int(OmegaConf.select(cfg, "data.seed", default=0))
         folds.use_fold(data.module, member.fold, member.folds, split_seed)
-        built = build(cfg, data)
+        built = build(cfg, data, tracker)
     if hasattr(built.datamodule, "shuffle_seed"):
         built.datamodule.shuffle_seed = member.seed
     return built
 
 
-def _train(
+def train(
     members: list[seeds.Member],
-    built: list[tuple[DictConfig, Any]],
-    runs: list[Any],
-    lockstep: Lockstep,
-    output_dir: Path,
-    job: int | None,
+    states: list[dict[str, Any]],
+    metric: str,
     trial: Any,
+    train_member: Callable[[int, list[Any], Callable[[], None]], Outcome],
 ) -> list[Outcome]:
-    """Every member's fit, in its own thread, in turns; Ctrl-C here stops them all, then propagates."""
+    """Every member's fit (``train_member(i, callbacks, wait_turn)``, which waits for its first turn and
+    then trains), each in its own thread, in turns; the trial hears the mean over members after each
+    epoch. Ctrl-C here stops them all, then propagates."""
+    lockstep = Lockstep(states, metric, _report(trial))
     outcomes: list[Outcome] = [Outcome(State.KILLED, reason="did not start")] * len(members)
     threads_n = torch.get_num_threads()
-    at = deadline() if trial else None
 
     def one(i: int) -> None:
         torch.set_num_threads(threads_n)  # a thread starts with the library's default
-        member_cfg, member_built = built[i]
-        folder = output_dir / members[i].label.split("/")[0].replace("=", "_")
-        folder.mkdir(parents=True, exist_ok=True)
-        extra: list[Any] = [Turns(lockstep, i), *([StopAtDeadline(at)] if at else [])]
-        started = False
         try:
-            lockstep.wait_turn(i)
-            started = True
-            outcomes[i] = run_trial(member_cfg, member_built, folder, job, runs[i], extra)
-        except BaseException as err:  # noqa: BLE001 - Abandoned, or Ctrl-C: the run is closed KILLED
+            outcomes[i] = train_member(i, [Turns(lockstep, i)], lambda: lockstep.wait_turn(i))
+        except BaseException as err:  # noqa: BLE001 - Abandoned, or Ctrl-C: its run was closed KILLED
             outcomes[i] = Outcome.of_error(err)
-            if runs[i] and not started:  # once started, ``run_trial`` closed it
-                runs[i].end(outcomes[i])
         finally:
             if outcomes[i].state is State.FAILED:
                 lockstep.stop(f"{members[i].label} failed")
             lockstep.leave(i)
 
     threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(members))]
-    set_trial(None)  # the trial hears the means (``lockstep``), not each seed
     try:
         for thread in threads:
             thread.start()
@@ -164,8 +104,6 @@ def _train(
         for thread in threads:
             thread.join()
         raise
-    finally:
-        set_trial(trial)
     return outcomes
 
 
