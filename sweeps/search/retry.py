@@ -109,7 +109,7 @@ class RetryingRDBStorage(RDBStorage):
 
 
 def _retrying(name: str) -> Callable[..., Any]:
-    """``RDBStorage``'s method ``name``, retried (one retry loop per call: its inner storage calls are not)."""
+    """``RDBStorage``'s method ``name``, retried (one retry loop per call: not its inner storage calls)."""
     plain = getattr(RDBStorage, name)
 
     @functools.wraps(plain)
