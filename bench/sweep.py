@@ -1,7 +1,7 @@
 """Costs of sweeplab's Optuna sweep, side by side in one run.
 
 1. Fixed cost per trial: our sweep (``python -m sweeps.run -m ...``, Hydra launcher, MLflow records, pruning
-   hooks) against a bare ``optuna`` loop calling the same training function (``sweeps.training.fit.train``)
+   hooks) against a bare ``optuna`` loop calling the same training function (``sweeps.training.job.train``)
    on the same trials. Each is run for N and 3N trials; the slope (seconds per extra trial) removes start-up
    costs. A one-trial run of each warms up first (imports; our store and journal are created there, so no
    measured run pays for them), then the four runs alternate (bare N, ours N, bare 3N, ours 3N) for
@@ -172,7 +172,7 @@ def main() -> None:
             end="",
         )
         print(f"medians of {args.rounds} alternating rounds):")
-        print(f"  bare optuna loop over sweeps.training.fit.train  {t_bare:6.3f} s/trial")
+        print(f"  bare optuna loop over sweeps.training.job.train  {t_bare:6.3f} s/trial")
         print(f"  sweeplab sweep                            {t_ours:6.3f} s/trial")
         # Each round's two arms ran minutes apart, so the overhead is the median of the rounds' differences
         # (paired), which the machine's slow drifts cancel out of.

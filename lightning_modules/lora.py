@@ -135,6 +135,9 @@ def apply(
     return slow_path(get_peft_model(model, config))
 
 
+HOOKED = "sweeplab_slow_path"  # set on a transformer layer that ``slow_path`` gave its hook
+
+
 def _keep_output(module: nn.Module, args: Any, output: Any) -> None:
     """A forward hook that changes nothing (see ``slow_path``)."""
 
@@ -142,11 +145,14 @@ def _keep_output(module: nn.Module, args: Any, output: Any) -> None:
 def slow_path(model: Any) -> Any:
     """Turn off torch's fused inference path of its transformer layers in ``model``: in eval mode without
     gradients it reads ``linear1.weight`` and the others directly, so it would skip the adapters. torch
-    takes the plain path when a layer has a forward hook, so each gets one that does nothing."""
+    takes the plain path when a layer has a forward hook, so each gets one that does nothing, once (torch
+    lists a module's hooks only in private attributes: a mark in the layer's ``__dict__``, which copies of
+    the layer keep as they keep its hooks, says it has one)."""
     for module in model.modules():
         if isinstance(module, nn.TransformerEncoderLayer | nn.TransformerDecoderLayer):
-            if _keep_output not in module._forward_hooks.values():
+            if not vars(module).get(HOOKED):
                 module.register_forward_hook(_keep_output)
+                vars(module)[HOOKED] = True
     return model
 
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from lightning_modules.compat import exit_now
 from sweeps.launch.job import sweeplab_task, task
 from sweeps.outcome import Outcome
 from sweeps.support.secrets import redact_log_records
+from sweeps.support.stdlib_compat import exit_now
 
 redact_log_records()  # before Hydra's launcher logs the job overrides
 

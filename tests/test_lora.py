@@ -158,6 +158,27 @@ def test_default_targets_per_model():
         lora.resolve_targets(net, ["query"], ["head"])
 
 
+def test_the_adapters_count_in_eval_without_gradients_and_each_layer_is_hooked_once():
+    """torch's fused path of its transformer layers (eval, no gradients) would skip the adapters."""
+    torch.manual_seed(0)
+    net = Transformer(input_shape=(16,), out_features=4, vocab_size=16, depth=2).eval()
+    targets = lora.default_targets(net, ["head"])
+    adapted = lora.apply(net, 4, 8.0, 0.0, targets, ["head"])
+    for name, param in adapted.named_parameters():
+        if "lora_B" in name:
+            nn.init.normal_(param)  # peft starts B at zero: an adapter that changes nothing
+    lora.slow_path(lora.slow_path(adapted))
+    layers = [m for m in adapted.modules() if isinstance(m, nn.TransformerEncoderLayer)]
+    assert len(layers) == 2 and all(len(m._forward_hooks) == 1 for m in layers)
+    x = torch.randint(0, 16, (8, 16))
+    with torch.no_grad():
+        expected = adapted.train()(x)  # training: torch's plain path (no dropout in this model)
+        adapted.eval()
+        torch.testing.assert_close(adapted(x), expected)
+        with adapted.disable_adapter():
+            assert not torch.allclose(adapted(x), expected)  # what the fused path gives: the base alone
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)  # about 2 minutes on a quiet 2-core machine; 6 under heavy load
 def test_lora_search_is_recorded_in_mlflow(tiny_bert: tuple[Path, Path], workdir: Path):

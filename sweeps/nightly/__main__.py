@@ -1,6 +1,6 @@
 """``python -m sweeps.nightly``: see ``sweeps.nightly.cli``."""
 
-from lightning_modules.compat import exit_now
 from sweeps.nightly.cli import main
+from sweeps.support.stdlib_compat import exit_now
 
 exit_now(main())

@@ -20,10 +20,10 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from optuna.storages.journal import JournalFileSymlinkLock
-from optuna.storages.journal._file import get_lock_file
 
 from sweeps.support.errors import ConfigError
 
@@ -42,11 +42,22 @@ def check(url: str, thorough: bool = False) -> None:
     if end == size:
         return
     # Another process may be writing the last record right now: look again while holding its lock.
-    with get_lock_file(JournalFileSymlinkLock(str(path.resolve()))):
+    with _locked(path):
         size = path.stat().st_size
         end = _complete_end(path, url, size)
         if end < size:
             _move_tail(path, url, end, size)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Optuna's own lock of the journal at ``path``, held (the one its ``JournalFileBackend`` takes)."""
+    lock = JournalFileSymlinkLock(str(path.resolve()))
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _looks_whole(path: Path, size: int) -> bool:

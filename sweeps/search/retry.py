@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 
+from sweeps.support import optuna_compat
 from sweeps.support.secrets import redact_text
 
 log = logging.getLogger("sweeplab")
@@ -107,7 +108,8 @@ class RetryingRDBStorage(RDBStorage):
         self.retry = Retry(url, seconds)
 
 
-def _wrap(name: str) -> None:
+def _retrying(name: str) -> Callable[..., Any]:
+    """``RDBStorage``'s method ``name``, retried (one retry loop per call: not its inner storage calls)."""
     plain = getattr(RDBStorage, name)
 
     @functools.wraps(plain)
@@ -121,7 +123,7 @@ def _wrap(name: str) -> None:
         finally:
             _state.inside = False
 
-    setattr(RetryingRDBStorage, name, method)
+    return method
 
 
 def _told(storage: RDBStorage, args: tuple, kwargs: dict) -> Callable[[BaseException], bool]:
@@ -138,15 +140,8 @@ def _told(storage: RDBStorage, args: tuple, kwargs: dict) -> Callable[[BaseExcep
 
 
 _NO_DATABASE = {"get_heartbeat_interval", "get_heartbeat_stale_trial_callback", "is_heartbeat_enabled"}
-# What Optuna's ``_CachedStorage`` (the study's own wrapper of our storage) calls directly, in Optuna 5.
-_CALLED_BY_OPTUNAS_CACHE = [
-    "_create_new_trial",
-    "_set_trial_param",
-    "_get_best_trial_id",
-    "_get_trials",
-    "_get_stale_trial_ids",
-]
-for _name in [*dir(RDBStorage), *_CALLED_BY_OPTUNAS_CACHE]:
-    public = not _name.startswith("_") and _name not in _NO_DATABASE
-    if (public or _name in _CALLED_BY_OPTUNAS_CACHE) and callable(getattr(RDBStorage, _name, None)):
-        _wrap(_name)
+for _name in dir(RDBStorage):
+    if not _name.startswith("_") and _name not in _NO_DATABASE and callable(getattr(RDBStorage, _name)):
+        setattr(RetryingRDBStorage, _name, _retrying(_name))
+# The study's own cache of our storage calls some private methods directly: those retry too.
+optuna_compat.override_cache_calls(RetryingRDBStorage, _retrying)

@@ -27,6 +27,7 @@ from sweeps.search import DEFAULT_STORAGE, journal, locks
 from sweeps.search.locks import driver_url, lock
 from sweeps.search.retry import DEFAULT_SECONDS, RetryingRDBStorage
 from sweeps.search.space import Space
+from sweeps.support import optuna_compat
 from sweeps.support.errors import ConfigError
 from sweeps.support.secrets import redact_text
 
@@ -89,7 +90,7 @@ class StudyRef:
 
     def trial(self, number: int) -> optuna.Trial:
         """Trial ``number`` of the study, to report to and ask about (another process claimed it)."""
-        return optuna.trial.Trial(self.study, self.trial_id(number))
+        return optuna_compat.trial(self.study, self.trial_id(number))
 
     def trials(self, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
         """The study's trials, read from the storage (no copy)."""

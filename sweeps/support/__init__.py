@@ -1,1 +1,2 @@
-"""The bottom layer: processes, secrets, errors, process-wide context and the one module of private APIs."""
+"""The bottom layer: processes, secrets, errors, process-wide context, and the private APIs of Optuna and the
+standard library (one ``*_compat`` module per library)."""

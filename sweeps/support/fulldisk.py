@@ -2,7 +2,8 @@
 libraries under it would print about the same full disk first is kept off stderr:
 
 - ``--- Logging error ---`` with three tracebacks: a log file (Hydra's job log under ``mlruns/``) that cannot
-  be written. The standard library prints it from ``Handler.handleError``, its documented hook.
+  be written. The standard library prints it from ``Handler.handleError``, its documented hook
+  (``stdlib_compat.drop_logging_errors``).
 - MLflow's ``SQLAlchemy database error`` record with its traceback: the tracking process reports the
   failed write itself, and the sweep names the full store.
 
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 import errno
 import logging
-import sys
+
+from sweeps.support import stdlib_compat
 
 FULL_ERRNO = (errno.ENOSPC, errno.EDQUOT)
 FULL_WORDS = ("database or disk is full", "No space left on device", "Disk quota exceeded")
@@ -38,18 +40,9 @@ class _NotFull(logging.Filter):
         return not (record.exc_info and is_full(record.exc_info[1]))
 
 
-_plain_handle_error = logging.Handler.handleError
-
-
-def _handle_error(self: logging.Handler, record: logging.LogRecord) -> None:
-    if is_full(sys.exc_info()[1]):
-        return  # a log line lost to a full disk: the sweep's error line says the disk is full
-    _plain_handle_error(self, record)
-
-
 def quiet() -> None:
-    """Install both (once per process; idempotent)."""
-    logging.Handler.handleError = _handle_error  # type: ignore[method-assign]
+    """Install both (once per process; idempotent). The first is process-wide: see ``stdlib_compat``."""
+    stdlib_compat.drop_logging_errors(is_full)  # a log line lost to a full disk: the error line says so
     store_log = logging.getLogger("mlflow.store.db.utils")
     if not any(isinstance(f, _NotFull) for f in store_log.filters):
         store_log.addFilter(_NotFull())

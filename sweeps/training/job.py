@@ -188,8 +188,8 @@ def _run_configuration(cfg: DictConfig, ctx: JobContext, members: list[Member]) 
         runs = []
         for member, (member_cfg, _) in zip(members, built, strict=True):
             kind = {"sweeplab.kind": "fold" if member.fold else "seed", "sweeplab.member": member.label}
-            member_ctx = replace(ctx, name=f"{ctx.name} {member.label}", trial=None)
-            member_ctx = replace(member_ctx, parent_run=record.handle if record else None)
+            parent = record.handle if record else None
+            member_ctx = replace(ctx, name=f"{ctx.name} {member.label}", parent_run=parent)
             shown = seeds.overrides_of(list(ctx.overrides), cfg, member)
             runs.append(_begin(member_cfg, member_ctx, kind, shown) if record else None)
     except BaseException as err:
