@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweeps.launch import submitit
 from sweeps.outcome import Outcome, State
+from sweeps.support import renames
 from sweeps.support.errors import ConfigError
 from sweeps.support.secrets import redact, redact_override
 from sweeps.sweeper.settings import SweeplabSettings
@@ -49,6 +50,7 @@ class Sweep:
         self.settings = settings
         self.hydra_context = hydra_context
         self.config = config
+        renames.say(config.hydra.runtime.choices)  # once per sweep, not once per job
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
