@@ -1,7 +1,7 @@
 """sweeplab's sweeper: plans the jobs of a multirun, checks them all, runs them, and reports.
 
 This module holds what a grid and a search share; ``entry`` picks one (``grid`` or ``optuna_loop``).
-Why our own and not Hydra's BasicSweeper: it stops the whole sweep at the first failed job and returns no
+Why this sweeper, not Hydra's BasicSweeper: it stops the whole sweep at the first failed job and returns no
 summary; ours checks every job's config before the first one trains, keeps going past a failed job
 (recording why it failed), records the sweep in MLflow and ends with a leaderboard. (Hydra's Optuna
 sweeper pins optuna<3, without pruning or resume.)
