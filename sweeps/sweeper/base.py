@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweeps.launch import submitit
 from sweeps.outcome import Outcome, State
 from sweeps.support import renames
-from sweeps.support.errors import ConfigError
+from sweeps.support.errors import ConfigError, TrainingError
 from sweeps.support.secrets import redact, redact_override
 from sweeps.sweeper.settings import SweeplabSettings
 from sweeps.tracking import leaderboard
@@ -140,8 +140,8 @@ class Sweep:
         return session, prepared
 
 
-def refuse(err: ConfigError) -> NoReturn:
-    """Bad input of a sweep: one line and exit code 2."""
+def refuse(err: ConfigError | TrainingError) -> NoReturn:
+    """One line and the error's exit code: 2 for bad input of a sweep, 1 for what a range test found."""
     print(f"error: {err}", file=sys.stderr)
     raise SystemExit(err.exit_code) from None
 
