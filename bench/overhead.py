@@ -95,7 +95,7 @@ class EpochClock(pl.Callback):
 
 
 def ours(overrides: list[str], extra: tuple[pl.Callback, ...] = ()) -> tuple[float, float, int]:
-    """sweeplab's own path (the one ``sweeps.training.job.train`` takes), with ``extra`` callbacks (for
+    """sweeplab's path (the one ``sweeps.training.job.train`` takes), with ``extra`` callbacks (for
     bench/steps.py's variants). Returns (fit s, epochs s, steps)."""
     cfg = config(overrides)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)

@@ -8,7 +8,7 @@ search, TPE, random + median pruning, TPE + median pruning, TPE + hyperband, and
 tests' steps are charged as epochs). Each strategy runs over several search seeds; figures are mean +- std.
 
 Method (a tabular benchmark, as HPOBench and NAS-Bench do): every configuration of the grid is trained once
-per training seed through sweeplab's own ``train`` (the per-epoch val_acc curve kept), then each strategy is
+per training seed through sweeplab's ``train`` (the per-epoch val_acc curve kept), then each strategy is
 a real Optuna study (its real sampler and pruner) whose trials replay the curve of the configuration and of a
 training seed it drew. Training every strategy for real would cost ~30x more for the same answer.
 A run's value is its best epoch (``objective.reduce=best``). The grid's best is the best configuration's mean

@@ -30,7 +30,7 @@ class State(str, Enum):
 
 
 # MLflow has no pruned or stopped status: a pruned run did what it was asked (FINISHED), a stopped one did
-# not end on its own (KILLED); ``sweeplab.state`` on the run keeps our own state.
+# not end on its own (KILLED); ``sweeplab.state`` on the run keeps sweeplab's state.
 MLFLOW_STATUS = {
     State.FINISHED: "FINISHED",
     State.PRUNED: "FINISHED",

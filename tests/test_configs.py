@@ -78,13 +78,15 @@ def test_option_composes_and_trains_one_batch(
         pytest.skip("composes; training needs a GPU (tests/test_gpu.py)")
     if distributed(composed.trainer):  # Lightning's DDP re-runs the command line: here, pytest's
         pytest.skip("composes; DDP trains through the CLI in tests/test_ddp.py")
-    if option.endswith("_gpu") and not torch.cuda.is_available():  # GPU-sized: minutes a step on 2 cores
+    gpu_sized = option.endswith("_gpu")  # ~100M parameters: minutes a step on 2 cores
+    if gpu_sized and not torch.cuda.is_available():
         params = sum(p.numel() for p in build(composed).module.model.parameters())
         assert params > 50e6
         pytest.skip(f"builds ({params / 1e6:.0f}M parameters); training it needs a GPU (bench/gpu.py)")
+    on_gpu = ["trainer=gpu"] if gpu_sized else []  # not the default trainer=cpu: that trains it on the CPU
     errors = []
     for context in contexts(group):
-        overrides = [f"{group}={option}", *context, *ONE_BATCH]
+        overrides = [f"{group}={option}", *on_gpu, *context, *ONE_BATCH]
         if "data=csv" in overrides:
             overrides += [f"data.path={table_file}", "data.target=label"]
         if "model=hf" in overrides:
@@ -99,6 +101,7 @@ def test_option_composes_and_trains_one_batch(
         except ConfigError as err:
             errors.append(f"{context}: {err}")
             continue
+        assert cfg.trainer.accelerator == ("gpu" if gpu_sized else composed.trainer.accelerator)
         result = train(cfg, output_dir=tmp_path)
         assert result.epochs == 1
         assert np.isfinite(result.metrics["train_loss"])

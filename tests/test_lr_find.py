@@ -84,3 +84,17 @@ def test_lr_auto_searches_a_decade_either_side_of_each_optimizers_suggestion(wor
     assert "the range test suggests" not in again.stdout + again.stderr  # the study kept its ranges
     (study,) = studies(workdir)
     assert len(study.trials) == 5
+
+
+def test_lr_auto_that_finds_no_lr_stops_the_search_with_one_line_and_exit_code_1(workdir: Path):
+    """A range test whose loss diverges at once is a failure training found, not bad input (exit code 2);
+    the study keeps no suggestion for it, so that its next run tests again."""
+    args = ["-m", "optimizer=sgd", "lr=auto", "lr_find.min_lr=1e4", "lr_find.max_lr=1e6", "tracking=off"]
+    proc = run_cli(args, cwd=workdir)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines() == [
+        "error: lr=auto: the range test found no lr for sgd (its loss diverged at once): lower "
+        "lr_find.min_lr, or give lr a range"
+    ]
+    (study,) = studies(workdir)
+    assert json.loads(study.user_attrs["sweeplab.lr_auto"]) == {} and not study.trials

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import optuna
 import pytest
+from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
@@ -21,7 +23,9 @@ from optuna.trial import TrialState
 from sweeps.nightly import cli as nightly
 from sweeps.nightly import clock, webhook
 from sweeps.nightly import report as nightly_report
-from tests.conftest import free_port, run_cli, start_cli
+from sweeps.support import renames
+from sweeps.support.errors import ConfigError
+from tests.conftest import CONF, ONE_BATCH, free_port, run_cli, start_cli
 
 SHORT = ["trainer.max_epochs=3"]  # short trials: several fit in a short night
 
@@ -167,7 +171,7 @@ def test_next_night_resumes_the_study_and_says_what_changed(workdir: Path):
     assert f"compared with {report_1.parent.name}, the same study" in text
     assert "trials added: 1" in text
     assert ("**new best**" in text) == changes["new_best"]
-    assert "no new best" in text or "**new best**" in text
+    assert ("no new best" in text) != changes["new_best"]  # one or the other, whichever the night gave
     history = (workdir / "mlruns" / "nightly" / "default" / "history.jsonl").read_text().splitlines()
     assert len(history) == 2
 
@@ -431,3 +435,45 @@ def test_report_counts_failures_with_their_reasons_and_compares_nights(tmp_path:
     )
     worse = nightly_report.changes(summary, {**previous, "best": {"value": 0.9}})
     assert not worse["new_best"] and worse["best_delta"] == pytest.approx(-0.2)
+
+
+def composed(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_the_old_group_name_composes_the_same_plan():
+    """``schedule`` (the plans' group before it became ``plan``, apart from ``scheduler``) still picks it."""
+    old, new = composed("schedule=default"), composed("plan=default")
+    assert new.hydra.sweeper.n_trials == 300 and new.trainer.max_epochs == 15  # the plan, not the defaults
+    assert OmegaConf.masked_copy(old, [k for k in old if k != "hydra"]) == OmegaConf.masked_copy(
+        new, [k for k in new if k != "hydra"]
+    )
+    assert old.hydra.sweeper == new.hydra.sweeper
+    assert dict(old.hydra.runtime.choices) == {**new.hydra.runtime.choices, "schedule": "default"}
+    (note,) = renames.notes(old.hydra.runtime.choices)
+    assert note.startswith("note: the config group `schedule` is now `plan`") and "use plan=default" in note
+    assert renames.notes(new.hydra.runtime.choices) == []
+
+
+@pytest.mark.parametrize("sweep", [False, True], ids=["run", "multirun"])
+def test_the_old_group_name_says_the_new_one_once(workdir: Path, sweep: bool):
+    args = ["schedule=default", "tracking=off", *ONE_BATCH]
+    proc = run_cli(["-m", *args, "hydra.sweeper.n_trials=2"] if sweep else args, cwd=workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    notes = [line for line in proc.stderr.splitlines() if line.startswith("note:")]
+    assert notes == renames.notes({"schedule": "default"}), proc.stderr[-3000:]
+
+
+def test_a_plan_left_under_the_old_name_is_found_with_a_note(tmp_path: Path, capsys: pytest.CaptureFixture):
+    for group, plan in (("plan", "new"), ("schedule", "old")):
+        (tmp_path / group).mkdir()
+        (tmp_path / group / f"{plan}.yaml").write_text("# @package _global_\n")
+    assert nightly.plan_file("new", tmp_path) == tmp_path / "plan" / "new.yaml"
+    assert capsys.readouterr().err == ""
+    assert nightly.plan_file("old", tmp_path) == tmp_path / "schedule" / "old.yaml"
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("note: nightly plans are the `plan` group now: move ") and "old.yaml" in line
+    with pytest.raises(ConfigError, match=r"no plan 'gone' in .*plan \(plans: new, old\)"):
+        nightly.find_plan("gone", tmp_path)
+    assert nightly.plan_override("default") == "plan=default"  # the real conf/: the new group first

@@ -128,6 +128,7 @@ def test_the_reports_train_it_again_command_gives_the_best_trials_value(workdir:
     (line,) = [x for x in text.splitlines() if x.startswith("Train it again: `")]
     command = shlex.split(line.removeprefix("Train it again: `").removesuffix("`"))
     assert command[:3] == ["python", "-m", "sweeps.run"] and "-m" not in command[3:]  # one run, not a sweep
+    assert command[3] == "plan=default"  # the plan's group by its name now (``schedule`` was the old one)
     again = run_cli(command[3:], cwd=workdir, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
 

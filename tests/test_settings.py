@@ -51,4 +51,9 @@ def test_ranges_hydra_cannot_check_are_one_line(settings: dict, message: str):
 
 
 def test_heartbeat_settings_matter_only_for_a_database():
-    SweeplabSettings(heartbeat_interval=0).check_search()  # a journal file has no heartbeats
+    unchecked = {"heartbeat_interval": 0, "grace_period": 0, "storage_retry_seconds": -1}
+    journal = SweeplabSettings(**unchecked)
+    assert "://" not in journal.storage_url
+    journal.check_search()  # a journal file has no heartbeats: the same values pass, unlike below
+    with pytest.raises(ConfigError, match="hydra.sweeper.heartbeat_interval=0"):
+        SweeplabSettings(**unchecked, storage="postgresql://h/db").check_search()

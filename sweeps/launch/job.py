@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweeps.launch import ddp, submitit
 from sweeps.outcome import Outcome, State
+from sweeps.support import renames
 from sweeps.support.errors import ConfigError
 from sweeps.tracking import session as tracking
 from sweeps.training import seeds
@@ -32,7 +33,7 @@ from sweeps.training.checks import check_config, distributed
 from sweeps.training.context import JobContext, TrialHandle
 from sweeps.training.job import ERROR_FILE, run_job
 
-TASK_MARK = "sweeplab_task"  # set on sweeplab's own task function (``sweeps.run``)
+TASK_MARK = "sweeplab_task"  # set on the task function of ``sweeps.run``
 
 
 def sweeplab_task(function: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
@@ -126,6 +127,7 @@ def _leave_if_preempted(err: BaseException) -> None:
 def single_run(cfg: DictConfig, hc: Any) -> Outcome:
     """``python -m sweeps.run [overrides]``: train and print the result; exit 2 on bad input, 1 if it
     failed (its traceback is in the run folder's ``error.txt``)."""
+    renames.say(hc.runtime.choices)  # a sweep's jobs do not repeat what its sweeper has said once
     output_dir = Path(hc.runtime.output_dir)
     first = ddp.first_process()  # DDP: the other processes do not record
     tracker = None

@@ -1,4 +1,4 @@
-"""Overnight sweeps: run a plan from ``conf/schedule/`` until a deadline, resume it the next night, and leave
+"""Overnight sweeps: run a plan from ``conf/plan/`` until a deadline, resume it the next night, and leave
 a morning report.
 
     python -m sweeps.nightly default --until 07:00           # tonight, until 07:00 (or --hours 8)
@@ -7,7 +7,7 @@ a morning report.
     python -m sweeps.nightly list | uninstall default
     python -m sweeps.nightly stop default                    # end tonight's run now (the report follows)
 
-A run is ``python -m sweeps.run -m schedule=PLAN`` with the deadline as ``hydra.sweeper.deadline`` (the
+A run is ``python -m sweeps.run -m plan=PLAN`` with the deadline as ``hydra.sweeper.deadline`` (the
 sweeper starts no trial that would not end before it and stops one still training then) and the study named
 after the plan, so the next night resumes it. One copy per plan at a time (``mlruns/nightly/<plan>/lock``).
 Exit codes: the sweep's own (0 when it ran to its end or to the deadline), 2 for bad input, 75 when the plan
@@ -30,13 +30,15 @@ from typing import Any
 from sweeps.nightly import clock, schedule, stop
 from sweeps.nightly.lock import AlreadyRunning, PlanLock, describe
 from sweeps.search import DEFAULT_STORAGE
+from sweeps.support import renames
 from sweeps.support.errors import ConfigError
 from sweeps.support.processes import ROOT, python_path
 from sweeps.support.secrets import redact_override
 
 EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: try again later
 GRACE = 900  # seconds after the deadline before a sweep that has not ended is terminated
-PLANS = ROOT / "conf" / "schedule"
+CONF = ROOT / "conf"
+GROUPS = ("plan", "schedule")  # where plans are: the group, then its old name (renames.GROUPS), with a note
 COMMANDS = ("run", "install", "uninstall", "list", "stop")
 
 
@@ -44,12 +46,32 @@ def say(message: str) -> None:
     print(f"[{dt.datetime.now():%Y-%m-%d %H:%M:%S}] nightly: {message}", flush=True)
 
 
-def plan_file(plan: str) -> Path:
-    path = PLANS / f"{plan}.yaml"
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", plan) or not path.is_file():
-        known = ", ".join(sorted(p.stem for p in PLANS.glob("*.yaml"))) or "none"
-        raise ConfigError(f"no plan {plan!r} in {PLANS} (plans: {known})")
+def find_plan(plan: str, conf: Path = CONF) -> Path:
+    """``conf/plan/PLAN.yaml``, else ``conf/schedule/PLAN.yaml`` (a plan left under the group's old name)."""
+    if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", plan):
+        for group in GROUPS:
+            if (conf / group / f"{plan}.yaml").is_file():
+                return conf / group / f"{plan}.yaml"
+    known = ", ".join(sorted({p.stem for group in GROUPS for p in (conf / group).glob("*.yaml")})) or "none"
+    raise ConfigError(f"no plan {plan!r} in {conf / GROUPS[0]} (plans: {known})")
+
+
+def plan_file(plan: str, conf: Path = CONF) -> Path:
+    """``find_plan``; a plan found under the old name says in one line on stderr where it belongs now."""
+    path = find_plan(plan, conf)
+    if path.parent.name != GROUPS[0]:
+        print(
+            f"note: nightly plans are the `{GROUPS[0]}` group now: move {path} to {conf / GROUPS[0]}/ "
+            f"(conf/{path.parent.name}/ still works for now)",
+            file=sys.stderr,
+            flush=True,
+        )
     return path
+
+
+def plan_override(plan: str) -> str:
+    """The override that picks the plan in the group holding it: ``plan=PLAN`` (or the old ``schedule=``)."""
+    return f"{find_plan(plan).parent.name}={plan}"
 
 
 def the_deadline(args: argparse.Namespace) -> dt.datetime:
@@ -65,9 +87,9 @@ def compose(plan: str, overrides: list[str]) -> Any:
     from hydra import initialize_config_dir
 
     try:
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = hydra_compose(
-                config_name="config", overrides=[f"schedule={plan}", *overrides], return_hydra_config=True
+                config_name="config", overrides=[plan_override(plan), *overrides], return_hydra_config=True
             )
     except Exception as err:  # noqa: BLE001 - Hydra raises several kinds, each with a readable first line
         raise ConfigError(f"plan {plan}: {str(err).strip().splitlines()[0]}") from None
@@ -113,7 +135,7 @@ def sweep(command: list[str], until: dt.datetime, plan_dir: Path) -> int:
     The sweep stops its trials at the deadline itself; a sweep still running ``GRACE`` seconds after it
     (hung somewhere outside a training loop) is terminated, so that the morning report is always written.
     """
-    env = {**os.environ, "PYTHONPATH": python_path(), **stop.environment(plan_dir)}
+    env = {**os.environ, "PYTHONPATH": python_path(), **stop.environment(plan_dir), renames.NOTED: "1"}
     proc = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)  # noqa: PLW1509 - no threads yet
     signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signum))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the sweep gets it, stops cleanly, and we still report
@@ -162,7 +184,7 @@ def tonight(args: argparse.Namespace, cfg: Any, until: dt.datetime, plan_dir: Pa
     say(f"plan {args.plan}, study {study}, deadline {until:%Y-%m-%d %H:%M:%S} -> {folder}")
     code = sweep(
         [
-            sys.executable, "-m", "sweeps.run", "-m", f"schedule={args.plan}", *args.overrides,
+            sys.executable, "-m", "sweeps.run", "-m", plan_override(args.plan), *args.overrides,
             f"hydra.sweeper.deadline={until.timestamp()}",
             f"hydra.sweeper.study_name={study}",
             f"hydra.sweep.dir='{sweep_dir}'",
@@ -174,6 +196,7 @@ def tonight(args: argparse.Namespace, cfg: Any, until: dt.datetime, plan_dir: Pa
     stopped = stop.stopped_at(plan_dir)
     night = {
         "plan": args.plan,
+        "group": find_plan(args.plan).parent.name,  # the report's command picks the plan with it
         "night": folder.name,
         "study": study,
         "started": started.isoformat(timespec="seconds"),
@@ -250,13 +273,13 @@ def list_installed(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="python -m sweeps.nightly",
-        description="Overnight sweeps: run a plan from conf/schedule/ until a deadline, resume it the next "
+        description="Overnight sweeps: run a plan from conf/plan/ until a deadline, resume it the next "
         "night, write a morning report. `python -m sweeps.nightly PLAN` is short for `run PLAN`.",
     )
     commands = top.add_subparsers(dest="command", required=True)
 
     def plan_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("plan", help="a plan: conf/schedule/PLAN.yaml")
+        p.add_argument("plan", help="a plan: conf/plan/PLAN.yaml")
         when = p.add_mutually_exclusive_group()
         when.add_argument("--until", metavar="HH:MM", help="the deadline, a time of day (default 07:00)")
         when.add_argument("--hours", type=float, help="the deadline in hours from the start (0.25 allowed)")

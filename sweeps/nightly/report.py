@@ -181,6 +181,7 @@ def markdown(summary: dict[str, Any], images: dict[str, str] | None) -> str:
         "",
     ]
     best = s["best"]
+    pick = f"{s.get('group', 'plan')}={s['plan']}"  # in the group holding it (``schedule``: the old name)
     if best:
         lines += [
             f"**{metric} = {best['value']:.4f}**{best.get('ci', '')} "
@@ -191,7 +192,7 @@ def markdown(summary: dict[str, Any], images: dict[str, str] | None) -> str:
             *(f"| `{k}` | {_value(v)} |" for k, v in best["params"].items()),
             "",
             "Train it again: `"
-            + shlex.join(["python", "-m", "sweeps.run", f"schedule={s['plan']}", *fixed, *best["overrides"]])
+            + shlex.join(["python", "-m", "sweeps.run", pick, *fixed, *best["overrides"]])
             + "`",
         ]
     else:

@@ -1,7 +1,7 @@
 """A database that goes away for a while (PostgreSQL restarted, a network blip): storage calls wait and
 retry with a bounded back-off, and give up with one line after ``hydra.sweeper.storage_retry_seconds``.
 
-Why our own loop: SQLAlchemy's ``pool_pre_ping`` (set on the engine) replaces a connection that died while
+Why a loop here: SQLAlchemy's ``pool_pre_ping`` (set on the engine) replaces a connection that died while
 idle in the pool, but a call that meets a server going down, or a server not yet back, still raises
 ``OperationalError``; Optuna's ``RDBStorage`` retries nothing (it wraps the error as
 ``StorageInternalError``), and its heartbeat only fails trials of dead workers. Each storage method is one

@@ -1,7 +1,7 @@
 """sweeplab's sweeper: plans the jobs of a multirun, checks them all, runs them, and reports.
 
 This module holds what a grid and a search share; ``entry`` picks one (``grid`` or ``optuna_loop``).
-Why our own and not Hydra's BasicSweeper: it stops the whole sweep at the first failed job and returns no
+Why this sweeper, not Hydra's BasicSweeper: it stops the whole sweep at the first failed job and returns no
 summary; ours checks every job's config before the first one trains, keeps going past a failed job
 (recording why it failed), records the sweep in MLflow and ends with a leaderboard. (Hydra's Optuna
 sweeper pins optuna<3, without pruning or resume.)
@@ -29,7 +29,8 @@ from omegaconf import DictConfig, OmegaConf
 from sweeps.launch import submitit
 from sweeps.launch.job import JobRunner
 from sweeps.outcome import Outcome, State
-from sweeps.support.errors import ConfigError
+from sweeps.support import renames
+from sweeps.support.errors import ConfigError, TrainingError
 from sweeps.support.secrets import redact, redact_override
 from sweeps.sweeper.settings import SweeplabSettings
 from sweeps.tracking import leaderboard
@@ -50,6 +51,7 @@ class Sweep:
         self.settings = settings
         self.hydra_context = hydra_context
         self.config = config
+        renames.say(config.hydra.runtime.choices)  # once per sweep, not once per job
         # Hydra's basic launcher runs jobs in this process: through ``runner``, which gives each job its
         # context. Any other launcher pickles the task function for a process of its own (``submitit``).
         target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
@@ -147,8 +149,8 @@ class Sweep:
         return session, prepared
 
 
-def refuse(err: ConfigError) -> NoReturn:
-    """Bad input of a sweep: one line and exit code 2."""
+def refuse(err: ConfigError | TrainingError) -> NoReturn:
+    """One line and the error's exit code: 2 for bad input of a sweep, 1 for what a range test found."""
     print(f"error: {err}", file=sys.stderr)
     raise SystemExit(err.exit_code) from None
 

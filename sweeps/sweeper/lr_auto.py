@@ -3,20 +3,22 @@ search, and each trial samples its lr log-uniformly from one decade either side 
 suggestion, instead of a wide range given by hand.
 
 The suggestions are kept on the study (``sweeplab.lr_auto``): a resumed study searches the same ranges and
-does not repeat the range tests. The study's name keeps ``lr=auto`` itself, so the same command resumes it.
+does not repeat the range tests (a test that found no lr is not kept: the next run tests again). The
+study's name keeps ``lr=auto`` itself, so the same command resumes it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from sweeps.search.space import Space
 from sweeps.search.study import StudyRef
-from sweeps.support.errors import ConfigError
+from sweeps.support.errors import TrainingError
 from sweeps.sweeper.base import Sweep
 
 log = logging.getLogger("sweeplab")
@@ -64,14 +66,16 @@ def suggestions(sweep: Sweep, space: Space, names: list[str]) -> dict[str, float
 def apply(sweep: Sweep, space: Space, ref: StudyRef) -> dict[str, float]:
     """Give ``space`` each optimizer's lr range, from the study's stored suggestions or new range tests."""
     stored = ref.study.user_attrs.get("sweeplab.lr_auto")
-    found: dict[str, float] = json.loads(stored) if stored else {}
+    kept: dict[str, float] = json.loads(stored) if stored else {}
+    found = {name: lr for name, lr in kept.items() if math.isfinite(lr)}  # a test that found none runs again
     missing = [name for name in optimizers(sweep, space) if name not in found]
     if missing:
         found.update(suggestions(sweep, space, missing))
-        ref.study.set_user_attr("sweeplab.lr_auto", json.dumps(found))
-    unusable = [name for name, lr in found.items() if not lr == lr]
-    if unusable:
-        raise ConfigError(
+        usable = {name: lr for name, lr in found.items() if math.isfinite(lr)}
+        ref.study.set_user_attr("sweeplab.lr_auto", json.dumps(usable))
+    unusable = [name for name, lr in found.items() if not math.isfinite(lr)]
+    if unusable:  # training found it, not the input: exit 1 as for a run that diverged
+        raise TrainingError(
             f"lr=auto: the range test found no lr for {', '.join(unusable)} (its loss diverged at once): "
             "lower lr_find.min_lr, or give lr a range"
         )

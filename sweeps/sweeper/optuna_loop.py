@@ -18,7 +18,7 @@ from sweeps.search import coordination
 from sweeps.search.retry import DatabaseAway
 from sweeps.search.space import Space, parse_space, probes, study_name
 from sweeps.search.study import StudyRef, make, open_study
-from sweeps.support.errors import ConfigError
+from sweeps.support.errors import ConfigError, TrainingError
 from sweeps.support.secrets import redact_text
 from sweeps.sweeper import lr_auto, trials
 from sweeps.sweeper.base import Sweep, finish, refuse
@@ -195,7 +195,7 @@ def auto_lr(search: Search) -> None:
     assert search.ref is not None
     try:
         found = lr_auto.apply(search.sweep, search.space, search.ref)
-    except ConfigError as err:
+    except (ConfigError, TrainingError) as err:  # bad input in a range test's config; or no lr found
         refuse(err)
     if search.session:
         shown = ", ".join(f"{name}: {lr:.3g}" for name, lr in found.items())

@@ -49,10 +49,10 @@ def best(ref: StudyRef, space: Space, metric: str, sweep_dir: Path, session: Ses
         )
 
 
-def study_rows(ref: StudyRef, own: list[Row]) -> list[Row]:
+def study_rows(ref: StudyRef, worker_rows: list[Row]) -> list[Row]:
     """Leaderboard rows of every ended trial of the study: this worker's rows, and the others' from Optuna
     (their run ids are on their MLflow runs, tagged with the trial number)."""
-    mine = {row.job: row for row in own}
+    mine = {row.job: row for row in worker_rows}
     rows = []
     for t in ref.study.get_trials(deepcopy=False):
         state = of_trial(t)

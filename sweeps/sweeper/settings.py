@@ -86,8 +86,8 @@ class SweeplabSettings:
             )
 
     def mode(self) -> str:
-        """``direction`` as min or max (default max): the objective of an app that is not sweeplab's own
-        training, which returns its value (sweeplab's own uses ``objective.mode``)."""
+        """``direction`` as min or max (default max): the objective of an app that is not sweeplab's
+        training, which returns its value (sweeplab's training uses ``objective.mode``)."""
         direction = self.direction
         if isinstance(direction, list | tuple):
             if len(direction) != 1:

@@ -20,7 +20,7 @@ def log_model(client: Any, run_id: str, path: str, example: Any, output: Any) ->
     import torch
     from mlflow.models import infer_signature
 
-    net = torch.load(path, weights_only=False)  # our own file, written by the training process
+    net = torch.load(path, weights_only=False)  # sweeplab's file, written by the training process
     mlflow.set_tracking_uri(client.tracking_uri)
     with warnings.catch_warnings(), mlflow.start_run(run_id=run_id):
         warnings.simplefilter("ignore")  # e.g. pip's version check, pydantic's notes

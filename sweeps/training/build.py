@@ -36,12 +36,12 @@ LOWER_IS_BETTER = ("loss", "rmse", "mae", "error")
 @dataclass
 class Built:
     datamodule: Any  # a LightningDataModule; the bundled ones (ArrayDataModule) train from memory
-    module: Any  # sweeplab's LitModule, or the user's LightningModule (``own`` False)
+    module: Any  # sweeplab's LitModule, or the user's own LightningModule (``sweeplab_module`` False)
     task: str | None
     metric: str
     mode: str
     lineage: dict[str, dict[str, str]] | None = None  # where the weights came from (finetune, model=hf)
-    own: bool = True
+    sweeplab_module: bool = True  # ``module`` is sweeplab's LitModule (``module=default``)
 
 
 def _accepted(func: Callable[..., Any], context: dict[str, Any]) -> dict[str, Any]:
@@ -74,16 +74,16 @@ def make(group: str, node: Any, **context: Any) -> Any:
         raise ConfigError(_message(group, err)) from err
 
 
-def objective(cfg: DictConfig, task: str | None, own: bool = True) -> tuple[str, str]:
+def objective(cfg: DictConfig, task: str | None, sweeplab_module: bool = True) -> tuple[str, str]:
     """The metric a run is scored by and its direction; ``auto`` picks by task. A user's module may log
     any name (``val/acc``): whether it does is checked after its first validation."""
     metric = str(cfg.objective.metric)
-    if metric == "auto" and not own:
+    if metric == "auto" and not sweeplab_module:
         raise ConfigError(
             "objective.metric=auto: name a metric your module logs with self.log, "
             "e.g. objective.metric=val/acc objective.mode=max"
         )
-    if own:
+    if sweeplab_module:
         assert task is not None
         if metric == "auto":
             metric = "val_rmse" if task == "regression" else "val_acc"
@@ -144,28 +144,28 @@ def _target_func(group: str, node: Any) -> Callable[..., Any]:
 
 def build(cfg: DictConfig, data: Data | None = None, tracker: Any = None) -> Built:
     """Data, loss, model, optimizer and schedule for one run, checked against each other; then the module
-    (``module`` group: sweeplab's own, or the user's, which receives them as partials and objects)."""
+    (``module`` group: sweeplab's LitModule, or the user's own, given them as partials and objects)."""
     dm, info = data or build_datamodule(cfg)
-    own = usermodule.is_default(cfg)
-    user_cls = None if own else usermodule.module_class(cfg)
-    task = info.need("task", "module=default") if own else info.get("task")
-    if own and task == "classification":
+    sweeplab_module = usermodule.is_default(cfg)
+    user_cls = None if sweeplab_module else usermodule.module_class(cfg)
+    task = info.need("task", "module=default") if sweeplab_module else info.get("task")
+    if sweeplab_module and task == "classification":
         info.need("n_classes", "module=default")
-    metric, mode = objective(cfg, task, own)
+    metric, mode = objective(cfg, task, sweeplab_module)
     loss = model = None
-    if own or (user_cls is not None and usermodule.wants(user_cls, "loss_fn")):
+    if sweeplab_module or (user_cls is not None and usermodule.wants(user_cls, "loss_fn")):
         loss = make("loss", cfg.loss, **_context(_target_func("loss", cfg.loss), info, "loss"))
-    if own or (user_cls is not None and usermodule.wants_model(user_cls)):
+    if sweeplab_module or (user_cls is not None and usermodule.wants_model(user_cls)):
         model_func = _target_func("model", cfg.model)
         context = _context(model_func, info, "model")
         if "out_features" in inspect.signature(model_func).parameters:
             default_out = 1 if task == "regression" else info.need("n_classes", "the model's out_features")
             context["out_features"] = getattr(loss, "out_features", default_out)
         model = make("model", cfg.model, **context)
-    if finetune.enabled(cfg) and not own:
+    if finetune.enabled(cfg) and not sweeplab_module:
         raise ConfigError("stage=finetune: fine-tuning works with module=default only")
     plan = finetune.prepare(cfg, model, tracker) if finetune.enabled(cfg) and model is not None else None
-    adapter = lora.prepare(cfg, model if own else None) if lora.enabled(cfg) else None
+    adapter = lora.prepare(cfg, model if sweeplab_module else None) if lora.enabled(cfg) else None
 
     opt_node = OmegaConf.to_container(cfg.optimizer, resolve=True)
     assert isinstance(opt_node, dict)
@@ -179,7 +179,7 @@ def build(cfg: DictConfig, data: Data | None = None, tracker: Any = None) -> Bui
 
     if user_cls is not None:
         module = _user_module(cfg, user_cls, dm, info, (model, loss, optimizer, sched_factory))
-        return Built(dm, module, task, metric, mode, None, own=False)
+        return Built(dm, module, task, metric, mode, None, sweeplab_module=False)
     # DDP synchronises gradients in the backward pass that follows each forward through its wrapper, once
     # per Lightning batch: several optimizer steps per batch would skip the synchronisation.
     fast = isinstance(dm, ArrayDataModule) and not distributed(cfg.trainer)

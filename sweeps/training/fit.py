@@ -49,7 +49,7 @@ def make_trainer(
     lit = Lightning.of(built)
     quiet_lightning()  # again: importing the ``lightning`` package (a user's module) resets its loggers
     options = {k: v for k, v in cfg.trainer.items() if k not in OUR_TRAINER_KEYS}
-    if built.own:  # sweeplab's module accumulates gradients itself (Lightning's option needs automatic steps)
+    if built.sweeplab_module:  # it accumulates gradients itself (Lightning's option needs automatic steps)
         options.pop("accumulate_grad_batches", None)
     progress = str(cfg.trainer.get("progress", "epoch"))
     callbacks: list[Any] = lit.guards(built)
@@ -75,7 +75,7 @@ def make_trainer(
                 enable_version_counter=False,
             )
         )
-    if not built.own and float(cfg.grad_clip):  # sweeplab's module clips in its own step
+    if not built.sweeplab_module and float(cfg.grad_clip):  # sweeplab's module clips in its training step
         options["gradient_clip_val"] = float(cfg.grad_clip)
     return lit.package.Trainer(
         logger=False,

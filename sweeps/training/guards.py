@@ -1,4 +1,4 @@
-"""What sweeplab's own module checks inside itself, done for a user's module from the outside, through
+"""What sweeplab's LitModule checks inside itself, done for a user's module from the outside, through
 Lightning's public callback hooks: the objective is among what it logs, and its loss stays finite.
 
 Plain ``pytorch_lightning`` callbacks: Lightning calls callback hooks by name, so the Trainer of the

@@ -1,4 +1,4 @@
-"""Which Lightning trains a run: ``pytorch_lightning`` (sweeplab's own module, and user modules written
+"""Which Lightning trains a run: ``pytorch_lightning`` (sweeplab's LitModule, and user modules written
 against it) or ``lightning.pytorch`` (the ``lightning`` package, which lightning-hydra-template and most
 current code use). The two ship the same code, but a module of one is refused by the other's Trainer, and
 each Trainer only recognises its own checkpoint and early-stopping callbacks; so the Trainer and those
@@ -38,7 +38,7 @@ class Lightning:
         (``preemption``), not Lightning's."""
         name = self.package.__name__
         io = import_module(f"{name}.plugins.io")
-        inner = None if built.own else plain_checkpoints(io.TorchCheckpointIO)()
+        inner = None if built.sweeplab_module else plain_checkpoints(io.TorchCheckpointIO)()
         plugins: list[Any] = [io.AsyncCheckpointIO(inner)]
         slurm = import_module(f"{name}.plugins.environments").SLURMEnvironment
         if slurm.detect():
@@ -48,7 +48,7 @@ class Lightning:
     @staticmethod
     def guards(built: Built) -> list[Any]:
         """For a user's module, the checks sweeplab's module makes inside itself (``guards``)."""
-        if built.own:
+        if built.sweeplab_module:
             return []
         return [ObjectiveLogged(built.metric, type(built.module).__name__), FiniteLoss()]
 
@@ -65,13 +65,13 @@ class Lightning:
     @staticmethod
     def can_test(built: Built) -> bool:
         """Test the best weights where the data has a test split and the module a test step."""
-        steps = built.own or has_hook(built.module, "test_step")
+        steps = built.sweeplab_module or has_hook(built.module, "test_step")
         return steps and has_hook(built.datamodule, "test_dataloader")
 
     @staticmethod
     def metrics(built: Built, trainer: Any, before: dict[str, float] | None = None) -> dict[str, float]:
         """The run's last metrics: sweeplab's module keeps them all; a user's module logs them."""
-        if built.own:
+        if built.sweeplab_module:
             return dict(built.module.epoch_metrics)
         logged = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         return {**(before or {}), **logged}
