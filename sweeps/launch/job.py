@@ -146,7 +146,9 @@ def single_run(cfg: DictConfig, hc: Any) -> Outcome:
             tracker.close()
     if outcome.bad_input:
         _refuse(output_dir, outcome.message)
-    if not first:
+    if not first:  # a DDP rank but the first: the first one says it all
+        if outcome.state is State.FAILED:
+            sys.exit(1)
         return outcome
     repeated = seeds.repeated(cfg)
     if repeated:  # several seeds or folds of one configuration: the mean +- its 95% interval
