@@ -10,12 +10,17 @@ job that the sweeper in ``sweeps.sweeper`` planned); this module only dispatches
 
 from __future__ import annotations
 
+import sys
+
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from lightning_modules.compat import exit_now
 from sweeps.launch.job import task
 from sweeps.outcome import Outcome
+from sweeps.support.errors import TrackingError
 from sweeps.support.secrets import redact_log_records
 
 redact_log_records()  # before Hydra's launcher logs the job overrides
@@ -23,7 +28,13 @@ redact_log_records()  # before Hydra's launcher logs the job overrides
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> Outcome:
-    return task(cfg)
+    try:
+        return task(cfg)
+    except TrackingError as err:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # a sweep's job: its run FAILED with this reason, and the sweep goes on
+        print(f"error: {err}", file=sys.stderr)  # a single run: one line, not Hydra's traceback
+        raise SystemExit(err.exit_code) from None
 
 
 if __name__ == "__main__":

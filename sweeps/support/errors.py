@@ -1,4 +1,5 @@
-"""The error type for bad input: reported as one line, exit code 2, before anything trains."""
+"""The two error types a user sees as one line without a traceback: bad input (``ConfigError``, exit code 2,
+before anything trains) and a failure at run time (``TrackingError``, exit code 1)."""
 
 from __future__ import annotations
 
@@ -7,3 +8,10 @@ class ConfigError(ValueError):
     """A config value, file or combination that cannot work. The message names the key and what is allowed."""
 
     exit_code = 2
+
+
+class TrackingError(RuntimeError):
+    """The tracking process died, or the store refused a request, while the command ran: the input was fine
+    (a store that cannot be opened at start-up is a ``ConfigError``), so the same command may work again."""
+
+    exit_code = 1

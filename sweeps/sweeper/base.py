@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweeps.launch import submitit
 from sweeps.outcome import Outcome, State
-from sweeps.support.errors import ConfigError
+from sweeps.support.errors import ConfigError, TrackingError
 from sweeps.support.secrets import redact, redact_override
 from sweeps.sweeper.settings import SweeplabSettings
 from sweeps.tracking import leaderboard
@@ -121,7 +121,8 @@ class Sweep:
     def open(
         self, jobs: list[list[str]], prepare: Callable[[tuple[str, str]], Any] | None
     ) -> tuple[tracking.Session | None, Any]:
-        """The tracking session and ``prepare(objective)``, or one line and exit code 2 for bad input."""
+        """The tracking session and ``prepare(objective)``, or one line and exit code 2 for bad input (1 if
+        the tracking process died meanwhile)."""
         session = None
         try:
             ours = "data" in self.config and "trainer" in self.config  # sweeplab's config, not another app's
@@ -131,15 +132,15 @@ class Sweep:
             prepared = prepare(objective) if prepare else None
             if session:
                 session.ready()
-        except ConfigError as err:
+        except (ConfigError, TrackingError) as err:
             if session:
                 session.close()
             refuse(err)
         return session, prepared
 
 
-def refuse(err: ConfigError) -> NoReturn:
-    """Bad input of a sweep: one line and exit code 2."""
+def refuse(err: ConfigError | TrackingError) -> NoReturn:
+    """Bad input of a sweep (exit code 2), or its tracking failing (1): one line, no traceback."""
     print(f"error: {err}", file=sys.stderr)
     raise SystemExit(err.exit_code) from None
 
@@ -148,7 +149,7 @@ def finish(session: tracking.Session | None, status: str) -> None:
     """Close the sweep's parent run (if this process has one) and the tracking process; a write the store
     refused for want of space is raised as the full disk it is (``entry`` says so in one line)."""
     if session and session.parent:
-        session.send("end_run", run=session.parent, status=status)
+        session.end_run(session.parent, status)
     full = session.close() if session else None
     if full and session:
         store = session.shown_uri.split("///", 1)[-1] if session.shown_uri.startswith("sqlite") else None
