@@ -53,7 +53,7 @@ def job(store: Any, tmp_path: Path, *overrides: str, **handles: Any) -> tuple[Di
 
 def written(session: tracking.Session) -> None:
     """Wait until every write queued so far is done (a round trip to the tracking process)."""
-    session.call("resolve", handles=[])
+    session.sync()
 
 
 def recorded(store: Any, run_id: str) -> Any:

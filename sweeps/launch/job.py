@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweeps.launch import ddp, submitit
 from sweeps.outcome import Outcome, State
 from sweeps.support import renames
-from sweeps.support.errors import ConfigError
+from sweeps.support.errors import ConfigError, TrackingError
 from sweeps.tracking import session as tracking
 from sweeps.training import seeds
 from sweeps.training.checks import check_config, distributed
@@ -137,6 +137,9 @@ def single_run(cfg: DictConfig, hc: Any) -> Outcome:
             tracker = tracking.start(cfg.tracking) if first else None  # opens while torch loads
         except ConfigError as err:
             _refuse(output_dir, str(err))
+        except TrackingError as err:  # the tracking process died at start-up: one line, exit 1
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(err.exit_code)
         outcome = run_job(cfg, context_of(hc, None, tracker=tracker, first_rank=first))
     except BaseException as err:
         _leave_if_preempted(err)

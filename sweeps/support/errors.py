@@ -1,4 +1,5 @@
-"""The error type for bad input: reported as one line, exit code 2, before anything trains."""
+"""The error types a user sees as one line without a traceback: bad input (``ConfigError``, exit code 2,
+before anything trains) and failures at run time (``TrackingError``, ``TrainingError``, exit code 1)."""
 
 from __future__ import annotations
 
@@ -12,5 +13,12 @@ class ConfigError(ValueError):
 class TrainingError(RuntimeError):
     """A failure that training found, not bad input (a range test whose loss diverged at once): one line
     and exit code 1, as for a run that diverged."""
+
+    exit_code = 1
+
+
+class TrackingError(RuntimeError):
+    """The tracking process died, or the store refused a request, while the command ran: the input was fine
+    (a store that cannot be opened at start-up is a ``ConfigError``), so the same command may work again."""
 
     exit_code = 1

@@ -30,7 +30,7 @@ from sweeps.launch import submitit
 from sweeps.launch.job import JobRunner
 from sweeps.outcome import Outcome, State
 from sweeps.support import renames
-from sweeps.support.errors import ConfigError, TrainingError
+from sweeps.support.errors import ConfigError, TrackingError, TrainingError
 from sweeps.support.secrets import redact, redact_override
 from sweeps.sweeper.settings import SweeplabSettings
 from sweeps.tracking import leaderboard
@@ -132,7 +132,8 @@ class Sweep:
     def open(
         self, jobs: list[list[str]], prepare: Callable[[tuple[str, str]], Any] | None
     ) -> tuple[tracking.Session | None, Any]:
-        """The tracking session and ``prepare(objective)``, or one line and exit code 2 for bad input."""
+        """The tracking session and ``prepare(objective)``, or one line and exit code 2 for bad input (1 if
+        the tracking process died meanwhile)."""
         session = None
         try:
             ours = "data" in self.config and "trainer" in self.config  # sweeplab's config, not another app's
@@ -142,15 +143,16 @@ class Sweep:
             prepared = prepare(objective) if prepare else None
             if session:
                 session.ready()
-        except ConfigError as err:
+        except (ConfigError, TrackingError) as err:
             if session:
                 session.close()
             refuse(err)
         return session, prepared
 
 
-def refuse(err: ConfigError | TrainingError) -> NoReturn:
-    """One line and the error's exit code: 2 for bad input of a sweep, 1 for what a range test found."""
+def refuse(err: ConfigError | TrackingError | TrainingError) -> NoReturn:
+    """One line and the error's exit code: 2 for bad input of a sweep, 1 for its tracking failing or what a
+    range test found; no traceback."""
     print(f"error: {err}", file=sys.stderr)
     raise SystemExit(err.exit_code) from None
 
@@ -159,7 +161,7 @@ def finish(session: tracking.Session | None, status: str) -> None:
     """Close the sweep's parent run (if this process has one) and the tracking process; a write the store
     refused for want of space is raised as the full disk it is (``entry`` says so in one line)."""
     if session and session.parent:
-        session.send("end_run", run=session.parent, status=status)
+        session.end_run(session.parent, status)
     full = session.close() if session else None
     if full and session:
         store = session.shown_uri.split("///", 1)[-1] if session.shown_uri.startswith("sqlite") else None

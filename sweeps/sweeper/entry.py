@@ -11,6 +11,7 @@ from typing import Any
 from hydra.core.utils import JobReturn
 
 from sweeps.support import fulldisk
+from sweeps.support.errors import TrackingError
 from sweeps.sweeper.base import Sweep
 from sweeps.sweeper.grid import run_grid
 
@@ -24,7 +25,8 @@ def is_search(arguments: list[str], params: Any) -> bool:
 
 
 def sweep(base: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
-    """The sweep; a full disk stops it with one line (what finished is kept: the next command resumes)."""
+    """The sweep; a full disk, or the tracking process dying, stops it with one line and exit code 1 (what
+    finished is kept: the next command resumes)."""
     fulldisk.quiet()  # that line only: no logging tracebacks about the same full disk before it
     try:
         if is_search(arguments, base.settings.params):
@@ -32,11 +34,14 @@ def sweep(base: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
 
             return run_search(base, arguments)
         return run_grid(base, arguments)
-    except OSError as err:
-        full = disk_full(err)
-        if full is None:
+    except (OSError, TrackingError) as err:
+        full = disk_full(err)  # a tracking process that went down with the disk: the disk is the news
+        if full is not None:
+            print(f"error: {no_space(full, base.settings.storage_url)}", file=sys.stderr)
+        elif isinstance(err, TrackingError):
+            print(f"error: {err}", file=sys.stderr)
+        else:
             raise
-        print(f"error: {no_space(full, base.settings.storage_url)}", file=sys.stderr)
         raise SystemExit(1) from None
 
 

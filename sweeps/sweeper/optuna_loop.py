@@ -91,9 +91,7 @@ def start(search: Search, arguments: list[str]) -> Path:
     search.ref.study.set_user_attr("sweeplab.command", command(["-m", *arguments]))
     if session:
         shown = redact_text(settings.storage_url)
-        session.send(
-            "log", run=session.parent, tags={"sweeplab.study": search.name, "sweeplab.storage": shown}
-        )
+        session.log(session.sweep_run, tags={"sweeplab.study": search.name, "sweeplab.storage": shown})
     return sweep_dir
 
 
@@ -103,9 +101,7 @@ def ledger_for(search: Search) -> Ledger:
     ledger.complete = search.space.suggest_rest
     session = search.session
     if session:
-        ledger.on_stale = lambda numbers: session.send(
-            "kill_trial_runs", study=search.name, trials=[str(n) for n in numbers]
-        )
+        ledger.on_stale = lambda numbers: session.kill_trial_runs(search.name, [str(n) for n in numbers])
     if session and search.shared:
         # A machine may die with tracking writes in flight: a trial is told to Optuna only once its MLflow
         # run is closed, so that a finished trial never has a run left RUNNING.
@@ -199,7 +195,7 @@ def auto_lr(search: Search) -> None:
         refuse(err)
     if search.session:
         shown = ", ".join(f"{name}: {lr:.3g}" for name, lr in found.items())
-        search.session.send("log", run=search.session.parent, tags={"sweeplab.lr_auto": shown})
+        search.session.log(search.session.sweep_run, tags={"sweeplab.lr_auto": shown})
 
 
 def record_stop(search: Search, ledger: Ledger) -> None:
@@ -209,7 +205,7 @@ def record_stop(search: Search, ledger: Ledger) -> None:
     assert search.ref is not None
     search.ref.study.set_user_attr("sweeplab.stop_reason", why)
     if search.session:
-        search.session.send("log", run=search.session.parent, tags={"sweeplab.stop_reason": why})
+        search.session.log(search.session.sweep_run, tags={"sweeplab.stop_reason": why})
 
 
 def _last_out_quietly(ref: StudyRef, session: Session) -> bool:

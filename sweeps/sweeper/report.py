@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from sweeps.outcome import State
-from sweeps.support.errors import ConfigError
+from sweeps.support.errors import TrackingError
 from sweeps.tracking import leaderboard
 from sweeps.tracking.session import Session
 
@@ -31,19 +31,19 @@ def report(
         return
     summary = leaderboard.summary(ranked, metric)
     parent = session.parent
-    session.send("log", run=parent, metrics=summary["metrics"], tags=summary["tags"])
+    session.log(parent, metrics=summary["metrics"], tags=summary["tags"])
     for name in ("leaderboard.csv", "leaderboard.md"):
-        session.send("artifact", run=parent, path=str(sweep_dir / name))
+        session.artifact(parent, str(sweep_dir / name))
     if said:
-        session.send("text", run=parent, text="\n".join(said) + "\n", name="verdicts.txt")
-        session.send("log", run=parent, tags={"sweeplab.verdict": said[0][:5000]})
+        session.text(parent, "\n".join(said) + "\n", "verdicts.txt")
+        session.log(parent, tags={"sweeplab.verdict": said[0][:5000]})
     if summary["best_overrides"]:
-        session.send("text", run=parent, text=summary["best_overrides"], name="best_config.txt")
+        session.text(parent, summary["best_overrides"], "best_config.txt")
     best_run = summary["tags"].get("sweeplab.best_run_id")
     if session.register_best and best_run:
         register_best(session, best_run, metric, summary)
     if {"loss", "optimizer"} <= set(ranked[0].overrides if ranked else {}):
-        session.send("heatmap", run=parent, rows=[r.__dict__ for r in ranked], metric=metric, mode=mode)
+        session.heatmap(parent, [r.__dict__ for r in ranked], metric, mode)
 
 
 def register_best(session: Session, run_id: str, metric: str, summary: dict) -> None:
@@ -57,8 +57,8 @@ def register_best(session: Session, run_id: str, metric: str, summary: dict) -> 
         "sweeplab.run_id": run_id,
     }
     try:
-        version = session.call("register", run=run_id, name=session.register_best, tags=tags)
-    except ConfigError as err:  # the sweep's results stand; say why its model is not registered
+        version = session.register(run_id, session.register_best, tags)
+    except TrackingError as err:  # the sweep's results stand; say why its model is not registered
         log.error("tracking.register_best=%s: not registered: %s", session.register_best, err)
         return
     log.info("registered model %s version %s (run %s)", session.register_best, version, run_id)

@@ -39,14 +39,8 @@ def best(ref: StudyRef, space: Space, metric: str, sweep_dir: Path, session: Ses
     print(f"best of study {ref.name}: {metric}={trial.value:.4f} (trial {trial.number}) with {params}")
     print(f"written to {sweep_dir / 'best.yaml'}", flush=True)
     if session:
-        session.send("artifact", run=session.parent, path=str(sweep_dir / "best.yaml"))
-        session.send(
-            "optuna_plots",
-            run=session.parent,
-            storage=ref.url,
-            study=ref.name,
-            params=list(space.distributions),
-        )
+        session.artifact(session.sweep_run, str(sweep_dir / "best.yaml"))
+        session.optuna_plots(session.sweep_run, ref.url, ref.name, list(space.distributions))
 
 
 def study_rows(ref: StudyRef, worker_rows: list[Row]) -> list[Row]:

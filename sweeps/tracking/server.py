@@ -5,7 +5,8 @@ write several milliseconds. In a separate process that work overlaps the torch i
 instead of adding to them. It also outlives a crash of the training process long enough to close its runs:
 when the pipe to its parent breaks, every run still open is ended as KILLED.
 
-Requests arrive as ``(name, kwargs)`` tuples; those sent with ``reply=True`` get ``("ok", value)`` or
+Requests arrive as ``(name, kwargs, reply)`` tuples, ``name`` one of ``requests.REQUESTS`` (any other is
+refused, never looked up on the store); those sent with ``reply=True`` get ``("ok", value)`` or
 ``("error", message)`` back.
 """
 
@@ -14,9 +15,11 @@ from __future__ import annotations
 import os
 import sys
 from multiprocessing.connection import Connection
+from typing import Any
 
 from sweeps.support import fulldisk
 from sweeps.support.secrets import redact_text
+from sweeps.tracking.requests import CLOSE, REQUESTS, refused
 from sweeps.tracking.store import Store
 
 
@@ -40,7 +43,7 @@ def answer_requests(conn: Connection) -> None:
                 service.flush()
                 service.abandon()
             return
-        if name == "close":
+        if name == CLOSE:
             if service is not None and service.client is not None:
                 full = full or _flush(service)
             conn.send(("ok", full or None))
@@ -48,7 +51,7 @@ def answer_requests(conn: Connection) -> None:
         try:
             if service is None:
                 service = Store()
-            answer = ("ok", getattr(service, name)(**kwargs))
+            answer = ("ok", handle(service, name, kwargs))
         except Exception as err:  # noqa: BLE001 - reported to the parent, which decides
             answer = ("error", f"{type(err).__name__}: {err}".splitlines()[0])
             if not reply and fulldisk.is_full(err):
@@ -60,6 +63,13 @@ def answer_requests(conn: Connection) -> None:
                 conn.send(answer)
             except OSError:  # the parent is gone: the next recv() ends the loop
                 pass
+
+
+def handle(service: Store, name: str, kwargs: dict[str, Any]) -> Any:
+    """One request on the store; a name outside the allow-list is refused, never looked up on it."""
+    if name not in REQUESTS:
+        raise ValueError(refused(name))
+    return getattr(service, name)(**kwargs)
 
 
 def _flush(service: Store) -> str:

@@ -18,9 +18,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sweeps.outcome import Outcome, State
-from sweeps.support.errors import ConfigError
+from sweeps.support.errors import ConfigError, TrackingError
 from sweeps.support.processes import holders, process_start, spawn
 from sweeps.support.secrets import redact, redact_override, redact_text
+from sweeps.tracking.requests import CLOSE
 
 OUTER = "SWEEPLAB_PARENT_RUN"  # a run id: this command's runs nest under it (``python -m sweeps.benchmark``)
 
@@ -46,34 +47,38 @@ class Session:
         self.process, self.conn = spawn("sweeps.tracking.server")
         self._lock = threading.RLock()  # the seeds of a configuration (``repeats``) train in threads
         artifacts = str(tracking.artifacts) if tracking.get("artifacts") else None
-        self._send(
-            "open",
-            True,
-            uri=uri,
-            experiment=str(tracking.experiment),
-            artifact_root=artifacts,
-            check_url=check_url,
-            system_metrics=bool(tracking.get("system_metrics", False)),
-            retry_seconds=float(tracking.get("retry_seconds") or 60),
-        )
+        opened = {
+            "uri": uri,
+            "experiment": str(tracking.experiment),
+            "artifact_root": artifacts,
+            "check_url": check_url,
+            "system_metrics": bool(tracking.get("system_metrics", False)),
+            "retry_seconds": float(tracking.get("retry_seconds") or 60),
+        }
+        self._write("open", True, opened)
         self._ready: dict[str, Any] | None = None
         self.parent: str | None = None  # the sweep's run handle
         self.outer = os.environ.get(OUTER) or None  # the run this command's top runs nest under, if any
         self._handles = 0
 
-    # -- the pipe ---
-    def _send(self, request: str, reply: bool = False, **kwargs: Any) -> None:
+    # -- the pipe (only sweeps/tracking/ uses it; everyone else calls the typed methods below) ---
+    def _write(self, request: str, reply: bool, kwargs: dict[str, Any]) -> None:
+        """One request down the pipe; a broken pipe means the tracking process died."""
         with self._lock:
-            self.conn.send((request, kwargs, reply))
+            try:
+                self.conn.send((request, kwargs, reply))
+            except OSError as err:
+                raise TrackingError(f"tracking.uri={self.shown_uri}: the tracking process stopped") from err
 
-    def _answer(self) -> Any:
+    def _answer(self, as_error: type[Exception] = TrackingError) -> Any:
+        """The reply to the last request; an error answer is raised as ``as_error``, in one line."""
         try:
             status, value = self.conn.recv()
         except EOFError:
-            raise ConfigError(f"tracking.uri={self.shown_uri}: the tracking process stopped") from None
+            raise TrackingError(f"tracking.uri={self.shown_uri}: the tracking process stopped") from None
         if status != "ok":
             reason = redact_text(str(value) + self._holders(value))
-            raise ConfigError(f"tracking.uri={self.shown_uri}: {reason}")
+            raise as_error(f"tracking.uri={self.shown_uri}: {reason}")
         return value
 
     def _holders(self, error: Any) -> str:
@@ -83,22 +88,80 @@ class Session:
         found = holders(self.shown_uri.removeprefix("sqlite:///"), {os.getpid(), self.process.pid})
         return f"; open in {', '.join(found)}" if found else ""
 
-    def call(self, request: str, **kwargs: Any) -> Any:
-        """A request whose answer we wait for."""
+    def _call(self, request: str, **kwargs: Any) -> Any:
+        """A request whose answer we wait for (raises TrackingError with one line if the store refuses)."""
         with self._lock:
             self.ready()
-            self._send(request, reply=True, **kwargs)
+            self._write(request, True, kwargs)
             return self._answer()
 
-    def send(self, request: str, **kwargs: Any) -> None:
+    def _send(self, request: str, **kwargs: Any) -> None:
         """Fire and forget: the tracking process works through it while training goes on."""
-        self._send(request, **kwargs)
+        self._write(request, False, kwargs)
+
+    # -- the requests: fire and forget ---
+    def log(
+        self,
+        run: str,
+        *,
+        params: dict[str, str] | None = None,
+        metrics: dict[str, float] | None = None,
+        tags: dict[str, str] | None = None,
+        step: int = 0,
+    ) -> None:
+        """Params and tags of a run (written at once), metrics at ``step`` (the tracking process batches
+        them)."""
+        self._send("log", run=run, params=params, metrics=metrics, tags=tags, step=step)
+
+    def text(self, run: str, text: str, name: str) -> None:
+        """A text file artifact (the config, the overrides, the verdicts) made from ``text``."""
+        self._send("text", run=run, text=text, name=name)
+
+    def artifact(self, run: str, path: str, folder: str | None = None) -> None:
+        """A copy of the file at ``path`` (skipped if it is gone by then), under ``folder`` if given."""
+        self._send("artifact", run=run, path=path, folder=folder)
+
+    def model(self, run: str, path: str, example: Any, output: Any) -> None:
+        """The network saved at ``path`` as an MLflow model, with an input example and its output."""
+        self._send("model", run=run, path=path, example=example, output=output)
+
+    def datasets(self, run: str, datasets: list[dict[str, Any]]) -> None:
+        """The data the run trains and validates on, as MLflow dataset inputs."""
+        self._send("datasets", run=run, datasets=datasets)
+
+    def heatmap(self, run: str, rows: list[dict[str, Any]], metric: str, mode: str) -> None:
+        """The leaderboard's loss x optimizer picture, on the sweep's run."""
+        self._send("heatmap", run=run, rows=rows, metric=metric, mode=mode)
+
+    def optuna_plots(self, run: str, storage: str, study: str, params: list[str]) -> None:
+        """The study's pictures (history, importances, contour, intermediate values), on the sweep's run."""
+        self._send("optuna_plots", run=run, storage=storage, study=study, params=params)
+
+    def end_run(self, run: str, status: str) -> None:
+        """Close a run with an MLflow status (its held-back metrics are written first)."""
+        self._send("end_run", run=run, status=status)
+
+    def kill_trial_runs(self, study: str, trials: list[str]) -> None:
+        """End as KILLED the runs still RUNNING of these trials of ``study`` (their worker stopped)."""
+        self._send("kill_trial_runs", study=study, trials=trials)
+
+    # -- the requests: answered ---
+    def register(self, run: str, name: str, tags: dict[str, str]) -> str:
+        """Register the model of ``run`` as a new version of ``name``; returns the version."""
+        version: str = self._call("register", run=run, name=name, tags=tags)
+        return version
+
+    def source_run(self, run_id: str, dest: str) -> dict[str, Any] | None:
+        """A run's params and its best checkpoint downloaded into ``dest``; None when there is no such run."""
+        found: dict[str, Any] | None = self._call("source_run", run_id=run_id, dest=dest)
+        return found
 
     def ready(self) -> dict[str, Any]:
-        """Wait until the store is open (raises ConfigError with one line if it cannot be)."""
+        """Wait until the store is open: one line of ConfigError if it cannot be (a wrong or unreachable
+        URI, a damaged or locked store is bad input), of TrackingError if the tracking process died."""
         with self._lock:
             if self._ready is None:
-                self._ready = self._answer()
+                self._ready = self._answer(as_error=ConfigError)
             return self._ready
 
     def close(self) -> str | None:
@@ -106,9 +169,9 @@ class Session:
         refused for want of space (a full disk), if any: the caller decides what that means."""
         full = None
         try:
-            self._send("close", reply=True)
+            self._write(CLOSE, True, {})
             full = self.conn.recv()[1]  # every write before it is done
-        except (EOFError, OSError):
+        except (EOFError, OSError, TrackingError):
             pass
         # Its interpreter shutdown (MLflow, SQLAlchemy) takes a second and has nothing left to do.
         self.process.terminate()
@@ -123,8 +186,12 @@ class Session:
             self.ready()
             self._handles += 1
             handle = f"run{self._handles}"
-            self.send("start_run", handle=handle, name=name, tags=tags, parent=parent)
+            self._send("start_run", handle=handle, name=name, tags=tags, parent=parent)
             return handle
+
+    def sync(self) -> None:
+        """Wait until every write queued so far is done (one round trip)."""
+        self._call("resolve", handles=[])
 
     def run_ids(self, handles: Sequence[str]) -> dict[str, str]:
         """MLflow's run ids for our handles (waits for the writes queued so far).
@@ -132,7 +199,7 @@ class Session:
         A run created by another process (a DDP job's own process) is known by its run id already.
         """
         ours = [h for h in handles if h.startswith("run")]
-        ids = self.call("resolve", handles=ours) if ours else {}
+        ids = self._call("resolve", handles=ours) if ours else {}
         return {**{h: h for h in handles if h not in ours}, **ids}
 
     def fill_run_ids(self, rows: Sequence[Any]) -> None:
@@ -156,8 +223,14 @@ class Session:
         self.parent = self.new_run(name, tags, parent=self.outer)
         sweep_id = self.run_ids([self.parent])[self.parent]  # once per sweep: its children are tagged with it
         self.sweep_id = sweep_id
-        self.send("log", run=self.parent, tags={"sweeplab.sweep_id": sweep_id})
+        self.log(self.parent, tags={"sweeplab.sweep_id": sweep_id})
         return sweep_id
+
+    @property
+    def sweep_run(self) -> str:
+        """The sweep's run, for requests about it: only once ``start_sweep`` or ``join_sweep`` named it."""
+        assert self.parent is not None, "no sweep run yet"
+        return self.parent
 
     def join_sweep(self, sweep_id: str) -> None:
         """Record runs as children of a sweep that another process started (parallel trial workers)."""
@@ -218,28 +291,21 @@ class RunRecord:
         self.handle = session.new_run(name, tags, parent=parent or session.parent or session.outer)
         resolved = redact(OmegaConf.to_container(cfg, resolve=True))
         params = {**flatten(resolved), **{k: v for k, v in choices.items() if not k.startswith("hydra")}}
-        session.send("log", run=self.handle, params={k: _text(v) for k, v in params.items()})
-        session.send(
-            "text", run=self.handle, text=OmegaConf.to_yaml(OmegaConf.create(resolved)), name="config.yaml"
-        )
-        session.send(
-            "text",
-            run=self.handle,
-            text="\n".join(redact_override(o) for o in overrides) + "\n",
-            name="overrides.txt",
-        )
+        session.log(self.handle, params={k: _text(v) for k, v in params.items()})
+        session.text(self.handle, OmegaConf.to_yaml(OmegaConf.create(resolved)), "config.yaml")
+        session.text(self.handle, "\n".join(redact_override(o) for o in overrides) + "\n", "overrides.txt")
 
     def model(self, exported: dict[str, Any]) -> None:
         """Its network as an MLflow model (``training.export`` saved it, with an input example)."""
-        self.session.send("model", run=self.handle, **exported)
+        self.session.model(self.handle, **exported)
 
     def datasets(self, described: list[dict[str, Any]]) -> None:
         """The data it trains and validates on (``training.datasets``), as MLflow dataset inputs."""
-        self.session.send("datasets", run=self.handle, datasets=described)
+        self.session.datasets(self.handle, described)
 
     def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """One epoch's metrics, sent in one batch (for ``lightning_modules.callbacks.EpochEnd``)."""
-        self.session.send("log", run=self.handle, metrics=metrics, step=epoch)
+        self.session.log(self.handle, metrics=metrics, step=epoch)
 
     def finish(self, outcome: Outcome) -> None:
         """Close a FINISHED run: its final metrics (``best_<objective>`` of its best epoch,
@@ -254,17 +320,17 @@ class RunRecord:
             final[f"final_{metric}"] = outcome.metrics[metric]
         final.update({k: v for k, v in outcome.metrics.items() if k.startswith("test_")})
         tags = {"sweeplab.state": State.FINISHED.value, "sweeplab.objective": metric}
-        self.session.send("log", run=self.handle, metrics=final, step=outcome.epochs, tags=tags)
+        self.session.log(self.handle, metrics=final, step=outcome.epochs, tags=tags)
         if self.session.log_checkpoint and outcome.checkpoint:
-            self.session.send("artifact", run=self.handle, path=outcome.checkpoint, folder="checkpoints")
-        self.session.send("end_run", run=self.handle, status=outcome.mlflow_status)
+            self.session.artifact(self.handle, outcome.checkpoint, folder="checkpoints")
+        self.session.end_run(self.handle, outcome.mlflow_status)
 
     def end(self, outcome: Outcome) -> None:
         """Close a run that did not finish, with our state and the reason as tags (``outcome`` says which
         MLflow status that is)."""
         tags = {"sweeplab.state": outcome.state.value, "sweeplab.reason": outcome.reason}
-        self.session.send("log", run=self.handle, tags=tags)
-        self.session.send("end_run", run=self.handle, status=outcome.mlflow_status)
+        self.session.log(self.handle, tags=tags)
+        self.session.end_run(self.handle, outcome.mlflow_status)
 
     @property
     def run_id(self) -> str:

@@ -83,7 +83,7 @@ def _from_run(run_id: str, key: str, session: Any) -> Source:
         raise ConfigError(f"{key} is an MLflow run id but tracking is off: give a checkpoint file instead")
     folder = tempfile.mkdtemp(prefix="sweeplab-init-")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    found = session.call("source_run", run_id=run_id, dest=folder)
+    found = session.source_run(run_id, folder)
     if found is None:
         raise ConfigError(f"{key}: no such MLflow run in {session.shown_uri}")
     if not found["checkpoint"]:

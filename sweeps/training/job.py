@@ -145,8 +145,8 @@ def _train_and_record(cfg: DictConfig, built: Any, ctx: JobContext, record: RunR
     output_dir = ctx.output_dir
     if record:
         if built.lineage:  # stage=finetune, model=hf: where its weights came from
-            record.session.send("log", run=record.handle, **built.lineage)
-        record.session.send("log", run=record.handle, params=parameter_counts(built.module))
+            record.session.log(record.handle, **built.lineage)
+        record.session.log(record.handle, params=parameter_counts(built.module))
         described = describe(built.datamodule, OmegaConf.to_yaml(cfg.data, resolve=True))
         if described:
             record.datasets(described)

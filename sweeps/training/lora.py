@@ -142,4 +142,4 @@ def log_adapter(cfg: DictConfig, built: Any, output_dir: Path | None, record: An
 
         output_dir = Path(tempfile.mkdtemp(prefix="sweeplab-adapter-"))
     for path in save(cfg, model, output_dir):
-        record.session.send("artifact", run=record.handle, path=str(path.resolve()), folder=ADAPTER_DIR)
+        record.session.artifact(record.handle, str(path.resolve()), folder=ADAPTER_DIR)

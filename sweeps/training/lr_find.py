@@ -137,11 +137,9 @@ def run(cfg: DictConfig, built: Built, output_dir: Path | None, record: Any, pre
         log.warning("%slr_find: the loss diverged within %d steps: no suggestion", prefix, len(curve.lrs))
     if record:
         for step, (lr, loss) in enumerate(zip(curve.lrs, curve.losses, strict=True)):
-            record.session.send(
-                "log", run=record.handle, metrics={"lr_find_loss": loss, "lr_find_lr": lr}, step=step
-            )
+            record.session.log(record.handle, metrics={"lr_find_loss": loss, "lr_find_lr": lr}, step=step)
         if output_dir is not None:
             output_dir.mkdir(parents=True, exist_ok=True)
             picture = draw(curve, optimizer, output_dir / "lr_find.png")
-            record.session.send("artifact", run=record.handle, path=str(picture))
+            record.session.artifact(record.handle, str(picture))
     return Outcome(State.FINISHED, curve.suggestion, metric="suggested_lr", mode="min", best=curve.suggestion)

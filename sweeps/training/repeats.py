@@ -156,8 +156,8 @@ def finish(record: Any, outcome: Outcome, outcomes: list[Outcome]) -> None:
             }
         )
     tags = {"sweeplab.state": State.FINISHED.value, "sweeplab.objective": outcome.metric}
-    record.session.send("log", run=record.handle, metrics=metrics, step=outcome.epochs, tags=tags)
-    record.session.send("end_run", run=record.handle, status=outcome.mlflow_status)
+    record.session.log(record.handle, metrics=metrics, step=outcome.epochs, tags=tags)
+    record.session.end_run(record.handle, outcome.mlflow_status)
 
 
 def describe(outcome: Outcome) -> str:

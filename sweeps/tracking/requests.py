@@ -1,0 +1,29 @@
+"""The requests the tracking process answers: the names of the ``Store`` methods that ``session.Session``
+may ask for, and nothing else (the server refuses any other name rather than calling it)."""
+
+from __future__ import annotations
+
+# Sent and not waited for: the tracking process works through them while training goes on.
+FIRE_AND_FORGET = frozenset(
+    {
+        "start_run",
+        "log",
+        "text",
+        "artifact",
+        "model",
+        "datasets",
+        "heatmap",
+        "optuna_plots",
+        "end_run",
+        "kill_trial_runs",
+    }
+)
+# Answered: the caller waits for the value (or the store's error).
+ANSWERED = frozenset({"open", "resolve", "register", "source_run"})
+REQUESTS = FIRE_AND_FORGET | ANSWERED
+CLOSE = "close"  # not a Store method: the server flushes, answers and stops
+
+
+def refused(name: str) -> str:
+    """The error for a name outside the list (the same words on both sides of the pipe)."""
+    return f"no such tracking request: {name!r} (allowed: {', '.join(sorted(REQUESTS))})"
