@@ -26,7 +26,7 @@ from optuna.trial import TrialState, create_trial
 
 from sweeps.nightly import webhook
 from sweeps.search.study import open_study
-from sweeps.support import context
+from sweeps.support import stop_file
 from sweeps.sweeper.ledger import Ledger
 from sweeps.sweeper.settings import SweeplabSettings
 from sweeps.training.context import JobContext
@@ -77,7 +77,7 @@ def test_a_stop_file_moves_the_deadline_to_its_time(tmp_path: Path, monkeypatch:
     ledger.n_trials = 100
     job = JobContext(tmp_path, deadline=ledger.settings.deadline)
     stop = tmp_path / "stop"
-    monkeypatch.setenv(context.STOP_FILE_ENV, str(stop))
+    monkeypatch.setenv(stop_file.STOP_FILE_ENV, str(stop))
     assert ledger.may_start() and job.current_deadline() == ledger.settings.deadline  # named, not written
     at = time.time()
     stop.write_text(f"{at}\n")

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from sweeps.nightly.lock import held
-from sweeps.support.context import STOP_FILE_ENV, read_time
 from sweeps.support.errors import ConfigError
+from sweeps.support.stop_file import STOP_FILE_ENV, read_time
 
 
 def stop_file(plan_dir: Path) -> Path:

@@ -18,7 +18,7 @@ from sweeps.outcome import Outcome, State
 from sweeps.search import coordination
 from sweeps.search.space import format_value
 from sweeps.search.study import FINISHED, StudyRef
-from sweeps.support.context import earliest
+from sweeps.support.stop_file import earliest
 from sweeps.sweeper.settings import SweeplabSettings
 from sweeps.tracking.leaderboard import Row
 

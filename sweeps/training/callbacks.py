@@ -17,7 +17,7 @@ from typing import Any
 import pytorch_lightning as pl
 
 from sweeps.outcome import DeadlineReached, Pruned
-from sweeps.support.context import earliest
+from sweeps.support.stop_file import earliest
 
 
 class ObjectiveHistory(pl.Callback):

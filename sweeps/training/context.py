@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from sweeps.support.context import earliest
+from sweeps.support.stop_file import earliest
 from sweeps.tracking import session as tracking
 
 
