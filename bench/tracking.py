@@ -85,31 +85,19 @@ class MlflowAsync:
 
     def __init__(self) -> None:
         from sweeps.tracking.server import handle
-        from sweeps.tracking.store import BATCH, MAX_PARAM_VALUE, Store
+        from sweeps.tracking.store import Store
 
         class AsyncStore(Store):
-            def log(
-                self,
-                run: str,
-                metrics: dict[str, float] | None = None,
-                step: int = 0,
-                params: dict[str, str] | None = None,
-                tags: dict[str, str] | None = None,
-            ) -> None:
-                from mlflow.entities import Metric, Param, RunTag
+            def log(self, run: str, metrics: Any = None, step: int = 0, **named: Any) -> None:
+                """Params and tags as the store writes them; metrics at once, on MLflow's async queue."""
+                from mlflow.entities import Metric
 
-                now = int(time.time() * 1000)
-                values = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()]
-                settings = [Param(k, str(v)[:MAX_PARAM_VALUE]) for k, v in (params or {}).items()]
-                labels = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
-                for i in range(0, max(len(values), len(settings), len(labels)), BATCH):
-                    self.client.log_batch(
-                        self._id(run),
-                        metrics=values[i : i + BATCH],
-                        params=settings[i : i + BATCH],
-                        tags=labels[i : i + BATCH],
-                        synchronous=False,
-                    )
+                if named.get("params") or named.get("tags"):
+                    super().log(run, **named)
+                if metrics:
+                    now = int(time.time() * 1000)
+                    values = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+                    self.client.log_batch(self._id(run), metrics=values, synchronous=False)
 
         self.handle = handle
         self.store = AsyncStore()
