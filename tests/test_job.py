@@ -56,10 +56,10 @@ def written(session: tracking.Session) -> None:
     session.sync()
 
 
-def recorded(store: Any, run_id: str) -> Any:
+def recorded(store: Any, handle: str) -> Any:
+    """The MLflow run of a job's outcome (``run_id`` is the session's handle of the run)."""
     session, client, _ = store
-    written(session)
-    return client.get_run(run_id)
+    return client.get_run(session.run_ids([handle])[handle])
 
 
 def test_a_job_trains_and_closes_its_run_finished(store: Any, tmp_path: Path) -> None:
@@ -70,10 +70,8 @@ def test_a_job_trains_and_closes_its_run_finished(store: Any, tmp_path: Path) ->
     assert run.info.status == "FINISHED" and run.data.tags["sweeplab.state"] == "FINISHED"
     assert run.data.params["optimizer._target_"] and run.data.params["params_total"]
     assert run.data.metrics["best_val_acc"] == pytest.approx(outcome.best)
-    assert [m.step for m in store[1].get_metric_history(outcome.run_id, "val_acc")] == [
-        1,
-        2,
-    ]  # epochs count from 1
+    history = store[1].get_metric_history(run.info.run_id, "val_acc")
+    assert [m.step for m in history] == [1, 2]  # epochs count from 1
 
 
 def test_bad_input_fails_before_a_run_is_created(store: Any, tmp_path: Path) -> None:
@@ -139,7 +137,9 @@ def test_repeats_nest_a_run_per_seed_under_the_configuration(store: Any, tmp_pat
     assert outcome.state is State.FINISHED and len(outcome.samples) == 2
     parent = recorded(store, outcome.run_id)
     assert parent.data.tags["sweeplab.kind"] == "configuration" and parent.info.status == "FINISHED"
-    seeds = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{outcome.run_id}'")
+    seeds = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     assert sorted(r.data.tags["sweeplab.member"] for r in seeds) == ["seed=42", "seed=43"]
     assert {r.info.status for r in seeds} == {"FINISHED"}
 

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from sweeps.outcome import Outcome, State
 from sweeps.support.processes import python_path
 from sweeps.training.context import JobContext
-from sweeps.training.job import run_job
+from sweeps.training.job import resolved, run_job
 
 log = logging.getLogger("sweeplab")
 ENV = "SWEEPLAB_TRIAL_OF"  # JSON: what a job's own process needs from its sweep (see ``run``)
@@ -79,7 +79,7 @@ def run_rank(cfg: DictConfig, job_spec: dict[str, Any]) -> int:
     first = first_process()
     ctx = JobContext.attach(job_spec, cfg.tracking if first else None, first_rank=first)
     try:
-        outcome = run_job(cfg, ctx)
+        outcome = resolved(run_job(cfg, ctx), ctx.tracker)
     finally:
         if ctx.tracker is not None:
             ctx.tracker.close()

@@ -31,7 +31,7 @@ from sweeps.tracking import session as tracking
 from sweeps.training import seeds
 from sweeps.training.checks import check_config, distributed
 from sweeps.training.context import JobContext, TrialHandle
-from sweeps.training.job import ERROR_FILE, run_job
+from sweeps.training.job import ERROR_FILE, resolved, run_job
 
 TASK_MARK = "sweeplab_task"  # set on the task function of ``sweeps.run``
 
@@ -99,7 +99,7 @@ def _job_elsewhere(cfg: DictConfig, hc: Any) -> Outcome:
     tracker, trial = submitit.attach(cfg, hc)
     ctx = context_of(hc, int(hc.job.num), tracker=tracker, trial=trial)
     try:
-        outcome = deliver(cfg, ctx)
+        outcome = resolved(deliver(cfg, ctx), tracker)  # the sweeper's process knows the run by its id
     except BaseException as err:
         if tracker is not None and _preempted(err):
             tracker.close()  # before the hand-over: submitit's handler exits
@@ -140,7 +140,7 @@ def single_run(cfg: DictConfig, hc: Any) -> Outcome:
         except TrackingError as err:  # the tracking process died at start-up: one line, exit 1
             print(f"error: {err}", file=sys.stderr)
             sys.exit(err.exit_code)
-        outcome = run_job(cfg, context_of(hc, None, tracker=tracker, first_rank=first))
+        outcome = resolved(run_job(cfg, context_of(hc, None, tracker=tracker, first_rank=first)), tracker)
     except BaseException as err:
         _leave_if_preempted(err)
         raise

@@ -91,6 +91,7 @@ def run_worker(conn: Connection) -> None:
     from sweeps.search.study import load
     from sweeps.tracking import session as tracking
     from sweeps.training.context import JobContext, TrialHandle
+    from sweeps.training.job import resolved
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     setup = conn.recv()
@@ -106,7 +107,8 @@ def run_worker(conn: Connection) -> None:
                 return
             cfg = OmegaConf.create(job.pop("config"))
             trial = TrialHandle(ref.trial(int(job["job"])), ref.name, setup["storage"], setup["pruner"])
-            conn.send(deliver(cfg, JobContext.from_spec(job, tracker=tracker, trial=trial)))
+            outcome = deliver(cfg, JobContext.from_spec(job, tracker=tracker, trial=trial))
+            conn.send(resolved(outcome, tracker))  # the sweeper's process knows the run by its id
     finally:
         if tracker is not None:
             tracker.close()

@@ -332,10 +332,6 @@ class RunRecord:
         self.session.log(self.handle, tags=tags)
         self.session.end_run(self.handle, outcome.mlflow_status)
 
-    @property
-    def run_id(self) -> str:
-        return self.session.run_ids([self.handle])[self.handle]
-
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     """Nested dicts as dotted keys (``optimizer.beta1``); lists stay values."""

@@ -34,7 +34,8 @@ ERROR_FILE = "error.txt"
 
 def run_job(cfg: DictConfig, ctx: JobContext) -> Outcome:
     """Train ``cfg`` and close its MLflow run; its outcome, whatever happens (see the module's docstring).
-    ``run_id`` of the outcome is the MLflow run id where the job was recorded."""
+    ``run_id`` of the outcome is the tracking session's handle of the run (``resolved`` makes it MLflow's
+    run id, waiting for the run's writes: a caller in another process needs that, the sweeper does not)."""
     from sweeps.training import seeds
 
     record = None
@@ -110,8 +111,15 @@ def _ended(
 
 
 def _resolved(outcome: Outcome, record: RunRecord | None) -> Outcome:
-    """The outcome with its MLflow run id (the tracking process resolves our handle)."""
-    return outcome.replace(run_id=record.run_id) if record is not None else outcome
+    """The outcome with its run's handle."""
+    return outcome.replace(run_id=record.handle) if record is not None else outcome
+
+
+def resolved(outcome: Outcome, tracker: Any) -> Outcome:
+    """The outcome with its MLflow run id in place of the session's handle (once the run is written)."""
+    if tracker is None or not outcome.run_id:
+        return outcome
+    return outcome.replace(run_id=tracker.run_ids([outcome.run_id])[outcome.run_id])
 
 
 def _callbacks(ctx: JobContext, built: Any, record: RunRecord | None) -> list[Any]:
