@@ -137,6 +137,7 @@ SLOW_MODULES = {
     "test_search",
     "test_slurm",
     "test_tracking",
+    "test_tracking_client",
     "test_training",
     "test_ui",
 }

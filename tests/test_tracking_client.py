@@ -218,14 +218,6 @@ def test_source_run_returns_a_runs_params_and_its_best_checkpoint(tracked, tmp_p
     session.end_run(bare, "FINISHED")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TrackingError,
-    reason="Store.register's create_model_version resolves the models:/ source through MLflow's global "
-    "tracking URI, which only log_model sets (in the same tracking process): a model logged by another "
-    "process (a worker's, a submitit or DDP job's tracking process) is 'not found' (and the default store, "
-    "./mlflow.db, is created in the tracking process's folder)",
-)
 def test_register_makes_a_new_version_of_a_model_logged_by_another_process(tracked):
     session, client = tracked.session, tracked.client
     handle, run_id = run_of(tracked, "registered")
@@ -287,13 +279,6 @@ def test_a_tracking_process_that_died_is_a_tracking_error_and_close_still_return
     tracked.client.set_terminated(run_id, "KILLED")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ConnectionResetError,
-    reason="Session._answer catches EOFError only: a tracking process that died with requests unread (killed "
-    "at start-up, or while it worked through queued writes) resets the socket, and recv() raises "
-    "ConnectionResetError instead of the one-line TrackingError",
-)
 def test_a_tracking_process_that_died_before_it_answered_is_a_tracking_error_not_bad_input(tracked):
     session = started(tracked.settings)
     kill(session)  # still importing its modules: the ``open`` request lies unread

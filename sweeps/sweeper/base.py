@@ -160,9 +160,11 @@ def refuse(err: ConfigError | TrackingError | TrainingError) -> NoReturn:
 def finish(session: tracking.Session | None, status: str) -> None:
     """Close the sweep's parent run (if this process has one) and the tracking process; a write the store
     refused for want of space is raised as the full disk it is (``entry`` says so in one line)."""
-    if session and session.parent:
-        session.end_run(session.parent, status)
-    full = session.close() if session else None
+    try:
+        if session and session.parent:
+            session.end_run(session.parent, status)
+    finally:
+        full = session.close() if session else None
     if full and session:
         store = session.shown_uri.split("///", 1)[-1] if session.shown_uri.startswith("sqlite") else None
         raise OSError(errno.ENOSPC, f"the tracking store refused a write: {full}", store)

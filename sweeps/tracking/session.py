@@ -74,7 +74,7 @@ class Session:
         """The reply to the last request; an error answer is raised as ``as_error``, in one line."""
         try:
             status, value = self.conn.recv()
-        except EOFError:
+        except (EOFError, OSError):  # ended, or died with requests unread (the socket was reset)
             raise TrackingError(f"tracking.uri={self.shown_uri}: the tracking process stopped") from None
         if status != "ok":
             reason = redact_text(str(value) + self._holders(value))

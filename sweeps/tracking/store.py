@@ -102,7 +102,12 @@ class Store:
             os.environ["MLFLOW_TRACKING_USERNAME"] = urllib.parse.unquote(parts.username)
             os.environ["MLFLOW_TRACKING_PASSWORD"] = urllib.parse.unquote(parts.password or "")
             uri = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+        import mlflow
+
         self.client = self.client_type(tracking_uri=uri)
+        # MLflow resolves a registered model's ``models:/`` source through its process-wide tracking URI: this
+        # process serves this one store only.
+        mlflow.set_tracking_uri(uri)
         return self.client
 
     def reap(self) -> list[str]:

@@ -22,6 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sweeps.outcome import Outcome, State
+from sweeps.support.errors import TrackingError
 from sweeps.support.secrets import redact_text
 from sweeps.tracking.session import RunRecord
 from sweeps.training.checks import check_config
@@ -97,7 +98,10 @@ def _ended(
     failure's traceback in the job's ``error.txt``); what is not an ``Exception`` is raised again."""
     outcome = Outcome.of_error(err, metric=metric, mode=mode)
     if record is not None:
-        record.end(outcome)
+        try:
+            record.end(outcome)
+        except TrackingError:  # the tracking process is gone (maybe the error itself): the next command
+            pass  # reaps the run it left RUNNING
     if outcome.state is State.FAILED:
         if ctx.output_dir is not None and ctx.output_dir.is_dir():
             (ctx.output_dir / ERROR_FILE).write_text(redact_text(traceback.format_exc()))
