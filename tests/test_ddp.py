@@ -16,6 +16,8 @@ from tests.conftest import compose_cfg, run_cli
 from tests.test_search import studies
 
 FAST = ["trainer.max_epochs=2", "early_stopping_patience=0", "trainer.progress=epoch"]
+# The DDP tests run the CLI as a real process (``subprocess=True``): their subject is a process group, and
+# Lightning's ddp strategy starts its processes by re-running the command's sys.argv.
 
 
 def runs(workdir: Path) -> tuple[list, list]:
@@ -37,7 +39,8 @@ def job_folders(workdir: Path) -> list[Path]:
 
 @pytest.mark.timeout(520)  # run_cli 400 + one training in this process, + 60
 def test_ddp_grid_one_run_per_job_matching_a_single_process(workdir: Path):
-    proc = run_cli(["-m", "trainer=ddp_cpu", "optimizer=adam,sgd", *FAST], cwd=workdir, timeout=400)
+    args = ["-m", "trainer=ddp_cpu", "optimizer=adam,sgd", *FAST]
+    proc = run_cli(args, cwd=workdir, timeout=400, subprocess=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [p.name for p in job_folders(workdir)] == ["0", "1"]
     (parent,), children = runs(workdir)
@@ -59,7 +62,7 @@ def test_ddp_grid_one_run_per_job_matching_a_single_process(workdir: Path):
 @pytest.mark.timeout(560)  # run_cli 500, + 60
 def test_ddp_optuna_search_three_trials(workdir: Path):
     args = ["-m", "trainer=ddp_cpu", "lr=tag(log, interval(1e-4, 1e-2))", "hydra.sweeper.n_trials=3", *FAST]
-    proc = run_cli(args, cwd=workdir, timeout=500)
+    proc = run_cli(args, cwd=workdir, timeout=500, subprocess=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (study,) = studies(workdir)
     trials = study.get_trials()
@@ -84,7 +87,7 @@ def test_a_crashed_rank_fails_its_trial_and_the_sweep_goes_on(workdir: Path):
         "+model.die_rank=1,7",  # rank 1 dies in job 0; there is no rank 7, so job 1 trains
         *FAST,
     ]
-    proc = run_cli(args, cwd=workdir, timeout=400)
+    proc = run_cli(args, cwd=workdir, timeout=400, subprocess=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     leaderboard = (job_folders(workdir)[0].parent / "leaderboard.csv").read_text()
     assert "FAILED" in leaderboard and "FINISHED" in leaderboard
@@ -125,7 +128,7 @@ def test_pruning_decided_on_rank_0_stops_every_rank(workdir: Path):
         "trainer.max_epochs=5",
         "early_stopping_patience=0",
     ]
-    proc = run_cli(args, cwd=workdir, timeout=400)
+    proc = run_cli(args, cwd=workdir, timeout=400, subprocess=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (study,) = studies(workdir)
     (trial,) = study.get_trials()

@@ -29,7 +29,8 @@ def test_two_trial_sweep_on_gpu_in_bf16(workdir: Path):
         f"hydra.sweeper.n_jobs={n_jobs}",
         "trainer.max_epochs=3",
     ]
-    proc = run_cli(args, cwd=workdir, timeout=600)
+    # A real process: CUDA, once initialised, would stay in the test process (and no GPU here to try it).
+    proc = run_cli(args, cwd=workdir, timeout=600, subprocess=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("sweeplab")

@@ -84,7 +84,8 @@ def test_a_missing_model_offline_fails_in_one_line_without_a_run(tmp_path: Path)
     env = {**OFFLINE, "HF_HOME": str(tmp_path / "hf-home")}  # an empty cache
     data = write_topic_csv(tmp_path / "topics.csv", 20)
     args = ["model=hf", "model.pretrained=no-such/model", "data=text", f"data.path={data}"]
-    proc = run_cli(args, cwd=tmp_path, env=env, timeout=120)
+    # A real process: huggingface_hub reads HF_HUB_OFFLINE and HF_HOME once, when it is imported.
+    proc = run_cli(args, cwd=tmp_path, env=env, timeout=120, subprocess=True)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: model.pretrained=no-such/model "), proc.stderr

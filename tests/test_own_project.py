@@ -21,8 +21,8 @@ MINE = ["--config-dir", str(OWN / "conf"), "data=mine", "model=mine"]
 TEMPLATE = [*MINE, "module=mine", "objective.metric=val/acc", "objective.mode=max"]
 
 
-def own(args: list[str], workdir: Path, timeout: float = 400):
-    proc = run_cli(args, cwd=workdir, env=ENV, timeout=timeout)
+def own(args: list[str], workdir: Path, timeout: float = 400, subprocess: bool = False):
+    proc = run_cli(args, cwd=workdir, env=ENV, timeout=timeout, subprocess=subprocess)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -103,6 +103,7 @@ def test_template_module_ddp_grid_two_runs(workdir: Path):
     own(
         [*args, "lr=0.05,0.1", "optimizer=sgd", "data.n=200", "trainer.max_epochs=2", "checkpoint=false"],
         workdir,
+        subprocess=True,  # DDP: a real process, as in test_ddp
     )
     runs = children(workdir)
     assert len(runs) == 2

@@ -193,7 +193,7 @@ def test_a_crashed_ddp_rank_inside_a_search_fails_its_trial_and_the_search_goes_
         "trainer.max_epochs=2",
         "early_stopping_patience=0",
     ]
-    proc = run_cli(args, cwd=workdir, timeout=500)
+    proc = run_cli(args, cwd=workdir, timeout=500, subprocess=True)  # DDP: a real process, as in test_ddp
     assert proc.returncode == 0, proc.stderr[-3000:]
     (study,) = studies(workdir)
     assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.COMPLETE]

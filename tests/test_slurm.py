@@ -37,7 +37,8 @@ def test_submitit_local_runs_a_4_trial_search_as_jobs(workdir: Path):
         "trainer.num_threads=1",
         "checkpoint=false",
     ]
-    proc = run_cli(args, cwd=workdir, timeout=600)
+    # Slurm's path stays a real process, as users run it: submitit pickles the task for its job processes.
+    proc = run_cli(args, cwd=workdir, timeout=600, subprocess=True)
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
     assert "best of study" in proc.stdout
     storage = JournalStorage(JournalFileBackend(str(workdir / "mlruns" / "optuna.journal")))
