@@ -149,8 +149,7 @@ def _as_a_process(cwd: Path, environ: dict[str, str], argv: list[str]) -> Iterat
     """cwd, environment, argv and PYTHONPATH's folders on sys.path as a new process would have them, and a
     new interpreter's warning filters; afterwards, what a command leaves behind in this process put back:
     those, the logging configuration (Hydra's job logging replaces the root handlers, one of them on the
-    job's log file), the signal handlers, torch's thread count, Hydra's global state and sweeplab's current
-    trial and deadline."""
+    job's log file), the signal handlers, torch's thread count and Hydra's global state."""
     saved_cwd, saved_argv, saved_env, saved_path = os.getcwd(), sys.argv, dict(os.environ), list(sys.path)
     saved_signals = {s: signal.getsignal(s) for s in SIGNALS}
     restore_logging = _logging_state()
@@ -183,14 +182,10 @@ def _as_a_process(cwd: Path, environ: dict[str, str], argv: list[str]) -> Iterat
 
 def _reset_globals() -> None:
     """What a process ends with and the next command must not see: Hydra's global instance (``compose``
-    refuses to start while one is set) and sweeplab's current trial and sweep deadline."""
+    refuses to start while one is set). sweeplab keeps no trial, run, deadline or session in globals."""
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
-    context = sys.modules.get("sweeps.support.context")
-    if context is not None:
-        context.set_trial(None)
-        context.set_deadline(None)
 
 
 def _show_warning(
