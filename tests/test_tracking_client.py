@@ -386,3 +386,18 @@ def test_a_tracking_process_that_went_down_with_a_full_disk_is_said_as_the_full_
         f"error: {os.strerror(errno.ENOSPC)} ({tmp_path / 'study'}): the sweep stopped; its finished trials "
         "and runs are kept; free some space and run the same command to resume"
     ]
+
+
+def test_a_relative_sqlite_store_is_the_one_in_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """MLflow keeps one engine per URI: ``sqlite:///mlflow.db`` opened in a second folder of the same process
+    (a command called in-process, ``python -m sweeps.compare``) must not reach the first folder's file."""
+    for name in ("first", "second"):
+        folder = tmp_path / name
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        client = Store().connect("sqlite:///mlflow.db")
+        client.create_experiment(name)
+        assert (folder / "mlflow.db").is_file()
+    assert client.get_experiment_by_name("first") is None

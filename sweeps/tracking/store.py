@@ -104,6 +104,10 @@ class Store:
             uri = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
         import mlflow
 
+        if uri.startswith(
+            "sqlite:///"
+        ):  # MLflow keeps one engine per URI: a relative path would be the first
+            uri = f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"  # folder's in another
         self.client = self.client_type(tracking_uri=uri)
         # MLflow resolves a registered model's ``models:/`` source through its process-wide tracking URI: this
         # process serves this one store only.
