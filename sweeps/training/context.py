@@ -66,7 +66,6 @@ class JobContext:
     first_rank: bool = True  # records the run and reports to the trial (DDP: rank 0)
     follows_trial: bool = False  # a DDP rank other than the first of a trial: stops when the first one prunes
     parent_run: str | None = None  # the run this one nests under (a seed's configuration run)
-    tags: dict[str, str] = field(default_factory=dict)
     callbacks: tuple[Any, ...] = ()  # Lightning callbacks of the caller (a seed's turns)
 
     @property
@@ -85,10 +84,9 @@ class JobContext:
 
     def run_tags(self) -> dict[str, str]:
         """Tags of the job's MLflow run that say which trial it is."""
-        tags = dict(self.tags)
-        if self.trial is not None:
-            tags.update({"sweeplab.trial": str(self.trial.number), "sweeplab.study": self.trial.study})
-        return tags
+        if self.trial is None:
+            return {}
+        return {"sweeplab.trial": str(self.trial.number), "sweeplab.study": self.trial.study}
 
     def spec(self) -> dict[str, Any]:
         """Plain data for another process: everything but the live handles, which it opens (``attach``)."""
