@@ -50,7 +50,4 @@ def attach(cfg: DictConfig, hydra_cfg: Any) -> tuple[tracking.Session | None, Tr
     sweep_id = sweeper.get("sweeplab_sweep_id")
     if not sweep_id or not cfg.get("tracking") or not cfg.tracking.get("enabled"):
         return None, trial
-    session = tracking.start(cfg.tracking)
-    if session is not None:
-        session.join_sweep(sweep_id)
-    return session, trial
+    return tracking.start(cfg.tracking, sweep_id), trial

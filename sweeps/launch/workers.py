@@ -95,9 +95,7 @@ def run_worker(conn: Connection) -> None:
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     setup = conn.recv()
-    tracker = tracking.start(OmegaConf.create(setup["tracking"]))
-    if tracker is not None and setup.get("sweep_id"):
-        tracker.join_sweep(setup["sweep_id"])
+    tracker = tracking.start(OmegaConf.create(setup["tracking"]), setup.get("sweep_id"))
     ref = load(setup["study"], setup["storage"], setup["pruner"])
     try:
         while True:

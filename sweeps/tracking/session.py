@@ -250,11 +250,15 @@ class Session:
         return RunRecord(self, cfg, name, job, overrides, choices, parent, tags)
 
 
-def start(tracking: DictConfig) -> Session | None:
-    """Start the tracking process for this command (None when tracking is off)."""
+def start(tracking: DictConfig, sweep_id: str | None = None) -> Session | None:
+    """Start the tracking process for this command (None when tracking is off); with ``sweep_id``, its runs
+    are children of that sweep, which another process started (a worker, a DDP rank, a submitit job)."""
     if not tracking.get("enabled", False):
         return None
-    return Session(tracking)
+    session = Session(tracking)
+    if sweep_id:
+        session.join_sweep(sweep_id)
+    return session
 
 
 class RunRecord:

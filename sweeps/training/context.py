@@ -122,9 +122,7 @@ class JobContext:
         (opened by the first rank only, and only with tracking on) and the trial loaded from its study."""
         tracker = None
         if first_rank and tracking_cfg is not None:
-            tracker = tracking.start(tracking_cfg)
-            if tracker is not None and spec.get("sweep_id"):
-                tracker.join_sweep(spec["sweep_id"])
+            tracker = tracking.start(tracking_cfg, spec.get("sweep_id"))
         trial_spec = spec.get("trial")
         trial = TrialHandle.load(trial_spec) if trial_spec and first_rank else None
         return cls.from_spec(

@@ -54,7 +54,7 @@ def run_job(cfg: DictConfig, ctx: JobContext) -> Outcome:
         outcome = _train_and_record(cfg, built, ctx, record)
     except BaseException as err:
         return _ended(err, ctx, record, **objective)
-    return _resolved(outcome, record)
+    return _with_handle(outcome, record)
 
 
 class JobFailed(RuntimeError):
@@ -111,10 +111,10 @@ def _ended(
         log.info("%s%s", ctx.prefix, outcome.reason)
     if not isinstance(err, Exception):
         raise err
-    return _resolved(outcome, record)
+    return _with_handle(outcome, record)
 
 
-def _resolved(outcome: Outcome, record: RunRecord | None) -> Outcome:
+def _with_handle(outcome: Outcome, record: RunRecord | None) -> Outcome:
     """The outcome with its run's handle."""
     return outcome.replace(run_id=record.handle) if record is not None else outcome
 
@@ -230,4 +230,4 @@ def _run_configuration(cfg: DictConfig, ctx: JobContext, members: list[Member]) 
         repeats.finish(record, outcome, outcomes)
     if ctx.job is not None:
         log.info("%s%s", ctx.prefix, repeats.describe(outcome))
-    return _resolved(outcome, record)
+    return _with_handle(outcome, record)
