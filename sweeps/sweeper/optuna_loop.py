@@ -91,6 +91,7 @@ def start(search: Search, arguments: list[str]) -> Path:
     # Shown by optuna-dashboard and ``optuna studies`` beside the name: the command that runs (resumes) it.
     search.ref.study.set_user_attr("sweeplab.command", command(["-m", *arguments]))
     if session:
+        session.warm_pictures()  # drawn after the last trial: their imports happen now, beside training
         shown = redact_text(settings.storage_url)
         session.log(session.sweep_run, tags={"sweeplab.study": search.name, "sweeplab.storage": shown})
     return sweep_dir
