@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) bench/steps.py
 	$(PY) bench/tracking.py
 	$(PY) bench/sweep.py
+	$(PY) bench/peers.py
 	$(PY) bench/gpu.py
 	$(PY) bench/finetune.py
 	$(PY) bench/finetune.py --transformer

@@ -170,6 +170,27 @@ def test_the_fire_and_forget_methods_land_in_the_store(tracked, tmp_path):
     assert [(t.key, t.value) for t in dataset.tags] == [("mlflow.data.context", "training")]
 
 
+def test_a_one_parameter_search_gets_the_pictures_that_say_something(tracked, tmp_path):
+    """History and intermediate values; no importances (the one parameter is all of it, and fANOVA's forest
+    cost 0.5-3 s of the command's end) and no contour (it needs two parameters)."""
+    import optuna
+
+    from sweeps.search.study import storage
+
+    journal = str(tmp_path / "optuna.journal")
+    study = optuna.create_study(study_name="one-param", storage=storage(journal), direction="maximize")
+    for lr in (1e-3, 1e-2, 1e-1):
+        trial = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)})
+        trial.report(lr, step=1)
+        study.tell(trial, lr)
+    handle, run_id = run_of(tracked, "one-param")
+    tracked.session.warm_pictures()
+    tracked.session.optuna_plots(handle, journal, "one-param", ["lr"])
+    tracked.session.sync()
+    pictures = sorted(a.path for a in tracked.client.list_artifacts(run_id, "optuna"))
+    assert pictures == ["optuna/intermediate_values.png", "optuna/optimization_history.png"]
+
+
 def test_kill_trial_runs_ends_the_running_runs_of_those_trials_killed(tracked):
     session, client = tracked.session, tracked.client
     study = "client-kill"

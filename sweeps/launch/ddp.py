@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from sweeps.outcome import Outcome, State
+from sweeps.support import threads
 from sweeps.support.processes import python_path
 from sweeps.training.context import JobContext
 from sweeps.training.job import resolved, run_job
@@ -40,8 +41,9 @@ def first_process() -> bool:
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
-def run(ctx: JobContext) -> Outcome:
-    """Train one job of this sweep in its own process group; its outcome (FAILED where its processes died
+def run(ctx: JobContext, ranks: int = 1) -> Outcome:
+    """Train one job of this sweep in its own process group of ``ranks`` processes on this machine, each with
+    its share of this process's cores (``support.threads``); its outcome (FAILED where its processes died
     before reporting one)."""
     output_dir = ctx.output_dir
     assert output_dir is not None  # a sweep's job has its folder
@@ -50,8 +52,15 @@ def run(ctx: JobContext) -> Outcome:
     result_file.unlink(missing_ok=True)
     command = [sys.executable, "-m", "sweeps.run", *config_dirs(), *ctx.overrides]
     command.append(f'hydra.run.dir="{output_dir}"')
-    env = {**os.environ, ENV: json.dumps(ctx.spec()), "PYTHONPATH": python_path()}
-    log.info("%straining in its own process group (DDP)", ctx.prefix)
+    env = {
+        **os.environ,
+        **threads.environment(ranks),
+        ENV: json.dumps(ctx.spec()),
+        "PYTHONPATH": python_path(),
+    }
+    log.info(
+        "%straining in its own process group (DDP): %s", ctx.prefix, threads.describe(ranks, "processes")
+    )
     code = subprocess.run(command, env=env, check=False).returncode
     if not result_file.exists():
         reason = f"TrialFailed: the trial's processes died (exit code {code}) before reporting a result"
@@ -76,6 +85,7 @@ def run_rank(cfg: DictConfig, job_spec: dict[str, Any]) -> int:
     Finished, pruned and deadline-stopped runs exit 0 in every process: Lightning's launcher kills the whole
     group as soon as one of its processes exits otherwise.
     """
+    threads.apply()
     first = first_process()
     ctx = JobContext.attach(job_spec, cfg.tracking if first else None, first_rank=first)
     try:
@@ -88,3 +98,16 @@ def run_rank(cfg: DictConfig, job_spec: dict[str, Any]) -> int:
         partial.write_text(json.dumps(outcome.to_dict()))
         partial.replace(ctx.output_dir / RESULT)  # the sweep never reads half a file
     return 1 if outcome.state is State.FAILED else 0
+
+
+def ranks(trainer: Any) -> int:
+    """How many processes a DDP trainer config starts on this machine (``devices``: a count or a list)."""
+    devices = trainer.get("devices", 1)
+    if isinstance(devices, int):
+        return max(1, devices)
+    if isinstance(devices, str):  # "2", or "auto" and "-1": as many as there are; the cores are not split
+        return max(1, int(devices)) if devices.isdigit() else 1
+    try:
+        return max(1, len(devices))
+    except TypeError:
+        return 1

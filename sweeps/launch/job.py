@@ -64,7 +64,7 @@ def context_of(hc: Any, job: int | None, **handles: Any) -> JobContext:
 def deliver(cfg: DictConfig, ctx: JobContext) -> Outcome:
     """A job of a sweep, where it must train: a DDP trainer in a process group of its own, else here."""
     if distributed(cfg.trainer):
-        return ddp.run(ctx)
+        return ddp.run(ctx, ddp.ranks(cfg.trainer))
     assert ctx.output_dir is not None  # a sweep's job has its folder
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
     return run_job(cfg, ctx)

@@ -1,8 +1,10 @@
 """Worker processes for parallel trials (``hydra.sweeper.n_jobs`` > 1).
 
 Each worker imports torch and Lightning once and then runs trial after trial, so a trial costs no
-interpreter start-up. A worker that dies (SIGKILL, out of memory, a crash in native code) fails only its own
-trial: the sweeper is told, and a fresh worker takes its place.
+interpreter start-up. Workers start before the study and the tracking store are open (``Workers`` then
+``begin``): their imports overlap that set-up instead of delaying the first trial. Each gets its share of
+the machine's cores as torch threads (``support.threads``). A worker that dies (SIGKILL, out of memory, a
+crash in native code) fails only its own trial: the sweeper is told, and a fresh worker takes its place.
 
 Why not ``concurrent.futures.ProcessPoolExecutor``: the death of one of its workers breaks the whole pool.
 """
@@ -16,31 +18,44 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from sweeps.outcome import Outcome, State
+from sweeps.support import threads
 from sweeps.support.processes import spawn
+from sweeps.support.stdlib_compat import exit_now
+
+log = logging.getLogger("sweeplab")
 
 
 class Workers:
-    """``count`` worker processes; ``setup`` is sent to each when it starts (tracking, study, sweep).
+    """``count`` worker processes, started at once (they import torch and Lightning meanwhile); ``begin``
+    sends each the set-up (tracking, study, sweep), and a worker that replaces a dead one gets it too.
 
     ``devices[i]``, where given, is worker i's ``CUDA_VISIBLE_DEVICES`` (see ``gpus``); a worker that
     replaces a dead one gets the same devices.
     """
 
-    def __init__(self, count: int, setup: dict[str, Any], devices: list[str | None] | None = None) -> None:
-        self.setup = setup
+    def __init__(self, count: int, devices: list[str | None] | None = None) -> None:
+        self.setup: dict[str, Any] | None = None
         self.devices = devices or [None] * count
         self.procs: list[Any] = [None] * count  # subprocess.Popen, or None while restarting
         self.conns: list[Any] = [None] * count  # Connection
         self.busy: list[bool] = [False] * count
+        self.env = threads.environment(count)
+        log.info("search: %s", threads.describe(count, "trial workers"))
         for i in range(count):
             self._start(i)
 
+    def begin(self, setup: dict[str, Any]) -> None:
+        """Send every worker the sweep's set-up: from now on they take trials."""
+        self.setup = setup
+        for conn in self.conns:
+            conn.send(setup)
+
     def _start(self, i: int) -> None:
         gpus = self.devices[i]
-        self.procs[i], self.conns[i] = spawn(
-            "sweeps.launch.workers", {"CUDA_VISIBLE_DEVICES": gpus} if gpus else None
-        )
-        self.conns[i].send(self.setup)
+        env = {**self.env, "CUDA_VISIBLE_DEVICES": gpus} if gpus else self.env
+        self.procs[i], self.conns[i] = spawn("sweeps.launch.workers", env)
+        if self.setup is not None:
+            self.conns[i].send(self.setup)
         self.busy[i] = False
 
     def idle(self) -> list[int]:
@@ -70,6 +85,16 @@ class Workers:
             answers.append((i, answer))
         return answers
 
+    def abandon(self) -> None:
+        """End workers that never got a set-up (the sweep refused to start): nothing of theirs to keep."""
+        for proc in self.procs:
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+        for conn in self.conns:
+            if conn is not None:
+                conn.close()
+
     def close(self) -> None:
         for conn in self.conns:
             if conn is not None:
@@ -83,8 +108,10 @@ class Workers:
 
 
 def run_worker(conn: Connection) -> None:
-    """The worker: set up once (tracking joined to the sweep, the study), then run each job it is sent
-    until the sweeper closes the connection."""
+    """The worker: import what trials need and take its share of the cores while the sweep sets up; set up
+    once (tracking joined to the sweep, the study), then run each job it is sent until the sweeper closes
+    the connection."""
+    threads.apply()
     from omegaconf import OmegaConf
 
     from sweeps.launch.job import deliver
@@ -94,7 +121,10 @@ def run_worker(conn: Connection) -> None:
     from sweeps.training.job import resolved
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    setup = conn.recv()
+    try:
+        setup = conn.recv()
+    except (EOFError, OSError):  # the sweep ended before it began
+        return
     tracker = tracking.start(OmegaConf.create(setup["tracking"]), setup.get("sweep_id"))
     ref = load(setup["study"], setup["storage"], setup["pruner"])
     try:
@@ -114,3 +144,6 @@ def run_worker(conn: Connection) -> None:
 
 if __name__ == "__main__":
     run_worker(Connection(int(sys.argv[1])))  # the socket the sweeper passed (Workers._start)
+    # Its tracking session is closed (every write done): tearing torch and Lightning down would only make
+    # the sweep wait (``Workers.close``) seconds longer.
+    exit_now(0)

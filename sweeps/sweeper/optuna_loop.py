@@ -14,6 +14,7 @@ from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 
 from sweeps.launch import gpus, submitit
+from sweeps.launch.workers import Workers
 from sweeps.search import coordination
 from sweeps.search.retry import DatabaseAway
 from sweeps.search.space import Space, parse_space, probes, study_name
@@ -90,6 +91,7 @@ def start(search: Search, arguments: list[str]) -> Path:
     # Shown by optuna-dashboard and ``optuna studies`` beside the name: the command that runs (resumes) it.
     search.ref.study.set_user_attr("sweeplab.command", command(["-m", *arguments]))
     if session:
+        session.warm_pictures()  # drawn after the last trial: their imports happen now, beside training
         shown = redact_text(settings.storage_url)
         session.log(session.sweep_run, tags={"sweeplab.study": search.name, "sweeplab.storage": shown})
     return sweep_dir
@@ -109,13 +111,23 @@ def ledger_for(search: Search) -> Ledger:
     return ledger
 
 
-def executor(search: Search, ledger: Ledger) -> trials.Executor:
-    """Where this process's trials run, as the settings and the launcher ask."""
+def early_workers(search: Search) -> Workers | None:
+    """Worker processes for ``n_jobs`` > 1 in this machine, started before the study and the tracking store
+    open, so that their imports (seconds) overlap that set-up."""
+    sweep, settings = search.sweep, search.sweep.settings
+    if settings.n_jobs > 1 and sweep.in_process:
+        return Workers(settings.n_jobs, search.devices)
+    return None
+
+
+def executor(search: Search, ledger: Ledger, workers: Workers | None = None) -> trials.Executor:
+    """Where this process's trials run, as the settings and the launcher ask (``workers``: started early)."""
     sweep, settings = search.sweep, search.sweep.settings
     if settings.n_jobs > 1 and not sweep.in_process:
         return trials.ThroughLauncher(sweep, search.space, settings.n_jobs)
     if settings.n_jobs == 1:
         return trials.InProcess(sweep, search.space, ledger)
+    workers = workers or Workers(settings.n_jobs, search.devices)
     session = search.session
     setup = {
         "tracking": OmegaConf.to_container(sweep.config.tracking, resolve=True),
@@ -124,7 +136,7 @@ def executor(search: Search, ledger: Ledger) -> trials.Executor:
         "storage": settings.storage_url,
         "pruner": settings.pruner,
     }
-    return trials.InWorkers(sweep, search.space, search.devices, setup)
+    return trials.InWorkers(sweep, search.space, workers, setup)
 
 
 def run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
@@ -138,7 +150,13 @@ def run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
 
 def _run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
     search = plan(sweep, arguments)
-    sweep_dir = start(search, arguments)
+    workers = early_workers(search)
+    try:
+        sweep_dir = start(search, arguments)
+    except BaseException:
+        if workers:
+            workers.abandon()
+        raise
     ref, session, settings = search.ref, search.session, sweep.settings
     assert ref is not None
     already = ref.finished()
@@ -162,7 +180,7 @@ def _run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
             status = "FAILED"  # a range test that finds no lr refuses the search
             auto_lr(search)
             status = "KILLED"
-        results = trials.run(ledger, search.space, executor(search, ledger))
+        results = trials.run(ledger, search.space, executor(search, ledger, workers))
         record_stop(search, ledger)
         rows = ledger.rows
         if session:
@@ -174,6 +192,8 @@ def _run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
         best(ref, search.space, search.metric, sweep_dir, session if closing else None)
         status = "FINISHED"
     finally:
+        if workers and workers.setup is None:  # they never took a trial (lr=auto refused, ...)
+            workers.abandon()
         if status != "FINISHED" and search.shared and session:
             closing = _last_out_quietly(ref, session)
         if closing:

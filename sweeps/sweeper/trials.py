@@ -140,13 +140,14 @@ class ThroughLauncher:
 
 
 class InWorkers:
-    """A trial per worker process at once (``devices``: each worker's GPUs); each gets the trial's composed
-    config and its job context as plain data."""
+    """A trial per worker process at once (``workers``, started while the sweep set up); each gets the
+    trial's composed config and its job context as plain data."""
 
-    def __init__(self, sweep: Sweep, space: Space, devices: list[str | None], setup: dict[str, Any]) -> None:
+    def __init__(self, sweep: Sweep, space: Space, workers: Workers, setup: dict[str, Any]) -> None:
         self.sweep, self.space = sweep, space
-        self.workers = Workers(len(devices), setup, devices)
-        self.slots = len(devices)
+        self.workers = workers
+        workers.begin(setup)
+        self.slots = len(workers.procs)
         self.on: dict[int, int] = {}  # worker -> the trial it runs
 
     def submit(self, trial: optuna.Trial) -> None:

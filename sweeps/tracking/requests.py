@@ -14,6 +14,7 @@ FIRE_AND_FORGET = frozenset(
         "datasets",
         "heatmap",
         "optuna_plots",
+        "warm_pictures",
         "end_run",
         "kill_trial_runs",
     }

@@ -137,6 +137,10 @@ class Session:
         """The study's pictures (history, importances, contour, intermediate values), on the sweep's run."""
         self._send("optuna_plots", run=run, storage=storage, study=study, params=params)
 
+    def warm_pictures(self) -> None:
+        """Let the tracking process import its drawing libraries now, while training goes on."""
+        self._send("warm_pictures")
+
     def end_run(self, run: str, status: str) -> None:
         """Close a run with an MLflow status (its held-back metrics are written first)."""
         self._send("end_run", run=run, status=status)

@@ -231,9 +231,20 @@ class Store:
                 self._id(run), str(heatmap(rows, metric, mode, Path(tmp) / "heatmap.png"))
             )
 
+    def warm_pictures(self) -> None:
+        """Import what the pictures are drawn with (about 1 s), while the sweep trains: then drawing them
+        after its last trial does not pay for it."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+        from optuna.visualization import matplotlib as plots  # noqa: F401
+
     def optuna_plots(self, run: str, storage: str, study: str, params: list[str]) -> None:
         """Optimisation history, parameter importances, a contour of lr against beta1 (or the first two
-        parameters) and the intermediate values (the pruning picture), as PNG files on the run."""
+        parameters) and the intermediate values (the pruning picture), as PNG files on the run. A search of
+        one parameter gets no importances (that parameter is all of it; fANOVA's forest took 0.5-3 s to say
+        so) and no contour (it needs two)."""
         import tempfile
         import warnings
 
@@ -254,6 +265,8 @@ class Store:
             "contour.png": lambda: plots.plot_contour(loaded, params=pair),
             "intermediate_values.png": lambda: plots.plot_intermediate_values(loaded),
         }
+        if len(params) < 2:
+            del figures["param_importances.png"], figures["contour.png"]
         with tempfile.TemporaryDirectory() as tmp:
             for name, draw in figures.items():
                 try:

@@ -1,0 +1,75 @@
+"""Torch threads per process when trial workers or DDP ranks share the machine's cores (issue 35: two
+workers each with torch's default thread count made a 0.3 s training take 1.7-7 s on 2 cores)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from sweeps.launch.ddp import ranks
+from sweeps.support import threads
+from tests.conftest import cli_env
+
+
+def test_each_of_n_processes_gets_its_share_of_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv(threads.ENV, "8")  # a worker's share: 8 cores
+    assert threads.environment(3) == {"OMP_NUM_THREADS": "2", threads.ENV: "2"}
+    assert threads.environment(16) == {"OMP_NUM_THREADS": "1", threads.ENV: "1"}
+    assert "8 cores: 4 torch thread(s) each" in threads.describe(2, "trial workers")
+
+
+def test_the_users_own_omp_num_threads_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(threads.ENV, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads.environment(2) == {}
+    assert "OMP_NUM_THREADS=3" in threads.describe(2, "trial workers")
+
+
+def test_a_ddp_trainer_counts_its_processes() -> None:
+    assert ranks(OmegaConf.create({"devices": 3})) == 3
+    assert ranks(OmegaConf.create({"devices": [0, 1]})) == 2
+    assert ranks(OmegaConf.create({"devices": "auto"})) == 1
+
+
+@pytest.mark.slow
+def test_two_workers_train_with_half_the_cores_each(tmp_path: Path) -> None:
+    """A real sweep with ``n_jobs=2``, torch's defaults left alone (no OMP_NUM_THREADS): each trial trains
+    with cores // 2 intra- and inter-op threads, and the log says so once."""
+    record = tmp_path / "threads"
+    record.mkdir()
+    args = [
+        "-m",
+        "lr=interval(1e-3, 1e-2)",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra/sweeper/pruner=none",
+        "tracking=off",
+        "model._target_=tests.helpers.ThreadsMLP",
+        f"+model.record={record}",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "checkpoint=false",
+    ]
+    env = {k: v for k, v in cli_env().items() if k not in ("OMP_NUM_THREADS", threads.ENV)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeps.run", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
+    counts = [json.loads(p.read_text()) for p in record.glob("*.json")]
+    assert counts and all(c == {"intra": share, "inter": share} for c in counts), counts
+    said = proc.stdout + proc.stderr
+    assert said.count("2 trial workers on") == 1, said[-3000:]
