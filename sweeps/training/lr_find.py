@@ -124,7 +124,8 @@ def run(cfg: DictConfig, built: Built, output_dir: Path | None, record: Any, pre
         int(options.get("steps", 100)),
         float(options.get("stop_factor", 4.0)),
     )
-    node = cfg.get("optimizer") or OmegaConf.select(cfg, "module.optimizer") or {}  # a module's own (reconcile)
+    # a user module's own optimizer is under module.optimizer (``reconcile``)
+    node = cfg.get("optimizer") or OmegaConf.select(cfg, "module.optimizer") or {}
     optimizer = str(node.get("name", node.get("_target_", "optimizer"))).rsplit(".", 1)[-1]
     if math.isfinite(curve.suggestion):
         log.info(
