@@ -125,8 +125,10 @@ def _optimizer(cfg: DictConfig, keys: set[str], choices: dict[str, Any]) -> None
     for axis, value in written.items():
         if axis in keys and axis in cfg:
             cfg.module.optimizer[axis] = cfg[axis]
-        elif value is not None and axis in cfg:
+        elif value is not None:
             cfg[axis] = value  # the record's lr is the one the optimizer gets
+        else:
+            cfg.pop(axis, None)  # the optimizer's own default: ``trained.*`` records it
     cfg.pop("optimizer", None)
     choices["optimizer"] = FROM_MODULE
 
