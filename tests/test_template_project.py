@@ -55,7 +55,13 @@ def without_optimizer(workdir: Path) -> Path:
 @pytest.mark.parametrize("yaml_optimizer", [True, False], ids=["module-yaml-optimizer", "none-in-yaml"])
 def test_grid_trains_each_optimizer_and_lr_and_records_what_was_built(workdir: Path, yaml_optimizer: bool):
     configs = CONFIGS if yaml_optimizer else without_optimizer(workdir)
-    sweep(workdir, ["-m", *TEMPLATE, "optimizer=adam,sgd", "lr=1e-3,1e-2", *EPOCHS], configs)
+    proc = sweep(workdir, ["-m", *TEMPLATE, "optimizer=adam,sgd", "lr=1e-3,1e-2", *EPOCHS], configs)
+    head = next(line for line in proc.stdout.splitlines() if line.startswith("rank"))
+    assert head.split()[-5:] == ["val/acc", "test/acc", "epochs", "time", "state"]  # the leaderboard
+    compared = run_cli([], cwd=workdir, module="sweeps.compare")
+    assert compared.returncode == 0, compared.stderr
+    head = next(line for line in compared.stdout.splitlines() if line.startswith("rank"))
+    assert "val/acc  test/acc" in head  # sweeps.compare
     runs = children(workdir)
     assert len(runs) == 4
     curves = set()

@@ -58,18 +58,34 @@ def _config_options(args: Sequence[str]) -> tuple[list[str], list[str]]:
     return options, rest
 
 
-def invocation() -> dict[str, list[str]]:
-    """This command's program, config options and overrides (``remember``'s, in a process it started)."""
-    saved = os.environ.get(ENV)
-    if saved:
-        return dict(json.loads(saved))
+def _own() -> dict[str, list[str]]:
     options, overrides = _config_options(sys.argv[1:])
     return {"program": _program(sys.argv[0]), "options": options, "overrides": overrides}
 
 
+def _ancestor(pid: int) -> bool:
+    """Whether ``pid`` started this process (directly or not): the environment outlives the command that
+    wrote it there (a process that ran a sweep in itself, and anything it starts later)."""
+    import psutil
+
+    try:
+        return any(parent.pid == pid for parent in psutil.Process().parents())
+    except psutil.Error:
+        return False
+
+
+def invocation() -> dict[str, list[str]]:
+    """This command's program, config options and overrides: ``remember``'s where the sweep that started
+    this process left them, else this process's own."""
+    saved = json.loads(os.environ.get(ENV) or "{}")
+    if saved.get("pid") and _ancestor(int(saved["pid"])):
+        return {k: list(v) for k, v in saved.items() if k != "pid"}
+    return _own()
+
+
 def remember() -> None:
     """Leave this command's invocation for the processes it starts (their own argv is something else)."""
-    os.environ.setdefault(ENV, json.dumps(invocation()))
+    os.environ[ENV] = json.dumps({**_own(), "pid": os.getpid()})
 
 
 def command(overrides: Sequence[str] | None = None, multirun: bool = False) -> str:
