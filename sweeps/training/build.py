@@ -225,13 +225,13 @@ def _dry_run_own(cfg: DictConfig) -> None:
     """A user module's own optimizer and scheduler partials (its YAML's), built once on a dummy parameter
     so that their bad values fail before anything trains."""
     own = {k: cfg.module.get(k) for k in ("optimizer", "scheduler")}
-    if own["optimizer"] is None:
-        return
+    if not (isinstance(own["optimizer"], DictConfig) and "_target_" in own["optimizer"]):
+        return  # none, or something the module reads itself (a name)
     try:
         opt = instantiate(own["optimizer"])(params=[torch.nn.Parameter(torch.zeros(1))])
     except (InstantiationException, *BUILD_ERRORS) as err:
         raise ConfigError(_message("module.optimizer", err)) from err
-    if own["scheduler"] is None:
+    if not (isinstance(own["scheduler"], DictConfig) and "_target_" in own["scheduler"]):
         return
     try:
         instantiate(own["scheduler"])(optimizer=opt)

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from hydra.utils import get_object
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from sweeps.support.errors import ConfigError
 from sweeps.training import usermodule
@@ -115,7 +115,8 @@ def _optimizer(cfg: DictConfig, keys: set[str], choices: dict[str, Any]) -> None
     _conflict(group, _under(keys, "module.optimizer"), "optimizer")
     for axis in OPTIMIZER_AXES:
         _conflict([axis] if axis in keys else [], _under(keys, f"module.optimizer.{axis}"), axis)
-    written = {axis: OmegaConf.select(cfg, f"module.optimizer.{axis}") for axis in OPTIMIZER_AXES}
+    node = own if isinstance(own, DictConfig) else {}  # or a name the module reads itself
+    written = {axis: node.get(axis) for axis in OPTIMIZER_AXES}
     if group:  # sweeplab's group, with the module's values where the command line gives none
         for axis, value in written.items():
             if axis not in keys and value is not None and axis in cfg:
@@ -123,7 +124,7 @@ def _optimizer(cfg: DictConfig, keys: set[str], choices: dict[str, Any]) -> None
         del cfg.module["optimizer"]
         return
     for axis, value in written.items():
-        if axis in keys and axis in cfg:
+        if axis in keys and axis in cfg and isinstance(own, DictConfig):
             cfg.module.optimizer[axis] = cfg[axis]
         elif value is not None:
             cfg[axis] = value  # the record's lr is the one the optimizer gets
