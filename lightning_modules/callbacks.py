@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import pytorch_lightning as pl
@@ -23,10 +24,16 @@ class EpochEnd(pl.Callback):
     def __init__(self, fn: EpochFn) -> None:
         self.fn = fn
         self._pending: int | None = None
+        self._started = time.perf_counter()
+        self._seconds: float | None = None  # the pending epoch's, training and validation
 
     def _metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        """What the epoch logged; ``epoch_time`` measured here where the module does not report it (a
+        user's module: sweeplab's LitModule times its epochs itself)."""
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         metrics.update(getattr(pl_module, "epoch_metrics", {}))
+        seconds = self._seconds if self._seconds is not None else time.perf_counter() - self._started
+        metrics.setdefault("epoch_time", seconds)
         return metrics
 
     def _emit(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -38,9 +45,11 @@ class EpochEnd(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._emit(trainer, pl_module)
+        self._started, self._seconds = time.perf_counter(), None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._pending = trainer.current_epoch + 1
+        self._seconds = time.perf_counter() - self._started
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._emit(trainer, pl_module)

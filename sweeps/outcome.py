@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
@@ -19,6 +20,19 @@ from sweeps.support.errors import ConfigError
 from sweeps.support.secrets import redact_text
 
 REASON_LENGTH = 500
+# Metrics of the test split, whatever separates the split's name from the rest: test_acc, test/acc, test.acc
+TEST_METRIC = re.compile(r"test[^A-Za-z0-9]")
+
+
+def is_test_metric(name: str) -> bool:
+    """Whether ``name`` is a metric of ``trainer.test`` (sweeplab's ``test_acc``, a user's ``test/acc``)."""
+    return TEST_METRIC.match(name) is not None
+
+
+def test_metric_of(metric: str) -> str | None:
+    """The test split's counterpart of a validation metric (``val/acc`` -> ``test/acc``), or None."""
+    found = re.match(r"val([^A-Za-z0-9].*)", metric)
+    return f"test{found.group(1)}" if found else None
 
 
 class State(str, Enum):

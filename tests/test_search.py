@@ -270,7 +270,10 @@ def test_the_study_is_named_after_its_preset_and_the_same_command_resumes_it(wor
     (study,) = studies(workdir)
     assert study.study_name.startswith("lr_betas ") and len(study.study_name) < 80
     assert len(study.get_trials()) == 2
-    assert study.user_attrs["sweeplab.command"].endswith("-m " + " ".join(quick[1:]))
+    # the second command's, as typed: it resumes the study (hydra.sweeper.* included)
+    assert study.user_attrs["sweeplab.command"].endswith(
+        "-m " + " ".join([*quick[1:], "hydra.sweeper.n_trials=2"])
+    )
     client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
     parents = client.search_runs(
         [client.get_experiment_by_name("sweeplab").experiment_id], "tags.`sweeplab.kind` = 'sweep'"

@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sweeps.launch import ddp, submitit
-from sweeps.outcome import Outcome, State
+from sweeps.outcome import Outcome, State, is_test_metric
 from sweeps.support import renames
 from sweeps.support.errors import ConfigError, TrackingError
 from sweeps.tracking import session as tracking
@@ -192,5 +192,7 @@ def _refuse(output_dir: Path, message: str) -> NoReturn:
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
-    keys = sorted(k for k in metrics if k.startswith(("val_", "test_", "train_")))
+    keys = sorted(
+        k for k in metrics if is_test_metric(k) or k.startswith(("val_", "train_", "val/", "train/"))
+    )
     return "\n".join(f"  {k:<16} {metrics[k]:.4f}" for k in keys)

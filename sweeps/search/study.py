@@ -212,6 +212,20 @@ def make(kind: str, node: dict[str, Any] | None, space: Space) -> Any:
         raise ConfigError(f"hydra.sweeper.{kind}: {str(err).splitlines()[0]}") from None
 
 
+def continue_seeded(ref: StudyRef, node: dict[str, Any] | None, space: Space) -> None:
+    """A seeded sampler continuing a study draws from ``seed + the trials the study holds``: with the seed
+    as given, each command would start the sampler's random stream afresh and propose the first command's
+    points again. The first command keeps the seed as given, so a search stays reproducible from scratch.
+    (A database study shared by several commands has its sampler reseeded at random instead: ``open_study``.)
+    """
+    seed = (node or {}).get("seed")
+    if seed is None or "://" in ref.url:
+        return
+    held = len(ref.study.get_trials(deepcopy=False))
+    if held:
+        ref.study.sampler = make("sampler", {**(node or {}), "seed": int(seed) + held}, space)
+
+
 def open_study(
     url: str,
     name: str,

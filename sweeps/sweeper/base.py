@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweeps.launch import submitit
 from sweeps.launch.job import JobRunner
 from sweeps.outcome import Outcome, State
-from sweeps.support import renames
+from sweeps.support import invocation, renames
 from sweeps.support.errors import ConfigError, TrackingError, TrainingError
 from sweeps.support.secrets import redact, redact_override
 from sweeps.sweeper.settings import SweeplabSettings
@@ -52,11 +52,15 @@ class Sweep:
         self.hydra_context = hydra_context
         self.config = config
         renames.say(config.hydra.runtime.choices)  # once per sweep, not once per job
+        invocation.remember()  # the command as typed, for the processes the sweep starts
         # Hydra's basic launcher runs jobs in this process: through ``runner``, which gives each job its
         # context. Any other launcher pickles the task function for a process of its own (``submitit``).
         target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
         self.in_process = target.endswith(".BasicLauncher")
         self.runner = JobRunner(task_function)
+        # sweeplab's own app (``sweeps.run``: its task function carries a mark), whose jobs are checked
+        # before any trains; another app's config is that app's business, whatever keys it has.
+        self.ours = self.runner.ours
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context,
             task_function=self.runner if self.in_process else task_function,
@@ -93,7 +97,7 @@ class Sweep:
         objectives = []
         for overrides in jobs:
             try:
-                objectives.append(validate(self.job_config(overrides), cache, tracker))
+                objectives.append(validate(self.job_config(overrides), cache, tracker, overrides))
             except ConfigError as err:
                 where = f" (job {' '.join(redact_override(o) for o in overrides)})" if len(jobs) > 1 else ""
                 raise ConfigError(f"{err}{where}") from err
@@ -136,9 +140,8 @@ class Sweep:
         the tracking process died meanwhile)."""
         session = None
         try:
-            ours = "data" in self.config and "trainer" in self.config  # sweeplab's config, not another app's
-            session = tracking.start(self.config.tracking) if "tracking" in self.config else None
-            validate = ours and self.settings.validate_all
+            session = tracking.start(self.config.tracking) if self.ours else None
+            validate = self.ours and self.settings.validate_all
             objective = self.check(jobs, session) if validate else ("objective", self.settings.mode())
             prepared = prepare(objective) if prepare else None
             if session:

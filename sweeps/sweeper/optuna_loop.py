@@ -18,7 +18,8 @@ from sweeps.launch.workers import Workers
 from sweeps.search import coordination
 from sweeps.search.retry import DatabaseAway
 from sweeps.search.space import Space, parse_space, probes, study_name
-from sweeps.search.study import StudyRef, make, open_study
+from sweeps.search.study import StudyRef, continue_seeded, make, open_study
+from sweeps.support import invocation
 from sweeps.support.errors import ConfigError, TrainingError
 from sweeps.support.secrets import redact_text
 from sweeps.sweeper import lr_auto, trials
@@ -26,7 +27,7 @@ from sweeps.sweeper.base import Sweep, finish, refuse
 from sweeps.sweeper.ledger import Ledger
 from sweeps.sweeper.report import report
 from sweeps.sweeper.results import best, study_rows
-from sweeps.tracking.session import Session, command
+from sweeps.tracking.session import Session
 
 log = logging.getLogger("sweeplab")
 
@@ -79,6 +80,7 @@ def start(search: Search, arguments: list[str]) -> Path:
         )
         with coordination.lock(ref.url, f"study:{ref.name}"):
             coordination.recover_stale(ref)  # trials a dead process left RUNNING: failed, queued again
+            continue_seeded(ref, settings.sampler, search.space)  # no repeats of an earlier command's points
         return ref, metric, mode
 
     def parent(session: Session, prepared: tuple, begin: Any) -> None:
@@ -89,7 +91,7 @@ def start(search: Search, arguments: list[str]) -> Path:
     search.session = session
     search.ref, search.metric, search.mode = prepared
     # Shown by optuna-dashboard and ``optuna studies`` beside the name: the command that runs (resumes) it.
-    search.ref.study.set_user_attr("sweeplab.command", command(["-m", *arguments]))
+    search.ref.study.set_user_attr("sweeplab.command", invocation.command(multirun=True))
     if session:
         session.warm_pictures()  # drawn after the last trial: their imports happen now, beside training
         shown = redact_text(settings.storage_url)

@@ -115,3 +115,6 @@ def register() -> None:
     store.store(
         group="hydra/sweeper", name="sweeplab_standalone", node=StandaloneSettings, provider="sweeplab"
     )
+    # ``override /hydra/sweeper: optuna``, as search files written for Hydra's Optuna sweeper say
+    # (lightning-hydra-template's hparams_search): sweeplab's sweeper, in sweeplab's app and any other.
+    store.store(group="hydra/sweeper", name="optuna", node=StandaloneSettings, provider="sweeplab")

@@ -1,7 +1,8 @@
 """Leaderboard of a sweep from the MLflow store: ``python -m sweeps.compare [SWEEP_ID] [options]``.
 
-Shows rank, run, loss, optimizer, lr, betas, objective, epochs, time and state for each run of the sweep (the
-latest by default), then which config keys differ between the runs.
+Shows rank, run, loss, optimizer, lr, betas, objective (and its test-split counterpart where the runs were
+tested), epochs, time and state for each run of the sweep (the latest by default), then which config keys
+differ between the runs.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import math
 from pathlib import Path
 from typing import Any
 
+from sweeps.outcome import test_metric_of
 from sweeps.support.secrets import redact_text
 from sweeps.tracking.leaderboard import aligned
 
 DEFAULT_STORE = "sqlite:///mlruns/mlflow.db"
 COLUMNS = ("loss", "optimizer", "lr", "optimizer.beta1", "optimizer.beta2")
-IGNORED = ("hydra.", "tracking.")
+IGNORED = ("hydra.", "tracking.", "trained.")  # trained.*: what was built, not config (``TrainedWith``)
+FROM_MODULE = "module"  # the group choice of a part taken from a user module's own config
 
 
 def short(target: str) -> str:
@@ -70,8 +73,12 @@ def leaderboard(client: Any, parent: Any) -> tuple[list[str], list[list[str]], l
         return -math.inf if math.isnan(value) else (value if mode == "max" else -value)
 
     runs = sorted(runs, key=score, reverse=True)
-    head = ["rank", "run", "job", "loss", "optimizer", "lr", "betas", metric or "objective", "epochs", "time"]
-    return [*head, "state"], [_cells(i, run, metric) for i, run in enumerate(runs, 1)], differing
+    head = ["rank", "run", "job", "loss", "optimizer", "lr", "betas", metric or "objective"]
+    test = test_metric_of(metric)
+    tested = test if test and any(test in r.data.metrics for r in runs) else None
+    head += [*([tested] if tested else []), "epochs", "time"]
+    cells = [_cells(i, run, metric, tested) for i, run in enumerate(runs, 1)]
+    return [*head, "state"], cells, differing
 
 
 def scored(run: Any, metric: str) -> str:
@@ -80,10 +87,14 @@ def scored(run: Any, metric: str) -> str:
     return f"final_{metric}" if run.data.params.get("objective.reduce") == "last" else f"best_{metric}"
 
 
-def _cells(rank: int, run: Any, metric: str) -> list[str]:
-    """One run's row of the table."""
+def _cells(rank: int, run: Any, metric: str, test: str | None = None) -> list[str]:
+    """One run's row of the table: the optimizer as it was built (``trained.*``) where recorded."""
     p, m, t = run.data.params, run.data.metrics, run.data.tags
     betas = f"{p['optimizer.beta1']},{p['optimizer.beta2']}" if "optimizer.beta1" in p else ""
+    betas = p.get("trained.betas", betas).strip("()").replace(" ", "")
+    optimizer = p.get("optimizer", short(p.get("optimizer._target_", "")))
+    if optimizer in ("", FROM_MODULE):  # a user module's own optimizer: its class
+        optimizer = p.get("trained.optimizer", optimizer)
     value = m.get(scored(run, metric))
     state = t.get("sweeplab.state", run.info.status)
     if t.get("sweeplab.reason"):
@@ -93,10 +104,11 @@ def _cells(rank: int, run: Any, metric: str) -> list[str]:
         run.info.run_id[:8],
         t.get("sweeplab.job", ""),
         p.get("loss", short(p.get("loss._target_", ""))),
-        p.get("optimizer", short(p.get("optimizer._target_", ""))),
-        p.get("lr", ""),
+        optimizer,
+        p.get("trained.lr", p.get("lr", "")),
         betas,
         "" if value is None else f"{value:.4f}" + _spread(m, metric),
+        *([f"{m[test]:.4f}" if test in m else ""] if test else []),
         str(int(m.get("epochs", 0))),
         f"{m.get('train_seconds', 0):.1f}s",
         state,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sweeps.outcome import Outcome
+from sweeps.outcome import Outcome, test_metric_of
 from sweeps.tracking import stats
 
 
@@ -27,6 +27,7 @@ class Row:
     reason: str = ""
     run_id: str = ""
     samples: dict[str, float] = field(default_factory=dict)  # each seed's objective (``repeats``)
+    test: float = math.nan  # the objective's counterpart on the test split (val/acc -> test/acc), if tested
 
     @classmethod
     def of(cls, job: int, overrides: dict[str, str], outcome: Outcome, seconds: float | None = None) -> Row:
@@ -41,6 +42,7 @@ class Row:
             outcome.reason,
             outcome.run_id,
             dict(outcome.samples),
+            outcome.metrics.get(test_metric_of(outcome.metric) or "", math.nan),
         )
 
     def name(self) -> str:
@@ -86,7 +88,9 @@ def _cells(rows: Sequence[Row], metric: str, mode: str = "max") -> tuple[list[st
     spread = repeated(rows)
     ranks = compared(rows, mode)[1] if spread else list(range(1, len(rows) + 1))
     shown = f"{metric} (mean ± 95% CI)" if spread else metric
-    head = ["rank", "job", "run", *keys, shown, *(["n"] if spread else []), "epochs", "time", "state"]
+    test = test_metric_of(metric) if any(not math.isnan(r.test) for r in rows) else None
+    head = ["rank", "job", "run", *keys, shown, *(["n"] if spread else []), *([test] if test else [])]
+    head += ["epochs", "time", "state"]
     body = []
     for i, r in zip(ranks, rows, strict=True):
         state = r.state if not r.reason else f"{r.state}: {r.reason}"
@@ -98,6 +102,7 @@ def _cells(rows: Sequence[Row], metric: str, mode: str = "max") -> tuple[list[st
                 *(r.overrides.get(k, "") for k in keys),
                 _value(r, spread),
                 *([str(len(r.samples))] if spread else []),
+                *([f"{r.test:.4f}" if not math.isnan(r.test) else ""] if test else []),
                 str(r.epochs),
                 f"{r.seconds:.1f}s",
                 state,

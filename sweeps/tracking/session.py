@@ -8,8 +8,6 @@ Nothing here imports MLflow, and everything is redacted before it leaves this pr
 from __future__ import annotations
 
 import os
-import shlex
-import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +15,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps.outcome import Outcome, State
+from sweeps.outcome import Outcome, State, is_test_metric
+from sweeps.support import invocation
 from sweeps.support.errors import ConfigError, TrackingError
 from sweeps.support.processes import holders, process_start, spawn
 from sweeps.support.secrets import redact, redact_override, redact_text
@@ -217,7 +216,7 @@ class Session:
         process that created it, and the last worker on the study closes it (``search.coordination``)."""
         tags = {
             "sweeplab.kind": "sweep",
-            "sweeplab.command": command(["-m", *arguments]),
+            "sweeplab.command": invocation.command(multirun=True),  # as typed: it resumes the sweep
             "sweeplab.sweep_dir": str(sweep_dir),
         }
         if shared:
@@ -326,7 +325,7 @@ class RunRecord:
         }
         if metric in outcome.metrics:
             final[f"final_{metric}"] = outcome.metrics[metric]
-        final.update({k: v for k, v in outcome.metrics.items() if k.startswith("test_")})
+        final.update({k: v for k, v in outcome.metrics.items() if is_test_metric(k)})
         tags = {"sweeplab.state": State.FINISHED.value, "sweeplab.objective": metric}
         self.session.log(self.handle, metrics=final, step=outcome.epochs, tags=tags)
         if self.session.log_checkpoint and outcome.checkpoint:
@@ -337,7 +336,8 @@ class RunRecord:
         """Close a run that did not finish, with our state and the reason as tags (``outcome`` says which
         MLflow status that is)."""
         tags = {"sweeplab.state": outcome.state.value, "sweeplab.reason": outcome.reason}
-        self.session.log(self.handle, tags=tags)
+        trained = {"epochs": float(outcome.epochs)} if outcome.epochs else None  # a pruned run's, say
+        self.session.log(self.handle, metrics=trained, tags=tags, step=outcome.epochs)
         self.session.end_run(self.handle, outcome.mlflow_status)
 
 
@@ -356,10 +356,9 @@ def _text(value: Any) -> str:
 
 
 def command(overrides: Sequence[str]) -> str:
-    """The command that re-runs this configuration (secrets masked)."""
-    return shlex.join(
-        [Path(sys.executable).name, "-m", "sweeps.run", *(redact_override(o) for o in overrides)]
-    )
+    """The command that re-runs this configuration: the user's program and config folder with the job's
+    overrides (secrets masked)."""
+    return invocation.command(overrides)
 
 
 def run_name(job: int | None, overrides: Sequence[str]) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
@@ -24,6 +24,7 @@ from sweeps.support.errors import ConfigError
 from sweeps.training import datainfo, finetune, hf, lora, usermodule
 from sweeps.training.checks import BUILD_ERRORS, check_config, distributed
 from sweeps.training.datainfo import DataInfo
+from sweeps.training.reconcile import reconcile
 
 METRICS = {
     "classification": ("val_acc", "val_f1", "val_loss"),
@@ -46,10 +47,10 @@ class Built:
 
 def _accepted(func: Callable[..., Any], context: dict[str, Any]) -> dict[str, Any]:
     """The part of ``context`` that ``func`` declares (all of it if it takes ``**kwargs``)."""
-    params = inspect.signature(func).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    if usermodule.takes_any(func):
         return context
-    return {k: v for k, v in context.items() if k in params}
+    params = inspect.signature(func).parameters
+    return {k: v for k, v in context.items() if k in params and params[k].kind is not params[k].VAR_KEYWORD}
 
 
 def _message(group: str, err: BaseException) -> str:
@@ -119,8 +120,9 @@ def build_datamodule(cfg: DictConfig) -> Data:
 def _context(func: Callable[..., Any], info: DataInfo, group: str) -> dict[str, Any]:
     """What the data tells, for ``func``: the known values it declares; an unknown one it requires (no
     default) is an error saying how to give it."""
-    params = inspect.signature(func).parameters
-    var = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    signature = inspect.signature(func).parameters
+    params = {k: p for k, p in signature.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    var = usermodule.takes_any(func)
     classes = info.get("task") in ("classification", "lm")
     context = {}
     for key in datainfo.KEYS:
@@ -131,6 +133,8 @@ def _context(func: Callable[..., Any], info: DataInfo, group: str) -> dict[str, 
         required = param is not None and param.default is inspect.Parameter.empty
         if info.get(key) is None and (required or (param is not None and key == "n_classes" and classes)):
             info.need(key, f"{group} ({getattr(func, '__qualname__', func)})")
+    for key, aliases in datainfo.ALIASES.items():  # ``num_classes`` where it declares that name
+        context.update({a: info.get(key) for a in aliases if a in params and info.get(key) is not None})
     return context
 
 
@@ -152,10 +156,13 @@ def build(cfg: DictConfig, data: Data | None = None, tracker: Any = None) -> Bui
     if sweeplab_module and task == "classification":
         info.need("n_classes", "module=default")
     metric, mode = objective(cfg, task, sweeplab_module)
-    loss = model = None
-    if sweeplab_module or (user_cls is not None and usermodule.wants(user_cls, "loss_fn")):
+    loss = model = None  # a user's module gets them where it declares them and its config has none
+    # (``reconcile`` removed the groups it does not use)
+    if "loss" in cfg and (
+        sweeplab_module or (user_cls is not None and usermodule.wants(user_cls, "loss_fn"))
+    ):
         loss = make("loss", cfg.loss, **_context(_target_func("loss", cfg.loss), info, "loss"))
-    if sweeplab_module or (user_cls is not None and usermodule.wants_model(user_cls)):
+    if "model" in cfg and (sweeplab_module or (user_cls is not None and usermodule.wants_model(user_cls))):
         model_func = _target_func("model", cfg.model)
         context = _context(model_func, info, "model")
         if "out_features" in inspect.signature(model_func).parameters:
@@ -167,15 +174,12 @@ def build(cfg: DictConfig, data: Data | None = None, tracker: Any = None) -> Bui
     plan = finetune.prepare(cfg, model, tracker) if finetune.enabled(cfg) and model is not None else None
     adapter = lora.prepare(cfg, model if sweeplab_module else None) if lora.enabled(cfg) else None
 
-    opt_node = OmegaConf.to_container(cfg.optimizer, resolve=True)
-    assert isinstance(opt_node, dict)
-    if opt_node.pop("full_batch", False):
-        if not isinstance(dm, ArrayDataModule):
-            raise ConfigError("optimizer: full-batch training needs a bundled data set (data=digits, ...)")
-        dm.batch_size = None
-    optimizer = make("optimizer", opt_node)
-    sched_factory = make("scheduler", cfg.scheduler)
-    _dry_run(optimizer, sched_factory, int(cfg.trainer.max_epochs))
+    optimizer = _optimizer(cfg, dm)
+    sched_factory = make("scheduler", cfg.scheduler) if "scheduler" in cfg else None
+    if optimizer is not None:
+        _dry_run(optimizer, sched_factory, int(cfg.trainer.max_epochs))
+    if user_cls is not None:
+        _dry_run_own(cfg)
 
     if user_cls is not None:
         module = _user_module(cfg, user_cls, dm, info, (model, loss, optimizer, sched_factory))
@@ -204,6 +208,37 @@ def build(cfg: DictConfig, data: Data | None = None, tracker: Any = None) -> Bui
     return Built(dm, module, task, metric, mode, _with(lineage, adapter.lineage if adapter else None))
 
 
+def _optimizer(cfg: DictConfig, dm: Any) -> Any:
+    """The ``optimizer`` group's factory; None where a user's module brings its own (``reconcile``)."""
+    if "optimizer" not in cfg:
+        return None
+    opt_node = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    assert isinstance(opt_node, dict)
+    if opt_node.pop("full_batch", False):
+        if not isinstance(dm, ArrayDataModule):
+            raise ConfigError("optimizer: full-batch training needs a bundled data set (data=digits, ...)")
+        dm.batch_size = None
+    return make("optimizer", opt_node)
+
+
+def _dry_run_own(cfg: DictConfig) -> None:
+    """A user module's own optimizer and scheduler partials (its YAML's), built once on a dummy parameter
+    so that their bad values fail before anything trains."""
+    own = {k: cfg.module.get(k) for k in ("optimizer", "scheduler")}
+    if not (isinstance(own["optimizer"], DictConfig) and "_target_" in own["optimizer"]):
+        return  # none, or something the module reads itself (a name)
+    try:
+        opt = instantiate(own["optimizer"])(params=[torch.nn.Parameter(torch.zeros(1))])
+    except (InstantiationException, *BUILD_ERRORS) as err:
+        raise ConfigError(_message("module.optimizer", err)) from err
+    if not (isinstance(own["scheduler"], DictConfig) and "_target_" in own["scheduler"]):
+        return
+    try:
+        instantiate(own["scheduler"])(optimizer=opt)
+    except (InstantiationException, *BUILD_ERRORS) as err:
+        raise ConfigError(_message("module.scheduler", err)) from err
+
+
 def _with(lineage: dict[str, dict[str, str]] | None, more: dict[str, dict[str, str]] | None) -> Any:
     """Two lineages (params and tags: the fine-tuning source's, the base model's for model=hf, the
     adapter's) as one; either may be None."""
@@ -223,7 +258,11 @@ def _user_module(cfg: DictConfig, cls: type, dm: Any, info: DataInfo, parts: tup
         loader = dm.train_dataloader()
         return len(loader) if hasattr(loader, "__len__") else 1
 
-    sched = usermodule.scheduler_partial(schedule, int(cfg.trainer.max_epochs), steps)
+    sched = (
+        None
+        if schedule is None
+        else usermodule.scheduler_partial(schedule, int(cfg.trainer.max_epochs), steps)
+    )
     offered = {
         **{k: v for k, v in info.values.items() if v is not None},
         "optimizer": optimizer,
@@ -236,12 +275,14 @@ def _user_module(cfg: DictConfig, cls: type, dm: Any, info: DataInfo, parts: tup
     return usermodule.create(cfg, cls, offered)
 
 
-def _dry_run(optimizer: Callable[..., Any], scheduler: Callable[..., Any], max_epochs: int) -> None:
+def _dry_run(optimizer: Callable[..., Any], scheduler: Callable[..., Any] | None, max_epochs: int) -> None:
     """Build the optimizer and schedule once on a dummy parameter, so their bad values fail now."""
     try:
         opt = optimizer([torch.nn.Parameter(torch.zeros(1))])
     except BUILD_ERRORS as err:
         raise ConfigError(_message("optimizer", err)) from err
+    if scheduler is None:  # a user's module with its own (``_dry_run_own``)
+        return
     try:
         scheduler(opt, max_epochs=max_epochs, steps_per_epoch=1)
     except BUILD_ERRORS as err:
@@ -249,14 +290,18 @@ def _dry_run(optimizer: Callable[..., Any], scheduler: Callable[..., Any], max_e
 
 
 def validate(
-    cfg: DictConfig, data_cache: dict[str, Data] | None = None, tracker: Any = None
+    cfg: DictConfig,
+    data_cache: dict[str, Data] | None = None,
+    tracker: Any = None,
+    overrides: Sequence[str] = (),
 ) -> tuple[str, str]:
     """Everything ``build`` checks, with the model built on the meta device (no memory, no time).
 
-    ``data_cache`` shares loaded data between the jobs of a sweep that use the same data config.
-    Returns the objective (metric, mode).
+    ``data_cache`` shares loaded data between the jobs of a sweep that use the same data config;
+    ``overrides`` are the job's command line (``reconcile``). Returns the objective (metric, mode).
     """
     check_config(cfg)
+    cfg = reconcile(cfg, overrides)[0]
     key = OmegaConf.to_yaml(cfg.data)
     cache = data_cache if data_cache is not None else {}
     if key not in cache:

@@ -87,3 +87,39 @@ class StopAtDeadline(pl.Callback):
         if late:
             when = datetime.fromtimestamp(self.at).astimezone().strftime("%Y-%m-%d %H:%M:%S")
             raise DeadlineReached(f"stopped at the deadline {when} in epoch {trainer.current_epoch + 1}")
+
+
+TRAINED_KEYS = ("lr", "betas", "momentum", "weight_decay", "eps")
+
+
+def trained_params(optimizers: list[Any], schedulers: list[Any]) -> dict[str, str]:
+    """What the run trains with, read from the optimizers Lightning built (``configure_optimizers``): the
+    class and, from the first parameter group, the learning rate (before any schedule moved it), betas,
+    momentum, weight decay; and the schedule's class (``none`` without one)."""
+    if not optimizers:
+        return {}
+    opt = optimizers[0]
+    group = opt.param_groups[0]
+    params = {"trained.optimizer": type(opt).__name__}
+    values = {**group, "lr": group.get("initial_lr", group.get("lr"))}
+    for key in TRAINED_KEYS:
+        if key in values:
+            value = values[key]
+            params[f"trained.{key}"] = str(tuple(float(v) for v in value) if key == "betas" else float(value))
+    if len(optimizers) > 1:
+        params["trained.optimizers"] = ",".join(type(o).__name__ for o in optimizers)
+    params["trained.scheduler"] = type(schedulers[0].scheduler).__name__ if schedulers else "none"
+    return params
+
+
+class TrainedWith(pl.Callback):
+    """Records on the run the optimizer and schedule actually built, as ``trained.*`` params: whatever a
+    config says, the record then shows what trained (a module may build its optimizer any way it likes)."""
+
+    def __init__(self, record: Any) -> None:
+        self.record = record  # ``record(params)``: logs the run's params
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        params = trained_params(list(trainer.optimizers), list(trainer.lr_scheduler_configs))
+        if params:
+            self.record(params)

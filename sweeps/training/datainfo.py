@@ -20,6 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from sweeps.support.errors import ConfigError
 
 KEYS = ("task", "n_classes", "input_shape", "vocab_size", "class_counts")
+# Other names a data module may give a key by (lightning-hydra-template's data modules say ``num_classes``)
+ALIASES = {"n_classes": ("num_classes",)}
 TASKS = ("classification", "regression", "lm")
 EXAMPLE = {"task": "classification", "n_classes": "10", "input_shape": "[1,8,8]", "vocab_size": "1000"}
 
@@ -41,7 +43,9 @@ class DataInfo:
             example = EXAMPLE.get(key, "...")
             raise ConfigError(
                 f"data.{key}: {self.source} does not declare `{key}` and it cannot be inferred from its "
-                f"training batches; {why} needs it: give {self.source} a `{key}` attribute, or put "
+                f"training batches; {why} needs it: give {self.source} a `{key}` attribute"
+                + "".join(f" (or `{alias}`)" for alias in ALIASES.get(key, ()))
+                + ", or put "
                 f"`{key}: {example}` in its data config (+data.{key}={example} on the command line)"
             )
         return value
@@ -78,6 +82,8 @@ def describe(dm: Any, given: dict[str, Any]) -> DataInfo:
     info = DataInfo(type(dm).__name__)
     for key in KEYS:
         value = getattr(dm, key, None)
+        for alias in ALIASES.get(key, ()):
+            value = getattr(dm, alias, None) if value in (None, 0, ()) else value
         if value in (None, 0, ()) and key in given:
             value = _plain(given[key])
         info.values[key] = value if value not in (0, ()) else None

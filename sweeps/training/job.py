@@ -43,6 +43,10 @@ def run_job(cfg: DictConfig, ctx: JobContext) -> Outcome:
     objective: dict[str, str] = {}
     try:
         check_config(cfg)  # cheap checks first: bad values fail before torch is even imported
+        from sweeps.training.reconcile import reconcile
+
+        cfg, choices = reconcile(cfg, ctx.overrides, ctx.choices)  # a user's module: what trains
+        ctx = replace(ctx, choices=choices)
         members = seeds.check(cfg)
         if members:  # one configuration over several seeds or folds (``training.repeats``)
             return _run_configuration(cfg, ctx, members)
@@ -129,9 +133,14 @@ def resolved(outcome: Outcome, tracker: Any) -> Outcome:
 def _callbacks(ctx: JobContext, built: Any, record: RunRecord | None) -> list[Any]:
     """Per-epoch tracking, the caller's callbacks, then the trial's pruning and the sweep's deadline."""
     from lightning_modules.callbacks import EpochEnd
-    from sweeps.training.callbacks import OptunaPruning, StopAtDeadline
+    from sweeps.training.callbacks import OptunaPruning, StopAtDeadline, TrainedWith
 
-    callbacks: list[Any] = [EpochEnd(record.epoch)] if record else []
+    callbacks: list[Any] = []
+    if record:
+        callbacks += [
+            EpochEnd(record.epoch),
+            TrainedWith(lambda p: record.session.log(record.handle, params=p)),
+        ]
     callbacks.extend(ctx.callbacks)
     if ctx.trial is not None or ctx.follows_trial:
         callbacks.append(OptunaPruning(ctx.trial.trial if ctx.trial else None, built.metric))

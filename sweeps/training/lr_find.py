@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sweeps.outcome import Outcome, State
 from sweeps.training.build import Built
@@ -124,7 +124,9 @@ def run(cfg: DictConfig, built: Built, output_dir: Path | None, record: Any, pre
         int(options.get("steps", 100)),
         float(options.get("stop_factor", 4.0)),
     )
-    optimizer = str(cfg.optimizer.get("name", cfg.optimizer.get("_target_", "optimizer"))).rsplit(".", 1)[-1]
+    # a user module's own optimizer is under module.optimizer (``reconcile``)
+    node = cfg.get("optimizer") or OmegaConf.select(cfg, "module.optimizer") or {}
+    optimizer = str(node.get("name", node.get("_target_", "optimizer"))).rsplit(".", 1)[-1]
     if math.isfinite(curve.suggestion):
         log.info(
             "%slr_find: suggested lr %.3g for %s (%d steps)",

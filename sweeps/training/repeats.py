@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps.outcome import Outcome, State
+from sweeps.outcome import Outcome, State, is_test_metric
 from sweeps.tracking import stats
 from sweeps.training import folds, seeds
 from sweeps.training.build import build, build_datamodule
@@ -134,7 +134,9 @@ def final_metrics(outcome: Outcome) -> dict[str, float]:
     out["train_seconds"] = outcome.seconds
     if outcome.metric in outcome.metrics:
         out[f"final_{outcome.metric}"] = outcome.metrics[outcome.metric]
-    out.update({k: v for k, v in outcome.metrics.items() if k.startswith(("test_", "val_"))})
+    out.update(
+        {k: v for k, v in outcome.metrics.items() if is_test_metric(k) or k.startswith(("val_", "val/"))}
+    )
     return out
 
 

@@ -66,11 +66,29 @@ def lightning_package(cls: type) -> ModuleType | None:
     return None
 
 
+# Where an ``__init__``'s ``*args, **kwargs`` only pass through to a library base class (``nn.Module``,
+# ``LightningModule``, ``object``): a class whose ``__init__`` comes from one of these declares nothing.
+LIBRARIES = ("torch.", "pytorch_lightning.", "lightning.", "builtins")
+
+
+def takes_any(func: Callable[..., Any]) -> bool:
+    """Whether ``func`` takes any keyword (``**kwargs``) of its own. A class without an ``__init__`` of its
+    own (``class MeanLoss(nn.Module): def forward(...)``) has ``nn.Module``'s ``*args, **kwargs``: that
+    accepts nothing, and would fail on the first keyword given."""
+    params = inspect.signature(func).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return False
+    if not isinstance(func, type):
+        return True
+    owner = next((c for c in func.__mro__ if "__init__" in vars(c)), object)
+    return not owner.__module__.startswith(LIBRARIES)
+
+
 def declared(cls: type) -> tuple[set[str], bool]:
-    """The names ``cls.__init__`` takes, and whether it also takes ``**kwargs``."""
+    """The names ``cls.__init__`` takes, and whether it also takes ``**kwargs`` (``takes_any``)."""
     params = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
-    var = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    return set(params) - {"self"}, var
+    names = {n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    return names - {"self"}, takes_any(cls)
 
 
 def wants_model(cls: type) -> bool:
