@@ -7,6 +7,8 @@
 - ``torch.utils._python_dispatch.TorchDispatchMode`` (``HostReads``): torch's documented way to see every
   aten call (a module named private, its class public in torch's docs); it counts host reads of tensors
   and lists the aten calls of a forward pass.
+- ``torch._dynamo.utils.counters`` (``compiled_frames``): how many frames Dynamo has compiled in this process;
+  torch has no public count, and a recompile is a frame compiled again.
 - ``_current_fx_name`` (``FX_NAME``): Lightning assigns it about 20 times a step; on an ``nn.Module`` every
   assignment goes through ``nn.Module.__setattr__`` (about 1 us each), so ``LitModule`` sets it directly.
 
@@ -49,3 +51,10 @@ class HostReads(TorchDispatchMode):
         if self.record_ops:
             self.ops.append(str(func))
         return func(*args, **(kwargs or {}))
+
+
+def compiled_frames() -> int:
+    """Frames ``torch.compile`` compiled so far in this process (recompiles included)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["frames"]["ok"])

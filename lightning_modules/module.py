@@ -60,6 +60,7 @@ class LitModule(pl.LightningModule):
         steps_per_batch: int = 1,
         log_keys: tuple[str, ...] | None = None,
         accumulate: int = 1,
+        compile_model: bool = False,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -75,6 +76,8 @@ class LitModule(pl.LightningModule):
         self.log_keys = log_keys
         self.accumulate = max(1, int(accumulate))  # mini-batches whose gradients add up to one step
         self._pending = 0  # mini-batches backpropagated since the last optimizer step
+        self.compile_model = compile_model  # torch.compile the training forward (evaluation stays eager)
+        self._compiled: Any = None  # the compiled model, set at train start
         self.epoch_metrics: dict[str, float] = {}
         self._schedule: dict[str, Any] | None = None
         self._direct = False
@@ -124,8 +127,9 @@ class LitModule(pl.LightningModule):
         lightning_opt = cast(LightningOptimizer, self.optimizers())
         opt: Any = lightning_opt.optimizer if self._direct else lightning_opt
         losses = []
+        forward = self.model if self._compiled is None else self._compiled
         for x, y in steps:
-            loss = self.loss_fn(self.model(x), y)
+            loss = self.loss_fn(forward(x), y)
             if self.l1:
                 loss = loss + self._penalty()
             if self._pending == 0:
@@ -209,6 +213,8 @@ class LitModule(pl.LightningModule):
         # (and the precision plugin's own gradient scaler for 16-mixed) do the same work.
         self._scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         self._direct = isinstance(self.trainer.strategy, SingleDeviceStrategy)
+        if self.compile_model:  # not registered as a submodule: the checkpoint keeps the model's own names
+            object.__setattr__(self, "_compiled", torch.compile(self.model, dynamic=False))
 
     def on_train_epoch_start(self) -> None:
         self._reset_epoch()

@@ -181,3 +181,10 @@ def test_host_reads_counts_item_float_and_bool_of_a_tensor():
         t.sum().item(), float(t[1]), bool(t[0]), int(t.max())
         t.add_(1)
     assert reads.devices == ["cpu"] * 4
+
+
+def test_compiled_frames_counts_what_torch_compile_compiles():
+    """``compat.compiled_frames`` (Dynamo's counters) grows by one for a newly compiled function."""
+    before = compat.compiled_frames()
+    torch.compile(lambda t: t * 2 + 1, backend="eager")(torch.ones(2))
+    assert compat.compiled_frames() == before + 1

@@ -184,8 +184,10 @@ def build(cfg: DictConfig, data: Data | None = None, tracker: Any = None) -> Bui
     # per Lightning batch: several optimizer steps per batch would skip the synchronisation.
     fast = isinstance(dm, ArrayDataModule) and not distributed(cfg.trainer)
     steps_per_batch = int(cfg.trainer.get("steps_per_batch", 1)) if fast else 1
+    compile_model = bool(cfg.trainer.get("compile", False))
     if isinstance(dm, ArrayDataModule):
         dm.steps_per_batch = steps_per_batch
+        dm.drop_last = dm.drop_last or compile_model  # a smaller last batch would compile a second graph
     parts = dict(
         model=adapter.model if adapter else model,  # finetune.lora: the model with its adapters
         loss_fn=loss,
@@ -198,6 +200,7 @@ def build(cfg: DictConfig, data: Data | None = None, tracker: Any = None) -> Bui
         steps_per_batch=steps_per_batch,
         log_keys=(metric,),
         accumulate=int(cfg.trainer.get("accumulate_grad_batches", 1) or 1),
+        compile_model=compile_model,
     )
     module = finetune.module(plan, adapted=adapter is not None, **parts) if plan else LitModule(**parts)
     lineage = _with(plan.lineage if plan else None, hf.lineage(cfg) if hf.is_hf(cfg) else None)
