@@ -184,10 +184,8 @@ def build(cfg: DictConfig, data: Data | None = None, tracker: Any = None) -> Bui
     # per Lightning batch: several optimizer steps per batch would skip the synchronisation.
     fast = isinstance(dm, ArrayDataModule) and not distributed(cfg.trainer)
     steps_per_batch = int(cfg.trainer.get("steps_per_batch", 1)) if fast else 1
-    compile_model = bool(cfg.trainer.get("compile", False))
     if isinstance(dm, ArrayDataModule):
         dm.steps_per_batch = steps_per_batch
-        dm.drop_last = dm.drop_last or compile_model  # a smaller last batch would compile a second graph
     parts = dict(
         model=adapter.model if adapter else model,  # finetune.lora: the model with its adapters
         loss_fn=loss,
@@ -200,11 +198,20 @@ def build(cfg: DictConfig, data: Data | None = None, tracker: Any = None) -> Bui
         steps_per_batch=steps_per_batch,
         log_keys=(metric,),
         accumulate=int(cfg.trainer.get("accumulate_grad_batches", 1) or 1),
-        compile_model=compile_model,
+        compile_model=_compiled(cfg, dm),
     )
     module = finetune.module(plan, adapted=adapter is not None, **parts) if plan else LitModule(**parts)
     lineage = _with(plan.lineage if plan else None, hf.lineage(cfg) if hf.is_hf(cfg) else None)
     return Built(dm, module, task, metric, mode, _with(lineage, adapter.lineage if adapter else None))
+
+
+def _compiled(cfg: DictConfig, dm: Any) -> bool:
+    """``trainer.compile``; compiled, the bundled data drop a smaller last batch (it would compile a
+    second graph)."""
+    compile_model = bool(cfg.trainer.get("compile", False))
+    if compile_model and isinstance(dm, ArrayDataModule):
+        dm.drop_last = True
+    return compile_model
 
 
 def _with(lineage: dict[str, dict[str, str]] | None, more: dict[str, dict[str, str]] | None) -> Any:
