@@ -180,8 +180,7 @@ def build(cfg: DictConfig, data: Data | None = None, tracker: Any = None) -> Bui
     if user_cls is not None:
         module = _user_module(cfg, user_cls, dm, info, (model, loss, optimizer, sched_factory))
         return Built(dm, module, task, metric, mode, None, sweeplab_module=False)
-    # DDP synchronises gradients in the backward pass that follows each forward through its wrapper, once
-    # per Lightning batch: several optimizer steps per batch would skip the synchronisation.
+    # DDP syncs gradients in the backward of each forward through its wrapper: one step per Lightning batch.
     fast = isinstance(dm, ArrayDataModule) and not distributed(cfg.trainer)
     steps_per_batch = int(cfg.trainer.get("steps_per_batch", 1)) if fast else 1
     if isinstance(dm, ArrayDataModule):
