@@ -84,6 +84,8 @@ class LitModule(pl.LightningModule):
         self._scaler: Any = None  # the precision plugin's gradient scaler (16-mixed), read at train start
         self.steps_done = 0
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._window: list[torch.Tensor] = []  # each batch's losses since the last finite-loss check
+        self._window_start = 0  # the step of the window's first loss
         self._reset_epoch()
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -151,7 +153,7 @@ class LitModule(pl.LightningModule):
         self._loss_sum += chunk.sum()
         self._batches += len(losses)
         self.steps_done += len(losses)
-        every = int(self.trainer.log_every_n_steps or 0)
+        every = int(getattr(self.trainer, "log_every_n_steps", 50) or 0)  # set by Trainer(log_every_n_steps)
         if every > 0 and (batch_idx + 1) % every == 0:
             self._check_window()
 
@@ -202,7 +204,7 @@ class LitModule(pl.LightningModule):
     # -- per-epoch bookkeeping ---
     def _reset_epoch(self) -> None:
         self._loss_sum: torch.Tensor | float = 0.0
-        self._window: list[torch.Tensor] = []  # each batch's losses since the last finite-loss check
+        self._window = []
         self._window_start = self.steps_done
         self._batches = 0
         self._samples = 0

@@ -44,7 +44,8 @@ def test_trials_with_other_lr_and_optimizer_reuse_the_graph_and_train_as_eager(c
 def test_hf_model_with_lora_trains_compiled(cache: Path, tmp_path: Path):
     vocab = save_base(tmp_path, smoke=True)  # a config-only tiny BERT and its tokenizer: nothing downloaded
     case = [o for o in finetune_case(tmp_path, vocab, smoke=True) if not o.startswith("data.n_samples")]
-    options = ["trainer.compile=true", f"trainer.compile_cache={cache}", "finetune.lora.r=4", "data.n_samples=160"]
+    options = ["trainer.compile=true", f"trainer.compile_cache={cache}", "finetune.lora.r=4"]
+    options.append("data.n_samples=160")
     outcome = train(compose_cfg([*case, *options, "trainer.max_epochs=1", "checkpoint=false"]))
     assert outcome.metrics["recompiles"] == 0 and outcome.metrics["compiled_graphs"] >= 1
     assert 0.0 <= outcome.value <= 1.0 and outcome.metrics["train_loss"] > 0

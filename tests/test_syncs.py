@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.plugins import MixedPrecision
 
 from lightning_modules.compat import HostReads
