@@ -99,8 +99,9 @@ class LitModule(pl.LightningModule):
 
     # -- optimisation ---
     def parameter_groups(self) -> Any:
-        """What the optimizer factory receives; subclasses return param groups (e.g. per-layer lr)."""
-        return self.model.parameters()
+        """What the optimizer factory receives: the parameters that train (LoRA: the adapters and the
+        head, not the frozen base); subclasses return param groups (e.g. per-layer lr)."""
+        return [p for p in self.model.parameters() if p.requires_grad]
 
     def configure_optimizers(self) -> Optimizer:
         optimizer = self.optimizer_factory(self.parameter_groups())

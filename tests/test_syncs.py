@@ -80,6 +80,7 @@ def fit_counting(overrides: list[str], precision_plugin: Any = None) -> ReadsPer
 OPTIMIZERS = ["sgd", "momentum", "adam", "adamw", "rmsprop", "adagrad"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_no_host_read_inside_a_step_with_each_optimizer(optimizer: str):
     counts = fit_counting([f"optimizer={optimizer}"]).inside_steps()
