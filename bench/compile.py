@@ -34,6 +34,7 @@ PRESETS = {
     "gpu_lm": ["experiment=gpu_lm", "data.n_samples=2048"],
 }
 COMMON = ["checkpoint=false", "early_stopping_patience=0", "trainer.progress=none", "trainer.max_epochs=1"]
+COMMON += ["trainer.steps_per_batch=1"]  # the first step is one optimizer step
 
 
 def trial(preset: str, k: int, cache: Path) -> dict[str, float]:
