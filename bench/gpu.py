@@ -148,6 +148,26 @@ def ours(
     return clock.seconds / steps
 
 
+def host_reads(precision: str, smoke: bool, device: torch.device, steps: int = 12) -> float:
+    """Host reads of tensors (``HostReads``: each a device sync on a GPU) per step of sweeplab's LM step,
+    over ``steps`` steps between logging points; counted in an untimed run (the counter slows each op)."""
+    from lightning_modules.compat import HostReads
+
+    cfg, built = prepared(precision, smoke, steps + 2, None)
+    trainer = make_trainer(cfg, built, None)
+    reads = HostReads()
+    marks: list[int] = []
+
+    class Mark(pl.Callback):
+        def on_train_batch_start(self, *args: object) -> None:
+            marks.append(len(reads.devices))
+
+    trainer.callbacks.append(Mark())
+    with reads:
+        trainer.fit(built.module, datamodule=built.datamodule)
+    return (marks[-1] - marks[1]) / max(1, len(marks) - 2)  # from the second step to the last one's start
+
+
 def flops_per_token(built: Built) -> float:
     model = built.module.model
     embedding = model.embed.weight.numel() + model.pos.numel()
@@ -168,9 +188,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are compared")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak")
     parser.add_argument("--smoke", action="store_true", help="a tiny run on the CPU: checks the script")
-    parser.add_argument("--case", choices=("lm", "finetune", "all"), default="all", help="which to measure")
+    parser.add_argument(
+        "--case", choices=("lm", "finetune", "all", "none"), default="all", help="which table"
+    )
     parser.add_argument("--compile", action="store_true", help="add trainer.compile=true arms (bf16-mixed)")
     parser.add_argument("--big", action="store_true", help="add a 32k-tokens-per-step LM arm (bf16-mixed)")
+    parser.add_argument("--reads", action="store_true", help="count host reads per step (LM, each precision)")
     args = parser.parse_args()
     if not torch.cuda.is_available() and not args.smoke:
         print(
@@ -185,9 +208,13 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
     torch.backends.cudnn.allow_tf32 = False
     print(f"device: {name}; torch {torch.__version__}; Lightning {pl.__version__}")
-    if args.case != "finetune":
+    if args.reads:
+        for precision in precisions:
+            per_step = host_reads(precision, args.smoke, device)
+            print(f"host reads per step, LM preset, {precision}: {per_step:.2f}")
+    if args.case in ("lm", "all"):
         language_model(args, device, precisions, peak)
-    if args.case != "lm":
+    if args.case in ("finetune", "all"):
         gpu_finetune.main(args, device, sys.modules[__name__])
 
 
