@@ -54,3 +54,20 @@ def test_drop_last_gives_every_training_batch_the_same_shape():
     assert kept == [4, 4, 2] and [len(b[0]) for b in dropped] == [4, 4] and dropped.steps == 2
     grouped = InMemoryBatches(tensors, 3, shuffle=True, group=2, drop_last=True)
     assert [[len(b[0]) for b in g] for g in grouped] == [[3, 3], [3]] and len(grouped) == 2
+
+
+def test_hf_model_without_a_pad_mask_reads_nothing_on_the_host(tmp_path):
+    """transformers reads the padding mask on the host (to see whether it can skip it): a sync each step.
+    ``model.pad_mask=false`` (inputs never padded) gives it no mask, so nothing is read."""
+    from bench.gpu_finetune import save_base
+    from lightning_modules.hf import HFModel
+
+    vocab = save_base(tmp_path, smoke=True)
+    x = torch.randint(2, vocab, (4, 16))
+    reads = {}
+    for pad_mask in (True, False):
+        model = HFModel(str(tmp_path), from_scratch=True, out_features=4, vocab_size=vocab, pad_mask=pad_mask)
+        with HostReads() as seen:
+            model(x).sum().backward()
+        reads[pad_mask] = len(seen.devices)
+    assert reads[False] == 0 and reads[True] >= 1  # the day transformers stops reading, the key can go
