@@ -222,6 +222,12 @@ class LitModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._reset_epoch()
 
+    def on_validation_start(self) -> None:
+        # Lightning validates before the epoch-end hooks: a diverged epoch fails here, before its validation
+        # reports a score (to the pruner, say)
+        if self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking:
+            self._check_window()
+
     def on_train_epoch_end(self) -> None:
         if self._pending:  # the epoch's last, incomplete accumulation still makes a step
             lightning_opt = cast(LightningOptimizer, self.optimizers())

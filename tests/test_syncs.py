@@ -115,3 +115,13 @@ def test_a_non_finite_loss_still_fails_the_run_within_the_window():
         trainer.fit(built.module, datamodule=built.datamodule)
     assert caught.value.step < built.module.steps_done <= caught.value.step + EVERY
     assert "non-finite loss" in str(caught.value)
+
+
+def test_a_non_finite_epoch_fails_before_its_validation_reports_a_score():
+    """With fewer batches than ``log_every_n_steps`` the check is the epoch's; Lightning validates before
+    its epoch-end hooks, so the check runs when validation starts (a pruner would otherwise see the score)."""
+    cfg = compose_cfg([*BASE, "lr=1e12", "optimizer=sgd", "trainer.log_every_n_steps=50"])
+    built = build(cfg)
+    with pytest.raises(NonFiniteLoss):
+        make_trainer(cfg, built, None).fit(built.module, datamodule=built.datamodule)
+    assert "val_acc" not in built.module.epoch_metrics

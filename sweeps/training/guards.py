@@ -63,6 +63,11 @@ class FiniteLoss(pl.Callback):
         if every > 0 and (idx + 1) % every == 0:
             self._check(trainer)
 
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+        """Lightning validates before the epoch-end hooks: the epoch's losses are checked first."""
+        if not trainer.sanity_checking:
+            self._check(trainer)
+
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         self._check(trainer)
 
