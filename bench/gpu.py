@@ -8,6 +8,11 @@ step. Rounds alternate between the two; medians are compared. MFU counts 6 x (no
 + 12 x layers x width x sequence length FLOPs per token (PaLM's formula) against the GPU's dense bf16 peak.
 
     .venv/bin/python bench/gpu.py [--steps 40] [--warmup 10] [--rounds 3] [--peak-tflops N]
+                                  [--compile] [--big] [--case lm|finetune|all]
+
+``--compile`` adds bf16-mixed arms with ``trainer.compile=true`` against a hand loop that compiles the same
+model (``torch.compile``; the warm-up steps take the compile); ``--big`` adds a bf16-mixed arm at 32k tokens
+per step (batch 128 x 256). The arms' names say what differs from the plain bf16-mixed arm.
 
 Without a CUDA GPU it says so and exits 0; ``--smoke`` runs a tiny version on the CPU (checks the script,
 measures nothing worth reading).
@@ -59,11 +64,14 @@ PEAKS = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100",
 
 
 def config(precision: str, smoke: bool, steps: int, case: list[str] | None = None):  # noqa: ANN201
-    """The language-model preset, or ``case``'s overrides (the fine-tuning case, bench/gpu_finetune.py)."""
+    """The language-model preset, or ``case``'s overrides (the fine-tuning case, bench/gpu_finetune.py);
+    an arm's own overrides follow the preset's (``LM_ARMS``)."""
+    lm = case is None or case[0] == "experiment=gpu_lm"
     overrides = [*(case or ["experiment=gpu_lm"]), f"precision={precision}", *COMMON]
     overrides.append(f"++trainer.max_steps={steps}")
-    if smoke and case is None:
+    if smoke and lm:
         overrides += SMOKE
+        overrides += [o.replace("data.batch_size=128", "data.batch_size=32") for o in (case or [])[1:]]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
 
@@ -82,10 +90,12 @@ def sync(device: torch.device) -> None:
 def hand_loop(
     precision: str, smoke: bool, warmup: int, steps: int, device: torch.device, case: list[str] | None = None
 ) -> float:
-    """The reference: plain PyTorch, the same autocast (and scaler for 16-mixed). Returns seconds per step."""
-    _, built = prepared(precision, smoke, warmup + steps, case)
+    """The reference: plain PyTorch, the same autocast (and scaler for 16-mixed), the same trainable
+    parameters in the same optimizer, compiled where the arm compiles. Returns seconds per step."""
+    cfg, built = prepared(precision, smoke, warmup + steps, case)
     model, loss_fn = built.module.model.to(device), built.module.loss_fn.to(device)
-    optimizer = built.module.optimizer_factory(model.parameters())
+    optimizer = built.module.optimizer_factory(built.module.parameter_groups())
+    forward = torch.compile(model, dynamic=False) if cfg.trainer.get("compile") else model
     dtype = AUTOCAST.get(precision)
     scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
     batches = itertools.cycle(list(built.datamodule.train_dataloader().batches()))
@@ -96,7 +106,7 @@ def hand_loop(
             start = time.perf_counter()
         x, y = (t.to(device, non_blocking=True) for t in next(batches))
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = loss_fn(model(x), y)
+            loss = loss_fn(forward(x), y)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -138,6 +148,26 @@ def ours(
     return clock.seconds / steps
 
 
+def host_reads(precision: str, smoke: bool, device: torch.device, steps: int = 12) -> float:
+    """Host reads of tensors (``HostReads``: each a device sync on a GPU) per step of sweeplab's LM step,
+    over ``steps`` steps between logging points; counted in an untimed run (the counter slows each op)."""
+    from lightning_modules.compat import HostReads
+
+    cfg, built = prepared(precision, smoke, steps + 2, None)
+    trainer = make_trainer(cfg, built, None)
+    reads = HostReads()
+    marks: list[int] = []
+
+    class Mark(pl.Callback):
+        def on_train_batch_start(self, *args: object) -> None:
+            marks.append(len(reads.devices))
+
+    trainer.callbacks.append(Mark())
+    with reads:
+        trainer.fit(built.module, datamodule=built.datamodule)
+    return (marks[-1] - marks[1]) / max(1, len(marks) - 2)  # from the second step to the last one's start
+
+
 def flops_per_token(built: Built) -> float:
     model = built.module.model
     embedding = model.embed.weight.numel() + model.pos.numel()
@@ -158,7 +188,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are compared")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak")
     parser.add_argument("--smoke", action="store_true", help="a tiny run on the CPU: checks the script")
-    parser.add_argument("--case", choices=("lm", "finetune", "all"), default="all", help="which to measure")
+    parser.add_argument(
+        "--case", choices=("lm", "finetune", "all", "none"), default="all", help="which table"
+    )
+    parser.add_argument("--compile", action="store_true", help="add trainer.compile=true arms (bf16-mixed)")
+    parser.add_argument("--big", action="store_true", help="add a 32k-tokens-per-step LM arm (bf16-mixed)")
+    parser.add_argument("--reads", action="store_true", help="count host reads per step (LM, each precision)")
     args = parser.parse_args()
     if not torch.cuda.is_available() and not args.smoke:
         print(
@@ -173,10 +208,26 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
     torch.backends.cudnn.allow_tf32 = False
     print(f"device: {name}; torch {torch.__version__}; Lightning {pl.__version__}")
-    if args.case != "finetune":
+    if args.reads:
+        for precision in precisions:
+            per_step = host_reads(precision, args.smoke, device)
+            print(f"host reads per step, LM preset, {precision}: {per_step:.2f}")
+    if args.case in ("lm", "all"):
         language_model(args, device, precisions, peak)
-    if args.case != "lm":
+    if args.case in ("finetune", "all"):
         gpu_finetune.main(args, device, sys.modules[__name__])
+
+
+def lm_arms(args: argparse.Namespace, precisions: tuple[str, ...]) -> dict[str, tuple[str, list[str]]]:
+    """Each arm of the LM table: its precision and its overrides on top of the preset."""
+    arms = {p: (p, []) for p in precisions}
+    if args.compile:
+        arms["bf16-mixed+compile"] = ("bf16-mixed", ["trainer.compile=true"])
+    if args.big:  # 32k tokens per step
+        arms["bf16-mixed@32k"] = ("bf16-mixed", ["data.batch_size=128"])
+        if args.compile:
+            arms["bf16-mixed+compile@32k"] = ("bf16-mixed", ["data.batch_size=128", "trainer.compile=true"])
+    return arms
 
 
 def language_model(
@@ -185,25 +236,27 @@ def language_model(
     """The transformer LM preset's table: tokens/s, ours against the hand loop, against fp32, MFU."""
     _, probe = prepared("32-true", args.smoke, 1)
     batch, seq_len = probe.datamodule.batch_size, probe.datamodule.input_shape[0]
-    tokens = batch * seq_len
     params = sum(p.numel() for p in probe.module.model.parameters())
     print(
-        f"model: {params / 1e6:.1f}M parameters; batch {batch} x {seq_len} tokens; "
+        f"model: {params / 1e6:.1f}M parameters; batch {batch} x {seq_len} tokens (@32k: 128 x {seq_len}); "
         f"{args.steps} timed steps after {args.warmup}, {args.rounds} alternating rounds, medians"
     )
     rates: dict[str, tuple[float, float]] = {}
-    for precision in precisions:
+    for arm, (precision, extra) in lm_arms(args, precisions).items():
+        case = ["experiment=gpu_lm", *extra]
+        _, built = prepared(precision, args.smoke, 1, case)
+        tokens = built.datamodule.batch_size * seq_len
         hand_s, ours_s = [], []
         for _ in range(args.rounds):
-            hand_s.append(hand_loop(precision, args.smoke, args.warmup, args.steps, device))
-            ours_s.append(ours(precision, args.smoke, args.warmup, args.steps, device))
-        rates[precision] = (tokens / statistics.median(hand_s), tokens / statistics.median(ours_s))
+            hand_s.append(hand_loop(precision, args.smoke, args.warmup, args.steps, device, case))
+            ours_s.append(ours(precision, args.smoke, args.warmup, args.steps, device, case))
+        rates[arm] = (tokens / statistics.median(hand_s), tokens / statistics.median(ours_s))
     fp32 = rates["32-true"][1]
-    header = ("precision", "hand tok/s", "sweeplab tok/s", "ours/hand", "vs fp32", "MFU")
-    print("\n{:<12}{:>14}{:>16}{:>11}{:>9}{:>8}".format(*header))
-    for precision, (hand, mine) in rates.items():
+    header = ("arm", "hand tok/s", "sweeplab tok/s", "ours/hand", "vs fp32", "MFU")
+    print("\n{:<24}{:>14}{:>16}{:>11}{:>9}{:>8}".format(*header))
+    for arm, (hand, mine) in rates.items():
         mfu = f"{mine * flops_per_token(probe) / peak:.1%}" if peak else "n/a"
-        print(f"{precision:<12}{hand:>14,.0f}{mine:>16,.0f}{mine / hand:>11.3f}{mine / fp32:>9.2f}{mfu:>8}")
+        print(f"{arm:<24}{hand:>14,.0f}{mine:>16,.0f}{mine / hand:>11.3f}{mine / fp32:>9.2f}{mfu:>8}")
     if not peak:
         print("MFU: unknown peak for this device; pass --peak-tflops")
 

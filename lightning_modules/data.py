@@ -26,7 +26,8 @@ class InMemoryBatches:
     batch here against 10 us for slicing, more than the whole training step of a small model.
     ``group=K`` yields lists of K mini-batches, which ``LitModule`` trains as K optimizer steps in one
     Lightning batch: Lightning's fixed cost per batch (~0.2 ms) is then paid once per K steps.
-    ``rank``/``world_size`` give each DDP process its own shard.
+    ``rank``/``world_size`` give each DDP process its own shard. ``drop_last`` drops a last, smaller batch:
+    every step then has the same shapes (``torch.compile`` and CUDA graphs compile one graph, not two).
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class InMemoryBatches:
         rank: int = 0,
         world_size: int = 1,
         group: int = 1,
+        drop_last: bool = False,
     ) -> None:
         self.tensors = tensors
         self.batch_size = max(1, int(batch_size))
@@ -52,6 +54,8 @@ class InMemoryBatches:
         # evaluation shards keep every sample (the module gathers them, whatever their sizes).
         self.shard_size = n // world_size if shuffle and world_size > 1 else -(-n // world_size)
         self.steps = -(-self.shard_size // self.batch_size)
+        if drop_last and self.shard_size >= self.batch_size:
+            self.steps = self.shard_size // self.batch_size
 
     def __len__(self) -> int:
         return -(-self.steps // self.group)
@@ -70,7 +74,7 @@ class InMemoryBatches:
             for i in range(0, n, self.batch_size):
                 yield tuple(t[i : i + self.batch_size] for t in self.tensors)
             return
-        for i in range(0, len(order), self.batch_size):
+        for i in range(0, min(len(order), self.steps * self.batch_size), self.batch_size):
             idx = order[i : i + self.batch_size]
             yield tuple(t[idx] for t in self.tensors)
 
@@ -108,8 +112,10 @@ class ArrayDataModule(pl.LightningDataModule):
         classes: Sequence[int] | None = None,
         label_fraction: float = 1.0,
         shuffle_seed: int | None = None,
+        drop_last: bool = False,
     ) -> None:
         super().__init__()
+        self.drop_last = drop_last  # the training batches all have batch_size rows (static shapes)
         if not 0.0 < label_fraction <= 1.0:
             raise ValueError(f"data.label_fraction={label_fraction} must be in (0, 1]")
         self.classes = None if classes is None else [int(c) for c in classes]
@@ -241,6 +247,7 @@ class ArrayDataModule(pl.LightningDataModule):
                 self.rank,
                 self.world_size,
                 self.steps_per_batch,
+                self.drop_last,
             )
         return InMemoryBatches(tensors, self.eval_batch_size, False, 0, self.rank, self.world_size)
 

@@ -99,6 +99,7 @@ class HFModel(nn.Module):
         out_features: int | None = None,
         task: str = "classification",
         vocab_size: int | None = None,
+        pad_mask: bool = True,
     ) -> None:
         super().__init__()
         if vocab_size is None:
@@ -108,6 +109,9 @@ class HFModel(nn.Module):
             raise ValueError(f"model.head={head} needs a {wanted} task (data.task), the data is {task}")
         tokenizer = load_tokenizer(pretrained, revision)
         self.pad_token_id = int(tokenizer.pad_token_id)
+        # transformers reads the mask on the host to see whether it can skip it (a device sync each step);
+        # inputs that are never padded need no mask, and attention then takes the flash kernel on a GPU
+        self.pad_mask = pad_mask
         extra: dict[str, Any] = {"pad_token_id": self.pad_token_id}
         if head == "sequence_classification":
             labels = num_labels or out_features
@@ -124,5 +128,6 @@ class HFModel(nn.Module):
             self.hf.gradient_checkpointing_enable()  # type: ignore[operator]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.hf(input_ids=x, attention_mask=x.ne(self.pad_token_id).long())
+        mask = x.ne(self.pad_token_id).long() if self.pad_mask else None
+        out = self.hf(input_ids=x, attention_mask=mask)
         return out.logits

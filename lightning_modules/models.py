@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -118,6 +119,11 @@ class Transformer(nn.Module):
     Inputs are tokens (``vocab_size`` set) or numeric features, each feature becoming one token. With
     ``task="lm"`` it is a causal decoder-only language model with per-token outputs; otherwise it mean-pools
     the tokens into a classifier or regressor head.
+
+    The layers are torch's ``TransformerEncoderLayer`` (their weights, names and checkpoints), run by
+    ``attention_block``: attention goes straight to ``scaled_dot_product_attention``, causal through
+    ``is_causal=True`` with no mask tensor (the flash kernel's condition on a GPU), without the layout
+    transposes and per-call checks of ``nn.MultiheadAttention``, and traceable by ``torch.compile``.
     """
 
     def __init__(
@@ -155,6 +161,22 @@ class Transformer(nn.Module):
         h = self.embed(x) if self.tokens else self.embed(x.reshape(x.shape[0], -1, 1))
         n = h.shape[1]
         h = h + self.pos[:, :n]
-        mask = nn.Transformer.generate_square_subsequent_mask(n, device=h.device) if self.causal else None
-        h = self.norm(self.encoder(h, mask=mask, is_causal=self.causal))
+        for layer in self.encoder.layers:
+            h = attention_block(layer, h, self.causal)
+        h = self.norm(h)
         return self.head(h if self.causal else h.mean(dim=1))
+
+
+def attention_block(layer: nn.TransformerEncoderLayer, h: torch.Tensor, causal: bool) -> torch.Tensor:
+    """What ``layer`` (pre-norm, batch first) computes, with its attention in one
+    ``scaled_dot_product_attention`` call: ``is_causal`` instead of a materialised mask."""
+    attn = layer.self_attn
+    b, n, width = h.shape
+    heads = attn.num_heads
+    qkv = F.linear(layer.norm1(h), attn.in_proj_weight, attn.in_proj_bias)
+    q, k, v = qkv.view(b, n, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+    dropout = attn.dropout if layer.training else 0.0
+    y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)
+    h = h + layer.dropout1(attn.out_proj(y.transpose(1, 2).reshape(b, n, width)))
+    ff = layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(h)))))
+    return h + layer.dropout2(ff)

@@ -3,10 +3,12 @@
 Speed notes (see bench/overhead.py): on small models Lightning's per-step machinery costs as much as the
 step itself, so this module
 - uses manual optimization, with plain torch backward/step calls where Lightning's wrappers add nothing
-  (single device, no gradient scaler),
+  (single device, with the precision plugin's gradient scaler for 16-mixed),
 - runs ``steps_per_batch`` optimizer steps per Lightning batch (Lightning's per-batch cost is ~0.2 ms),
 - keeps per-epoch metrics in ``epoch_metrics`` from sums kept on the device, and passes only the
   monitored ones to ``self.log`` (~0.5 ms a call), never per step,
+- reads no tensor on the host inside a step (each read waits for the GPU's queue to drain): the losses
+  and the finite-loss check stay on the device and are read every ``log_every_n_steps`` and at epoch end,
 - computes validation metrics once per epoch on the concatenated outputs,
 - sets ``_current_fx_name`` (assigned ~20 times a step by Lightning) without ``nn.Module.__setattr__``
   (``compat``).
@@ -58,6 +60,7 @@ class LitModule(pl.LightningModule):
         steps_per_batch: int = 1,
         log_keys: tuple[str, ...] | None = None,
         accumulate: int = 1,
+        compile_model: bool = False,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -73,12 +76,16 @@ class LitModule(pl.LightningModule):
         self.log_keys = log_keys
         self.accumulate = max(1, int(accumulate))  # mini-batches whose gradients add up to one step
         self._pending = 0  # mini-batches backpropagated since the last optimizer step
+        self.compile_model = compile_model  # torch.compile the training forward (evaluation stays eager)
+        self._compiled: Any = None  # the compiled model, set at train start
         self.epoch_metrics: dict[str, float] = {}
         self._schedule: dict[str, Any] | None = None
-        self._check_steps = True
         self._direct = False
+        self._scaler: Any = None  # the precision plugin's gradient scaler (16-mixed), read at train start
         self.steps_done = 0
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._window: list[torch.Tensor] = []  # each batch's losses since the last finite-loss check
+        self._window_start = 0  # the step of the window's first loss
         self._reset_epoch()
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -92,8 +99,9 @@ class LitModule(pl.LightningModule):
 
     # -- optimisation ---
     def parameter_groups(self) -> Any:
-        """What the optimizer factory receives; subclasses return param groups (e.g. per-layer lr)."""
-        return self.model.parameters()
+        """What the optimizer factory receives: the parameters that train (LoRA: the adapters and the
+        head, not the frozen base); subclasses return param groups (e.g. per-layer lr)."""
+        return [p for p in self.model.parameters() if p.requires_grad]
 
     def configure_optimizers(self) -> Optimizer:
         optimizer = self.optimizer_factory(self.parameter_groups())
@@ -116,75 +124,115 @@ class LitModule(pl.LightningModule):
 
     def training_step(self, batch: Batch | list[Batch], batch_idx: int) -> None:
         """One optimizer step per mini-batch, or per ``accumulate`` mini-batches (their gradients add up);
-        a list of mini-batches (see InMemoryBatches) is several."""
+        a list of mini-batches (see InMemoryBatches) is several. Nothing here reads a tensor on the host:
+        the losses stay on the device until ``_check_window`` reads them, every ``log_every_n_steps``."""
         steps = batch if isinstance(batch, list) and not isinstance(batch[0], torch.Tensor) else [batch]
         lightning_opt = cast(LightningOptimizer, self.optimizers())
         opt: Any = lightning_opt.optimizer if self._direct else lightning_opt
         losses = []
+        forward = self.model if self._compiled is None else self._compiled
         for x, y in steps:
-            loss = self.loss_fn(self.model(x), y)
+            loss = self.loss_fn(forward(x), y)
             if self.l1:
                 loss = loss + self._penalty()
             if self._pending == 0:
                 opt.zero_grad(set_to_none=True)
-            if self._direct:
-                (loss / self.accumulate if self.accumulate > 1 else loss).backward()
+            scaled = loss / self.accumulate if self.accumulate > 1 else loss
+            if not self._direct:
+                self.manual_backward(scaled)
+            elif self._scaler is not None:
+                self._scaler.scale(scaled).backward()
             else:
-                self.manual_backward(loss / self.accumulate if self.accumulate > 1 else loss)
+                scaled.backward()
             self._pending += 1
             if self._pending == self.accumulate:
                 self._step(lightning_opt, opt)
             losses.append(loss.detach())
             self._samples += x.shape[0]
         chunk = torch.stack(losses)
-        if self._check_steps:
-            finite = torch.isfinite(chunk)
-            if not bool(finite.all()):
-                first = int((~finite).nonzero()[0])
-                raise NonFiniteLoss(self.steps_done + first, float(chunk[first]))
+        self._window.append(chunk)
         self._loss_sum += chunk.sum()
         self._batches += len(losses)
         self.steps_done += len(losses)
+        every = int(getattr(self.trainer, "log_every_n_steps", 50) or 0)  # set by Trainer(log_every_n_steps)
+        if every > 0 and (batch_idx + 1) % every == 0:
+            self._check_window()
+
+    def _check_window(self) -> None:
+        """Fail on a non-finite loss among the steps since the last check: one host read for all of them
+        (a read waits for the device's queue to drain, so it is paid every ``log_every_n_steps``)."""
+        window, self._window = self._window, []
+        start, self._window_start = self._window_start, self.steps_done
+        if not window:
+            return
+        chunk = torch.cat(window)
+        finite = torch.isfinite(chunk)
+        if not bool(finite.all()):
+            first = int((~finite).nonzero()[0])
+            raise NonFiniteLoss(start + first, float(chunk[first]))
 
     def _step(self, lightning_opt: LightningOptimizer, opt: Any) -> None:
         """Clip, step the optimizer (``opt``: the torch one on the direct path, else Lightning's wrapper)
-        and a per-step schedule, on the gradients gathered so far."""
+        and a per-step schedule, on the gradients gathered so far. No host read: the norm stays on the
+        device, and a fused optimizer takes the gradient scaler's inf check as a tensor."""
         self._pending = 0
         if self._direct:
+            scaler = self._scaler
             if self.grad_clip:
+                if scaler is not None:
+                    scaler.unscale_(opt)  # clip the true gradients; the scaler's step knows they are unscaled
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-            step_with_hooks(lightning_opt, opt.step)  # Lightning still counts global_step
+            if scaler is not None:
+                step_with_hooks(lightning_opt, lambda: (scaler.step(opt), scaler.update()))
+            else:
+                step_with_hooks(lightning_opt, opt.step)  # Lightning still counts global_step
         else:
-            if self.grad_clip:
+            if self.grad_clip and self._scaler is None:
                 self.clip_gradients(opt, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
-            opt.step()
+            opt.step()  # with a gradient scaler, ``on_before_optimizer_step`` clips
         if self._schedule and self._schedule["interval"] == "step":
             self._schedule["scheduler"].step()
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        """Lightning's path with a gradient scaler (DDP): clip here, after Lightning unscaled the gradients
+        (a fused optimizer unscales inside its step, so it is unscaled here first)."""
+        if self._direct or self._scaler is None or not self.grad_clip:
+            return
+        if optimizer.param_groups[0].get("fused"):
+            self._scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
 
     # -- per-epoch bookkeeping ---
     def _reset_epoch(self) -> None:
         self._loss_sum: torch.Tensor | float = 0.0
+        self._window = []
+        self._window_start = self.steps_done
         self._batches = 0
         self._samples = 0
         self._epoch_start = time.perf_counter()
 
     def on_train_start(self) -> None:
-        # Checking every step for a non-finite loss costs a device sync on accelerators: there it is checked
-        # once per epoch (a NaN carries into the epoch's mean loss).
-        self._check_steps = self.device.type == "cpu"
-        # Lightning's optimizer and backward wrappers cost ~60 us a step. They are needed for gradient scaling
-        # (16-mixed) and for distributed strategies; otherwise the plain torch calls do the same work.
-        self._direct = isinstance(self.trainer.strategy, SingleDeviceStrategy) and (
-            getattr(self.trainer.precision_plugin, "scaler", None) is None
-        )
+        # Lightning's optimizer and backward wrappers cost ~60 us a step; on one device the plain torch calls
+        # (and the precision plugin's own gradient scaler for 16-mixed) do the same work.
+        self._scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        self._direct = isinstance(self.trainer.strategy, SingleDeviceStrategy)
+        if self.compile_model:  # not registered as a submodule: the checkpoint keeps the model's own names
+            object.__setattr__(self, "_compiled", torch.compile(self.model, dynamic=False))
 
     def on_train_epoch_start(self) -> None:
         self._reset_epoch()
+
+    def on_validation_start(self) -> None:
+        # Lightning validates before the epoch-end hooks: a diverged epoch fails here, before its validation
+        # reports a score (to the pruner, say)
+        if self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking:
+            self._check_window()
 
     def on_train_epoch_end(self) -> None:
         if self._pending:  # the epoch's last, incomplete accumulation still makes a step
             lightning_opt = cast(LightningOptimizer, self.optimizers())
             self._step(lightning_opt, lightning_opt.optimizer if self._direct else lightning_opt)
+        self._check_window()
         seconds = time.perf_counter() - self._epoch_start
         mean_loss = self._loss_sum / max(1, self._batches)
         if self.trainer.world_size > 1:  # every process's mean over its shard: the mean of all of them

@@ -172,3 +172,19 @@ def test_the_private_storage_methods_a_study_calls_are_those_the_compat_module_n
     assert [vars(stand_in).get(n) for n in optuna_compat.CACHE_CALLS] == [
         f"retrying {n}" for n in optuna_compat.CACHE_CALLS
     ]  # each one still a method of this Optuna's RDBStorage
+
+
+def test_host_reads_counts_item_float_and_bool_of_a_tensor():
+    """``compat.HostReads`` (torch's TorchDispatchMode) sees every host read of a tensor, and only those."""
+    with compat.HostReads() as reads:
+        t = torch.arange(3.0) * 2
+        t.sum().item(), float(t[1]), bool(t[0]), int(t.max())
+        t.add_(1)
+    assert reads.devices == ["cpu"] * 4
+
+
+def test_compiled_frames_counts_what_torch_compile_compiles():
+    """``compat.compiled_frames`` (Dynamo's counters) grows by one for a newly compiled function."""
+    before = compat.compiled_frames()
+    torch.compile(lambda t: t * 2 + 1, backend="eager")(torch.ones(2))
+    assert compat.compiled_frames() == before + 1

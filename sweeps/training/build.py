@@ -184,8 +184,7 @@ def build(cfg: DictConfig, data: Data | None = None, tracker: Any = None) -> Bui
     if user_cls is not None:
         module = _user_module(cfg, user_cls, dm, info, (model, loss, optimizer, sched_factory))
         return Built(dm, module, task, metric, mode, None, sweeplab_module=False)
-    # DDP synchronises gradients in the backward pass that follows each forward through its wrapper, once
-    # per Lightning batch: several optimizer steps per batch would skip the synchronisation.
+    # DDP syncs gradients in the backward of each forward through its wrapper: one step per Lightning batch.
     fast = isinstance(dm, ArrayDataModule) and not distributed(cfg.trainer)
     steps_per_batch = int(cfg.trainer.get("steps_per_batch", 1)) if fast else 1
     if isinstance(dm, ArrayDataModule):
@@ -202,6 +201,7 @@ def build(cfg: DictConfig, data: Data | None = None, tracker: Any = None) -> Bui
         steps_per_batch=steps_per_batch,
         log_keys=(metric,),
         accumulate=int(cfg.trainer.get("accumulate_grad_batches", 1) or 1),
+        compile_model=_compiled(cfg, dm),
     )
     module = finetune.module(plan, adapted=adapter is not None, **parts) if plan else LitModule(**parts)
     lineage = _with(plan.lineage if plan else None, hf.lineage(cfg) if hf.is_hf(cfg) else None)
@@ -237,6 +237,15 @@ def _dry_run_own(cfg: DictConfig) -> None:
         instantiate(own["scheduler"])(optimizer=opt)
     except (InstantiationException, *BUILD_ERRORS) as err:
         raise ConfigError(_message("module.scheduler", err)) from err
+
+
+def _compiled(cfg: DictConfig, dm: Any) -> bool:
+    """``trainer.compile``; compiled, the bundled data drop a smaller last batch (it would compile a
+    second graph)."""
+    compile_model = bool(cfg.trainer.get("compile", False))
+    if compile_model and isinstance(dm, ArrayDataModule):
+        dm.drop_last = True
+    return compile_model
 
 
 def _with(lineage: dict[str, dict[str, str]] | None, more: dict[str, dict[str, str]] | None) -> Any:

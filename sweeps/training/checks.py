@@ -94,6 +94,15 @@ def check_config(cfg: DictConfig) -> None:
     if reduce not in REDUCE:
         raise ConfigError(f"objective.reduce={reduce}: allowed are {', '.join(REDUCE)}")
     hf.check(cfg)  # model=hf: where its weights are, before torch loads and before any run opens
+    _booleans(cfg, ("trainer.compile", "optimizer.fused"))
+
+
+def _booleans(cfg: DictConfig, keys: tuple[str, ...]) -> None:
+    """Switches take true or false only (a typo such as ``yes`` or ``1`` would not mean what it says)."""
+    for key in keys:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and not isinstance(value, bool):
+            raise ConfigError(f"{key}={value}: allowed are true, false")
 
 
 def world_size(trainer: Any) -> int:

@@ -21,9 +21,10 @@ from sweeps.training import preemption
 from sweeps.training.build import Built, build
 from sweeps.training.callbacks import ObjectiveHistory
 from sweeps.training.checks import check_config
+from sweeps.training.compiled import CompileWatch
 from sweeps.training.lightning_kind import Lightning
 
-OUR_TRAINER_KEYS = ("num_threads", "progress", "steps_per_batch")
+OUR_TRAINER_KEYS = ("num_threads", "progress", "steps_per_batch", "compile", "compile_cache")
 NOISY_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
 
 
@@ -57,6 +58,8 @@ def make_trainer(
         callbacks.append(EpochEnd(progress_line(prefix, cfg.trainer.max_epochs)))
     elif progress == "bar":
         callbacks.append(lit.callbacks.TQDMProgressBar())
+    if cfg.trainer.get("compile", False):
+        callbacks.append(CompileWatch(prefix))
     if int(cfg.early_stopping_patience) > 0:
         callbacks.append(
             lit.callbacks.EarlyStopping(

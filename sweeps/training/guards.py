@@ -7,7 +7,6 @@ Plain ``pytorch_lightning`` callbacks: Lightning calls callback hooks by name, s
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pytorch_lightning as pl
@@ -48,27 +47,37 @@ class ObjectiveLogged(pl.Callback):
 class FiniteLoss(pl.Callback):
     """A non-finite training loss fails the run (Lightning trains on through NaN by default).
 
-    On the CPU each step's loss is checked; on an accelerator, where a check costs a device sync, the
-    epoch's last one (a NaN carries on into every later step).
+    The losses stay on the device and are read together every ``log_every_n_steps`` batches and at the
+    epoch's end: a read inside a step would wait for the accelerator's queue to drain each time.
     """
 
     def __init__(self) -> None:
-        self.last: torch.Tensor | None = None
+        self.window: list[torch.Tensor] = []
+        self.first_step = 0  # the global step of the window's first loss
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if not isinstance(loss, torch.Tensor):
-            return
-        self.last = loss.detach()
-        if loss.device.type == "cpu":
+        if isinstance(loss, torch.Tensor):
+            self.window.append(loss.detach().float().mean().reshape(1))
+        every = int(trainer.log_every_n_steps or 0)
+        if every > 0 and (idx + 1) % every == 0:
+            self._check(trainer)
+
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+        """Lightning validates before the epoch-end hooks: the epoch's losses are checked first."""
+        if not trainer.sanity_checking:
             self._check(trainer)
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         self._check(trainer)
 
     def _check(self, trainer: Any) -> None:
-        if self.last is None:
+        window, self.window = self.window, []
+        first, self.first_step = self.first_step, int(trainer.global_step)
+        if not window:
             return
-        value = float(self.last.float().mean())
-        if not math.isfinite(value):
-            raise NonFiniteLoss(int(trainer.global_step), value)
+        losses = torch.cat(window)
+        finite = torch.isfinite(losses)
+        if not bool(finite.all()):
+            bad = int((~finite).nonzero()[0])
+            raise NonFiniteLoss(first + bad, float(losses[bad]))

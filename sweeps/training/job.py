@@ -159,11 +159,12 @@ def parameter_counts(module: Any) -> dict[str, str]:
 
 def _train_and_record(cfg: DictConfig, built: Any, ctx: JobContext, record: RunRecord | None) -> Outcome:
     """Fit (or run the lr range test), then record the result on the run and close it FINISHED."""
-    from sweeps.training import lora, lr_find
+    from sweeps.training import compiled, lora, lr_find
     from sweeps.training.datasets import describe
     from sweeps.training.fit import fit
 
     output_dir = ctx.output_dir
+    compiled.use_cache(cfg, output_dir, in_sweep=ctx.job is not None)
     if record:
         if built.lineage:  # stage=finetune, model=hf: where its weights came from
             record.session.log(record.handle, **built.lineage)
