@@ -170,7 +170,8 @@ def _run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
         if search.shared and session:
             closing = coordination.last_out(ref, session)
             rows = study_rows(ref, ledger.rows) if closing else rows
-        report(rows, search.metric, search.mode, sweep_dir, session if closing else None)
+        shown = session if closing else None
+        report(rows, search.metric, search.mode, sweep_dir, shown, ledger.stop_reason)
         best(ref, search.space, search.metric, sweep_dir, session if closing else None)
         status = "FINISHED"
     finally:
@@ -182,7 +183,7 @@ def _run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
             session.close()
     if ledger.gave_up:
         print(f"error: {ledger.gave_up}", file=sys.stderr)
-        raise SystemExit(1)
+        raise SystemExit(ledger.exit_code)
     return [results]
 
 
