@@ -196,11 +196,14 @@ class Ledger:
             budget = "fail_fast" if fail_fast else f"max_failures={most}"
             self.gave_up = f"the search gave up after {self.failures} failed trials ({budget})"
         elif row is not None and self.in_a_row >= row:
-            self.gave_up = f"the search gave up after {self.in_a_row} failed trials in a row (max_failures_in_a_row={row})"
+            budget = f"max_failures_in_a_row={row}"
+            self.gave_up = f"the search gave up after {self.in_a_row} failed trials in a row ({budget})"
 
-    def abandon(self, trials: Sequence[optuna.Trial]) -> None:
-        """Interrupted while these trials ran: failed, and queued for the next run of this command."""
+    def abandon(self, trials: Sequence[optuna.Trial], why: str = "") -> None:
+        """Interrupted while these trials ran: failed (``why``), queued for the next run of this command."""
         for trial in trials:
+            if why:
+                trial.set_user_attr("sweeplab.reason", why)
             self.ref.study.tell(trial, state=TrialState.FAIL)
             coordination.release(self.ref, trial.number)
             self.ref.study.enqueue_trial(trial.params)

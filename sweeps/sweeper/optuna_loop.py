@@ -19,6 +19,7 @@ from sweeps.search.retry import DatabaseAway
 from sweeps.search.space import Space, parse_space, probes, study_name
 from sweeps.search.study import StudyRef, make, open_study
 from sweeps.support.errors import ConfigError, TrainingError
+from sweeps.support.interrupt import Interrupted
 from sweeps.support.secrets import redact_text
 from sweeps.sweeper import lr_auto, trials
 from sweeps.sweeper.base import Sweep, finish, refuse
@@ -174,6 +175,12 @@ def _run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
         report(rows, search.metric, search.mode, sweep_dir, shown, ledger.stop_reason)
         best(ref, search.space, search.metric, sweep_dir, session if closing else None)
         status = "FINISHED"
+    except Interrupted as err:
+        err.kept = (
+            f"{ref.finished()} finished trials of study {ref.name} are kept, the interrupted ones queued "
+            "again; run the same command to resume"
+        )
+        raise
     finally:
         if status != "FINISHED" and search.shared and session:
             closing = _last_out_quietly(ref, session)

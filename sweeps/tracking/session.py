@@ -173,8 +173,9 @@ class Session:
             full = self.conn.recv()[1]  # every write before it is done
         except (EOFError, OSError, TrackingError):
             pass
-        # Its interpreter shutdown (MLflow, SQLAlchemy) takes a second and has nothing left to do.
-        self.process.terminate()
+        # Its interpreter shutdown (MLflow, SQLAlchemy) takes a second and has nothing left to do; it
+        # ignores SIGTERM (its parent stops it, ``support.interrupt``).
+        self.process.kill()
         self.process.wait(timeout=10)
         self.conn.close()
         return full
