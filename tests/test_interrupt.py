@@ -96,3 +96,39 @@ def test_a_hang_up_during_a_single_run_closes_it_killed_without_a_traceback(work
         subprocess.run(["grep", "-rl", "Traceback", str(workdir / "mlruns")], capture_output=True).stdout
         == b""
     )
+
+
+GRID = [
+    "-m",
+    "lr=1e-3,3e-3,1e-2,3e-2",
+    "trainer.max_epochs=3",
+    "early_stopping_patience=0",
+    "checkpoint=false",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_a_grid_stopped_after_two_jobs_resumes_with_the_other_two(workdir: Path, signum: int):
+    code, out = signalled(GRID, workdir, r"\[job 2\] ", signum)
+    assert code == (128 + signum if signum != signal.SIGKILL else -signum), out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    if signum != signal.SIGKILL:
+        said = out.strip().splitlines()[-1]  # "(checkpoint ...)" after SIGTERM where it came in training
+        assert said.startswith("error: stopped by SIGTERM")
+        assert said.endswith(": 2 of 4 runs finished and are kept; the same command runs the other 2")
+        assert running(workdir) == []
+    again = run_cli(GRID, workdir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (
+        again.stdout.count("Launching 1 jobs locally") + again.stderr.count("Launching 1 jobs locally") == 2
+    )
+    runs = all_runs(store(workdir))
+    (parent,) = [r for r in runs if r.data.tags["sweeplab.kind"] == "sweep"]
+    assert parent.info.status == "FINISHED"
+    finished = [r for r in runs if r.data.tags["sweeplab.kind"] == "run" and r.info.status == "FINISHED"]
+    assert sorted(r.data.params["lr"] for r in finished) == ["0.001", "0.003", "0.01", "0.03"]
+    (board,) = workdir.glob("mlruns/multirun/*/*/leaderboard.csv")  # one folder
+    assert len(board.read_text().strip().splitlines()) == 1 + 4
+    assert running(workdir) == []

@@ -39,6 +39,7 @@ class SweeplabSettings:
     target: float | None = None  # stop starting trials once the study's best objective reaches this value
     max_epochs_total: int | None = None  # stop starting trials once its trials trained this many epochs
     fail_fast: bool = False  # stop at the first failed trial
+    resume: bool = True  # a grid: the same command runs only the jobs not finished; false starts over
     heartbeat_interval: int = 10  # seconds between heartbeats of a running trial (database storage only)
     grace_period: int = 60  # a trial without a heartbeat this long is failed and queued again
     storage_retry_seconds: float = 60  # a database away this long: its calls wait and retry, then stop

@@ -15,6 +15,7 @@ FIRE_AND_FORGET = frozenset(
         "heatmap",
         "optuna_plots",
         "end_run",
+        "reopen_run",
         "kill_trial_runs",
     }
 )

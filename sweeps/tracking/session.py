@@ -233,6 +233,14 @@ class Session:
         assert self.parent is not None, "no sweep run yet"
         return self.parent
 
+    def reopen_sweep(self, sweep_id: str) -> None:
+        """Resume a sweep of this command's that an interruption or a kill ended: its parent run is this
+        command's again (RUNNING, with this process's pid)."""
+        self.join_sweep(sweep_id)
+        self._send("reopen_run", run=sweep_id)
+        pid = {"sweeplab.pid": str(os.getpid()), "sweeplab.pid_start": process_start(os.getpid())}
+        self.log(sweep_id, tags=pid)
+
     def join_sweep(self, sweep_id: str) -> None:
         """Record runs as children of a sweep that another process started (parallel trial workers)."""
         self.parent = self.sweep_id = sweep_id

@@ -291,6 +291,12 @@ class Store:
         self.client.set_terminated(self._id(run), status)
         self.open_runs.discard(self._id(run))
 
+    def reopen_run(self, run: str) -> None:
+        """A sweep the same command resumes: its parent run RUNNING again, closed by this command."""
+        run_id = self._id(run)
+        self.client.update_run(run_id, status="RUNNING")
+        self.open_runs.add(run_id)
+
     def abandon(self) -> None:
         """The parent process is gone: no run of ours may stay RUNNING."""
         for monitor in self.monitors.values():
