@@ -35,11 +35,16 @@ def record_path(jobs: list[list[str]]) -> Path:
     return RECORDS / f"{hashlib.sha256(json.dumps(jobs).encode()).hexdigest()[:16]}.json"
 
 
+def resumable(sweep: Sweep) -> bool:
+    """Whether the same command may resume this grid: asked for, and the jobs run in this process one at a
+    time (another launcher numbers the jobs of a batch itself)."""
+    return bool(sweep.settings.resume and sweep.in_process)
+
+
 def previous(sweep: Sweep, jobs: list[list[str]]) -> dict[str, Any] | None:
-    """The unfinished earlier run of this grid that this command resumes, if any (only where the jobs run
-    in this process, one at a time: another launcher numbers the jobs of a batch itself)."""
+    """The unfinished earlier run of this grid that this command resumes, if any."""
     path = record_path(jobs)
-    if not (sweep.settings.resume and sweep.in_process and path.is_file()):
+    if not (resumable(sweep) and path.is_file()):
         return None
     try:
         found: dict[str, Any] = json.loads(path.read_text())
@@ -76,9 +81,10 @@ def run_grid(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
 
     session, _, sweep_dir = sweep.start(arguments, jobs, parent=rejoin, shared=False)
     record = record_path(jobs)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    parent_run = session.sweep_id if session else None
-    record.write_text(json.dumps({"sweep_dir": str(sweep_dir), "parent": parent_run}))
+    if resumable(sweep):
+        record.parent.mkdir(parents=True, exist_ok=True)
+        parent_run = session.sweep_id if session else None
+        record.write_text(json.dumps({"sweep_dir": str(sweep_dir), "parent": parent_run}))
     outcomes: list[Outcome | None] = [kept(sweep_dir, i) if before else None for i in range(len(jobs))]
     shown = f" (MLflow run {session.sweep_id})" if session else ""
     done = sum(o is not None for o in outcomes)
@@ -87,7 +93,7 @@ def run_grid(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
     status = "KILLED"
     results: list[JobReturn] = []
     try:
-        if sweep.in_process:
+        if resumable(sweep):
             for i, job in enumerate(jobs):
                 if outcomes[i] is None:
                     ret = sweep.launcher.launch([job], initial_job_idx=i)[0]

@@ -141,6 +141,10 @@ class Session:
         """Close a run with an MLflow status (its held-back metrics are written first)."""
         self._send("end_run", run=run, status=status)
 
+    def reopen_run(self, run: str) -> None:
+        """A closed run RUNNING again, closed by this command (or KILLED if it dies)."""
+        self._send("reopen_run", run=run)
+
     def kill_trial_runs(self, study: str, trials: list[str]) -> None:
         """End as KILLED the runs still RUNNING of these trials of ``study`` (their worker stopped)."""
         self._send("kill_trial_runs", study=study, trials=trials)
@@ -237,7 +241,7 @@ class Session:
         """Resume a sweep of this command's that an interruption or a kill ended: its parent run is this
         command's again (RUNNING, with this process's pid)."""
         self.join_sweep(sweep_id)
-        self._send("reopen_run", run=sweep_id)
+        self.reopen_run(sweep_id)
         pid = {"sweeplab.pid": str(os.getpid()), "sweeplab.pid_start": process_start(os.getpid())}
         self.log(sweep_id, tags=pid)
 
