@@ -336,6 +336,7 @@ class DyingSweep:
             params=None, storage_url=f"sqlite:///{folder / 'study' / 'optuna.db'}", resume=True
         )
         self.in_process = False  # jobs run elsewhere: no grid record to resume from
+        self.runner = SimpleNamespace(ours=True)
         self.launcher = SimpleNamespace(launch=self.launch)
 
     def plan(self, arguments: list[str]) -> list[list[str]]:

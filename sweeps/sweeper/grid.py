@@ -36,9 +36,10 @@ def record_path(jobs: list[list[str]]) -> Path:
 
 
 def resumable(sweep: Sweep) -> bool:
-    """Whether the same command may resume this grid: asked for, and the jobs run in this process one at a
-    time (another launcher numbers the jobs of a batch itself)."""
-    return bool(sweep.settings.resume and sweep.in_process)
+    """Whether the same command may resume this grid: asked for, sweeplab's own jobs (another app's keep
+    Hydra's ways and get no ``mlruns/``), run in this process one at a time (another launcher numbers the
+    jobs of a batch itself)."""
+    return bool(sweep.settings.resume and sweep.in_process and sweep.runner.ours)
 
 
 def previous(sweep: Sweep, jobs: list[list[str]]) -> dict[str, Any] | None:
