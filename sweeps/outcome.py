@@ -17,6 +17,7 @@ from enum import Enum
 from typing import Any, ClassVar
 
 from sweeps.support.errors import ConfigError
+from sweeps.support.interrupt import Interrupted
 from sweeps.support.secrets import redact_text
 
 REASON_LENGTH = 500
@@ -79,7 +80,7 @@ class DeadlineReached(EndedEarly):
 def reason(err: BaseException) -> str:
     """The one-line reason of an error: its message for a trial that ended early, else ``Type: message``;
     secrets masked."""
-    text = str(err) if isinstance(err, EndedEarly) else f"{type(err).__name__}: {err}"
+    text = str(err) if isinstance(err, EndedEarly | Interrupted) else f"{type(err).__name__}: {err}"
     return redact_text((text.strip().splitlines() or [type(err).__name__])[0])[:REASON_LENGTH]
 
 

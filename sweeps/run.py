@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from sweeps.launch.job import sweeplab_task, task
 from sweeps.outcome import Outcome
+from sweeps.support import interrupt
 from sweeps.support.secrets import redact_log_records
 from sweeps.support.stdlib_compat import exit_now
 
@@ -29,8 +30,11 @@ def main(cfg: DictConfig) -> Outcome:
 
 
 if __name__ == "__main__":
+    interrupt.install()  # Ctrl-C, SIGTERM, SIGHUP: runs closed KILLED, one line, exit 128 + n
     try:
         main()
     except SystemExit as done:
         exit_now(done.code)
+    except interrupt.Interrupted as err:
+        exit_now(interrupt.leave(err))
     exit_now(0)

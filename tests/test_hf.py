@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from tests.conftest import ONE_BATCH, compose_cfg, run_cli
-from tests.hf_fixtures import pretrained_bert, topic_tokenizer, write_topic_csv
+from tests.hf_fixtures import pretrained_bert, tiny_bert_config, topic_tokenizer, write_topic_csv
 from tests.test_search import studies
 
 OFFLINE = {"HF_HUB_OFFLINE": "1"}
@@ -277,3 +277,23 @@ def test_every_run_records_its_parameter_counts(workdir: Path):
     assert int(run.data.params["params_total"]) == 64 * 128 + 128 + 128 * 10 + 10
     assert run.data.params["params_trainable"] == run.data.params["params_total"]
     assert "base_model" not in run.data.params
+
+
+@pytest.mark.slow
+def test_a_model_shorter_than_data_max_length_trains_with_it_clamped(plain_dir: Path, tmp_path: Path):
+    """BERT with 32 positions and the default data.max_length=64: clamped in one line, no traceback."""
+    from transformers import BertForMaskedLM
+
+    tok = topic_tokenizer()
+    config = tiny_bert_config(len(tok))
+    config.max_position_embeddings = 32
+    short = tmp_path / "short"
+    BertForMaskedLM(config).save_pretrained(short)
+    tok.save_pretrained(short)
+    args = hf_args(plain_dir, *ONE_BATCH, "trainer.num_threads=1", "tracking=off")
+    args[1] = f"model.pretrained={short}"
+    proc = run_cli(args, cwd=tmp_path, env=OFFLINE, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    said = "data.max_length=64 is longer than the model accepts (max_position_embeddings=32): clamped to 32"
+    assert (proc.stdout + proc.stderr).count(said) == 1

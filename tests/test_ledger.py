@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from sweeps.outcome import DeadlineReached, Outcome, Pruned, State
 from sweeps.search import coordination
 from sweeps.search.study import StudyRef, open_study
+from sweeps.support.errors import ConfigError
 from sweeps.support.processes import host, process_start
 from sweeps.sweeper.ledger import Ledger
 from sweeps.sweeper.settings import SweeplabSettings
@@ -71,6 +72,30 @@ def test_the_failure_budget_stops_new_trials(tmp_path: Path, settings: dict, aft
         assert ledger.may_start()
         settle(ledger, Outcome.of_error(RuntimeError("x")))
     assert not ledger.may_start() and "gave up after" in ledger.gave_up
+
+
+def test_failures_in_a_row_stop_the_search_by_default_and_a_success_resets_them(tmp_path: Path):
+    _, ledger = opened(tmp_path, n_trials=100)
+    for _ in range(4):
+        settle(ledger, Outcome.of_error(RuntimeError("diverged")))
+    settle(ledger, Outcome(State.FINISHED, 0.5))  # the count starts again
+    for _ in range(4):
+        settle(ledger, Outcome.of_error(RuntimeError("diverged")))
+    assert ledger.may_start()
+    settle(ledger, Outcome.of_error(RuntimeError("diverged")))
+    assert not ledger.may_start() and ledger.exit_code == 1
+    assert ledger.stop_reason == "the search gave up after 5 failed trials in a row (max_failures_in_a_row=5)"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ConfigError("trainer: No supported gpu backend found!"), ModuleNotFoundError("No module named 'x'")],
+)
+def test_a_failure_of_the_configuration_stops_the_search_at_once(tmp_path: Path, error: Exception):
+    _, ledger = opened(tmp_path, n_trials=100)
+    settle(ledger, Outcome.of_error(error))
+    assert not ledger.may_start() and ledger.exit_code == 2
+    assert ledger.gave_up == f"trial 0 failed on the configuration, not on its sampled values: {error}"
 
 
 def test_a_trial_whose_process_died_here_is_failed_and_queued_again(tmp_path: Path):

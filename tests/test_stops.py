@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -63,3 +64,35 @@ def test_a_bad_budget_is_one_line(workdir: Path):
     proc = run_cli([*SEARCH, "hydra.sweeper.max_epochs_total=0"], cwd=workdir)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: hydra.sweeper.max_epochs_total=0 must be >= 1 (or null for none)"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without a GPU")
+def test_a_search_whose_configuration_fails_stops_after_one_trial_with_exit_2(workdir: Path):
+    """``trainer=gpu`` without a GPU fails every trial alike: one trial, one line, exit code 2."""
+    proc = run_cli(
+        ["-m", "trainer=gpu", "lr=tag(log, interval(1e-4, 1e-2))", "hydra.sweeper.n_trials=3"], workdir
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: trial 0 failed on the configuration, not on its sampled values: trainer: "
+        "No supported gpu backend found!"
+    ]
+    (study,) = studies(workdir)
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
+    assert study.user_attrs["sweeplab.stop_reason"] == errors[0].removeprefix("error: ")
+    assert parent_tags(workdir)["sweeplab.stop_reason"] == study.user_attrs["sweeplab.stop_reason"]
+
+
+def test_a_search_whose_every_trial_diverges_stops_at_the_default_budget(workdir: Path):
+    args = ["-m", "optimizer=sgd", "lr=interval(50.0, 100.0)", "hydra.sweeper.n_trials=20"]
+    proc = run_cli([*args, "hydra/sweeper/pruner=none", "trainer.max_epochs=1", "checkpoint=false"], workdir)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    why = "the search gave up after 5 failed trials in a row (max_failures_in_a_row=5)"
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {why}"
+    (study,) = studies(workdir)
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 5
+    assert study.user_attrs["sweeplab.stop_reason"] == why
+    assert parent_tags(workdir)["sweeplab.stop_reason"] == why
+    (board,) = workdir.glob("mlruns/multirun/*/*/leaderboard.md")
+    assert board.read_text().endswith(f"stopped: {why}\n")

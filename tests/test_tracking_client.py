@@ -354,14 +354,18 @@ class DyingSweep:
     def __init__(self, session: tracking.Session, folder: Path, launched: Any = None) -> None:
         self.session, self.folder, self.launched = session, folder, launched
         self.settings = SimpleNamespace(
-            params=None, storage_url=f"sqlite:///{folder / 'study' / 'optuna.db'}"
+            params=None, storage_url=f"sqlite:///{folder / 'study' / 'optuna.db'}", resume=True
         )
+        self.in_process = False  # jobs run elsewhere: no grid record to resume from
+        self.runner = SimpleNamespace(ours=True)
         self.launcher = SimpleNamespace(launch=self.launch)
 
     def plan(self, arguments: list[str]) -> list[list[str]]:
         return [["lr=0.001"], ["lr=0.01"]]
 
-    def start(self, arguments: list[str], jobs: list[list[str]]) -> tuple[tracking.Session, None, Path]:
+    def start(
+        self, arguments: list[str], jobs: list[list[str]], **_: Any
+    ) -> tuple[tracking.Session, None, Path]:
         self.session.start_sweep("sweep client", arguments, self.folder)
         self.handles = [
             self.session.new_run(f"{i}: {' '.join(j)}", {}, self.session.parent) for i, j in enumerate(jobs)

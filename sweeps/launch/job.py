@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweeps.launch import ddp, submitit
 from sweeps.outcome import Outcome, State, is_test_metric
-from sweeps.support import renames
+from sweeps.support import interrupt, renames
 from sweeps.support.errors import ConfigError, TrackingError
 from sweeps.tracking import session as tracking
 from sweeps.training import seeds
@@ -120,7 +120,8 @@ def _preempted(err: BaseException) -> bool:
 def _leave_if_preempted(err: BaseException) -> None:
     """Stopped by a scheduler's signal: the checkpoint is written and the run KILLED; hand over and exit."""
     if _preempted(err):
-        print(f"{err}", file=sys.stderr)
+        if not interrupt.ours(err.previous):  # type: ignore[attr-defined]
+            print(f"{err}", file=sys.stderr)  # else the command's one line says it (``support.interrupt``)
         err.exit()  # type: ignore[attr-defined]
 
 
@@ -142,6 +143,8 @@ def single_run(cfg: DictConfig, hc: Any) -> Outcome:
             sys.exit(err.exit_code)
         outcome = resolved(run_job(cfg, context_of(hc, None, tracker=tracker, first_rank=first)), tracker)
     except BaseException as err:
+        if isinstance(err, interrupt.Interrupted):
+            err.kept = "the run is recorded as KILLED; run the same command to train it again"
         _leave_if_preempted(err)
         raise
     finally:

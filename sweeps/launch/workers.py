@@ -11,6 +11,7 @@ Why not ``concurrent.futures.ProcessPoolExecutor``: the death of one of its work
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import sys
@@ -18,11 +19,13 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from sweeps.outcome import Outcome, State
-from sweeps.support import threads
+from sweeps.support import interrupt, threads
 from sweeps.support.processes import spawn
 from sweeps.support.stdlib_compat import exit_now
 
 log = logging.getLogger("sweeplab")
+
+STOP_SECONDS = 60  # how long a stopped worker may take to close its trial's run
 
 
 class Workers:
@@ -96,6 +99,15 @@ class Workers:
                 conn.close()
 
     def close(self) -> None:
+        """Stop the workers; one still running a trial (the sweep was interrupted) is first told to stop it
+        (``interrupt.STOP``: at its next batch, its MLflow run closed KILLED), and its answer awaited."""
+        busy = [i for i, busy in enumerate(self.busy) if busy and self.procs[i] is not None]
+        for i in busy:
+            self.procs[i].send_signal(interrupt.STOP)
+        for i in busy:
+            with contextlib.suppress(EOFError, OSError):
+                if self.conns[i].poll(STOP_SECONDS):
+                    self.conns[i].recv()
         for conn in self.conns:
             if conn is not None:
                 conn.close()  # the worker sees EOF and ends (closing its tracking session)
@@ -135,7 +147,12 @@ def run_worker(conn: Connection) -> None:
                 return
             cfg = OmegaConf.create(job.pop("config"))
             trial = TrialHandle(ref.trial(int(job["job"])), ref.name, setup["storage"], setup["pruner"])
-            outcome = deliver(cfg, JobContext.from_spec(job, tracker=tracker, trial=trial))
+            try:
+                outcome = deliver(cfg, JobContext.from_spec(job, tracker=tracker, trial=trial))
+            except BaseException as err:  # stopped by the sweeper: the run is closed KILLED
+                with contextlib.suppress(OSError):
+                    conn.send(Outcome.of_error(err))
+                return
             conn.send(resolved(outcome, tracker))  # the sweeper's process knows the run by its id
     finally:
         if tracker is not None:
@@ -143,7 +160,9 @@ def run_worker(conn: Connection) -> None:
 
 
 if __name__ == "__main__":
-    run_worker(Connection(int(sys.argv[1])))  # the socket the sweeper passed (Workers._start)
+    interrupt.helper(stoppable=True)  # the terminal's Ctrl-C is the sweeper's; it sends STOP
+    with contextlib.suppress(interrupt.Interrupted):  # stopped while it waited for a job or set up
+        run_worker(Connection(int(sys.argv[1])))  # the socket the sweeper passed (Workers._start)
     # Its tracking session is closed (every write done): tearing torch and Lightning down would only make
     # the sweep wait (``Workers.close``) seconds longer.
     exit_now(0)

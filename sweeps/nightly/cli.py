@@ -30,7 +30,7 @@ from typing import Any
 from sweeps.nightly import clock, schedule, stop
 from sweeps.nightly.lock import AlreadyRunning, PlanLock, describe
 from sweeps.search import DEFAULT_STORAGE
-from sweeps.support import renames
+from sweeps.support import interrupt, renames
 from sweeps.support.errors import ConfigError
 from sweeps.support.processes import ROOT, python_path
 from sweeps.support.secrets import redact_override
@@ -138,7 +138,10 @@ def sweep(command: list[str], until: dt.datetime, plan_dir: Path) -> int:
     env = {**os.environ, "PYTHONPATH": python_path(), **stop.environment(plan_dir), renames.NOTED: "1"}
     proc = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)  # noqa: PLW1509 - no threads yet
     signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signum))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the sweep gets it, stops cleanly, and we still report
+    # The terminal's Ctrl-C and hang-up reach the sweep too: it stops cleanly (``support.interrupt``), and
+    # we still report.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         code = proc.wait(timeout=max(until.timestamp() - time.time(), 0) + GRACE)
     except subprocess.TimeoutExpired:
@@ -149,6 +152,8 @@ def sweep(command: list[str], until: dt.datetime, plan_dir: Path) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             code = proc.wait()
+    finally:
+        interrupt.install()  # the report is written unless a signal comes now
     return 128 - code if code < 0 else code
 
 

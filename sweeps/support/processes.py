@@ -14,6 +14,8 @@ import sys
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from sweeps.support import interrupt
+
 ROOT = Path(__file__).resolve().parents[2]  # the project: conf/, and what a child needs on PYTHONPATH
 
 
@@ -25,11 +27,12 @@ def python_path() -> str:
 def spawn(module: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Connection]:
     """``python -m module FD``; ``env`` is added to this process's environment."""
     ours, theirs = socket.socketpair()
-    process = subprocess.Popen(
-        [sys.executable, "-m", module, str(theirs.fileno())],
-        pass_fds=[theirs.fileno()],
-        env={**os.environ, **(env or {}), "PYTHONPATH": python_path()},
-    )
+    with interrupt.spawning():  # the terminal's Ctrl-C is its parent's to act on (``interrupt.helper``)
+        process = subprocess.Popen(
+            [sys.executable, "-m", module, str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            env={**os.environ, **(env or {}), "PYTHONPATH": python_path()},
+        )
     theirs.close()
     return process, Connection(ours.detach())
 

@@ -109,12 +109,13 @@ class Sweep:
         jobs: list[list[str]],
         prepare: Callable[[tuple[str, str]], Any] | None = None,
         parent: Callable[..., Any] | None = None,
+        shared: bool = True,
     ) -> tuple[tracking.Session | None, Any, Path]:
         """Open the store (in the background) while every job is checked; then the sweep folder, parent run.
 
         Bad input of any kind exits here with one line and code 2, before anything is created.
         ``parent(session, prepared, start)``, if given, joins another process's parent run or calls
-        ``start()`` to create one shared by several processes (a study shared by workers).
+        ``start()`` to create one (``shared`` by several processes: a study shared by workers).
         """
         session, prepared = self.open(jobs, prepare)
         sweep_dir = Path(self.config.hydra.sweep.dir)
@@ -125,7 +126,7 @@ class Sweep:
             name = f"sweep {sweep_dir.parent.name}/{sweep_dir.name}"
             if parent:
                 parent(
-                    session, prepared, lambda: session.start_sweep(name, arguments, sweep_dir, shared=True)
+                    session, prepared, lambda: session.start_sweep(name, arguments, sweep_dir, shared=shared)
                 )
             else:
                 session.start_sweep(name, arguments, sweep_dir)

@@ -1,6 +1,11 @@
 """The books of a search: tells Optuna each trial's outcome, keeps the leaderboard rows, and decides whether
 another trial may start (the study's ``n_trials``, the failure budget, the timeout, the deadline, a
-``target`` value reached and the ``max_epochs_total`` compute budget); ``stop_reason`` says which ended it."""
+``target`` value reached and the ``max_epochs_total`` compute budget); ``stop_reason`` says which ended it.
+
+Failures that do not depend on the sampled values would repeat forever (failed trials do not count toward
+``n_trials``): a trial that failed on the configuration itself (bad input, a trainer or accelerator that
+cannot be built, an import that fails, a missing file) stops the search at once (exit code 2), and
+``max_failures_in_a_row`` (default 5) stops any other run of failures (exit code 1)."""
 
 from __future__ import annotations
 
@@ -23,6 +28,10 @@ from sweeps.sweeper.settings import SweeplabSettings
 from sweeps.tracking.leaderboard import Row
 
 log = logging.getLogger("sweeplab")
+# Errors that come from the configuration or the machine, not from the values a trial sampled.
+CONFIG_ERRORS = frozenset(
+    {"ConfigError", "ImportError", "ModuleNotFoundError", "FileNotFoundError", "MisconfigurationException"}
+)
 
 
 def expected_duration(durations: Sequence[float]) -> float:
@@ -37,9 +46,11 @@ class Ledger:
         self.start = time.monotonic()
         self.done = ref.finished()
         self.failures = 0
+        self.in_a_row = 0  # failed trials since the last one that finished or was pruned
         self.stopped = 0  # trials stopped by the deadline
         self.rows: list[Row] = []
         self.gave_up = ""
+        self.exit_code = 1  # of a search that gave up: 2 when the configuration itself failed
         self.stop_reason = ""  # why no further trial starts, once one of the limits says so
         self.on_stale: Callable[[list[int]], None] | None = None  # closes the MLflow runs of stale trials
         self.sync_runs: Callable[[list[str]], Any] | None = None  # waits for runs' tracking writes
@@ -148,7 +159,7 @@ class Ledger:
             self.done,
             self.n_trials,
         )
-        self._check_budget()
+        self._check_budget(trial.number, outcome)
         return row
 
     def _tell(self, trial: optuna.Trial, outcome: Outcome) -> None:
@@ -163,15 +174,36 @@ class Ledger:
         if stopped:  # not the trial's fault: the next run of this study runs it again
             self.ref.study.enqueue_trial(trial.params, user_attrs={"sweeplab.retry_of": trial.number})
 
-    def _check_budget(self) -> None:
-        fail_fast, most = self.settings.fail_fast, self.settings.max_failures
-        if self.failures and (fail_fast or (most is not None and self.failures >= most)):
+    def _check_budget(self, number: int, outcome: Outcome) -> None:
+        if outcome.state in (State.FINISHED, State.PRUNED):
+            self.in_a_row = 0
+        elif outcome.state is State.FAILED:
+            self.in_a_row += 1
+        if self.gave_up or outcome.state is not State.FAILED:
+            return
+        if outcome.bad_input or outcome.error in CONFIG_ERRORS:
+            self.exit_code = 2
+            self.gave_up = (
+                f"trial {number} failed on the configuration, not on its sampled values: {outcome.message}"
+            )
+            return
+        fail_fast, most, row = (
+            self.settings.fail_fast,
+            self.settings.max_failures,
+            self.settings.max_failures_in_a_row,
+        )
+        if fail_fast or (most is not None and self.failures >= most):
             budget = "fail_fast" if fail_fast else f"max_failures={most}"
             self.gave_up = f"the search gave up after {self.failures} failed trials ({budget})"
+        elif row is not None and self.in_a_row >= row:
+            budget = f"max_failures_in_a_row={row}"
+            self.gave_up = f"the search gave up after {self.in_a_row} failed trials in a row ({budget})"
 
-    def abandon(self, trials: Sequence[optuna.Trial]) -> None:
-        """Interrupted while these trials ran: failed, and queued for the next run of this command."""
+    def abandon(self, trials: Sequence[optuna.Trial], why: str = "") -> None:
+        """Interrupted while these trials ran: failed (``why``), queued for the next run of this command."""
         for trial in trials:
+            if why:
+                trial.set_user_attr("sweeplab.reason", why)
             self.ref.study.tell(trial, state=TrialState.FAIL)
             coordination.release(self.ref, trial.number)
             self.ref.study.enqueue_trial(trial.params)

@@ -21,6 +21,7 @@ from sweeps.search.space import Space, parse_space, probes, study_name
 from sweeps.search.study import StudyRef, continue_seeded, make, open_study
 from sweeps.support import invocation
 from sweeps.support.errors import ConfigError, TrainingError
+from sweeps.support.interrupt import Interrupted
 from sweeps.support.secrets import redact_text
 from sweeps.sweeper import lr_auto, trials
 from sweeps.sweeper.base import Sweep, finish, refuse
@@ -190,9 +191,16 @@ def _run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
         if search.shared and session:
             closing = coordination.last_out(ref, session)
             rows = study_rows(ref, ledger.rows) if closing else rows
-        report(rows, search.metric, search.mode, sweep_dir, session if closing else None)
+        shown = session if closing else None
+        report(rows, search.metric, search.mode, sweep_dir, shown, ledger.stop_reason)
         best(ref, search.space, search.metric, sweep_dir, session if closing else None)
         status = "FINISHED"
+    except Interrupted as err:
+        err.kept = (
+            f"{ref.finished()} finished trials of study {ref.name} are kept, the interrupted ones queued "
+            "again; run the same command to resume"
+        )
+        raise
     finally:
         if workers and workers.setup is None:  # they never took a trial (lr=auto refused, ...)
             workers.abandon()
@@ -204,7 +212,7 @@ def _run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
             session.close()
     if ledger.gave_up:
         print(f"error: {ledger.gave_up}", file=sys.stderr)
-        raise SystemExit(1)
+        raise SystemExit(ledger.exit_code)
     return [results]
 
 

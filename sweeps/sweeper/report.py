@@ -15,15 +15,23 @@ log = logging.getLogger("sweeplab")
 
 
 def report(
-    rows: list[leaderboard.Row], metric: str, mode: str, sweep_dir: Path, session: Session | None
+    rows: list[leaderboard.Row],
+    metric: str,
+    mode: str,
+    sweep_dir: Path,
+    session: Session | None,
+    stopped: str = "",
 ) -> None:
+    """``stopped``: why a search started no further trial, under the table and in ``leaderboard.md``."""
     ranked = leaderboard.rank(rows, mode)
-    print(f"\n{leaderboard.table(ranked, metric, mode)}\n", flush=True)
+    said_stop = f"stopped: {stopped}\n" if stopped else ""
+    print(f"\n{leaderboard.table(ranked, metric, mode)}\n{said_stop}", flush=True)
     said = leaderboard.verdicts(ranked, metric, mode)  # repeats: the best against each of the next ones
     if said:
         print("\n".join(["verdicts:", *(f"  {v}" for v in said)]) + "\n", flush=True)
     leaderboard.write_csv(ranked, metric, sweep_dir / "leaderboard.csv", mode)
-    (sweep_dir / "leaderboard.md").write_text(leaderboard.markdown(ranked, metric, mode))
+    markdown = leaderboard.markdown(ranked, metric, mode)
+    (sweep_dir / "leaderboard.md").write_text(f"{markdown}\n{said_stop}" if stopped else markdown)
     failed = sum(r.state == State.FAILED.value for r in rows)
     if failed:
         log.warning("%d of %d runs failed; errors are in each job's error.txt", failed, len(rows))

@@ -33,9 +33,13 @@ class SweeplabSettings:
     storage: str | None = None  # None: a journal file under mlruns/; or sqlite:///..., postgresql://...
     study_name: str | None = None  # None: named after the search, so that the same command resumes it
     max_failures: int | None = None  # stop after this many failed trials
+    # No search fails forever: stop after this many failed trials in a row (null: never; a failure the
+    # configuration causes, not the sampled values, stops it at once: ``Ledger``).
+    max_failures_in_a_row: int | None = 5
     target: float | None = None  # stop starting trials once the study's best objective reaches this value
     max_epochs_total: int | None = None  # stop starting trials once its trials trained this many epochs
     fail_fast: bool = False  # stop at the first failed trial
+    resume: bool = True  # a grid: the same command runs only the jobs not finished; false starts over
     heartbeat_interval: int = 10  # seconds between heartbeats of a running trial (database storage only)
     grace_period: int = 60  # a trial without a heartbeat this long is failed and queued again
     storage_retry_seconds: float = 60  # a database away this long: its calls wait and retry, then stop
@@ -64,6 +68,9 @@ class SweeplabSettings:
                 raise ConfigError(f"hydra.sweeper.{key}={getattr(self, key)} must be >= 1")
         if self.target is not None and self.target != self.target:
             raise ConfigError("hydra.sweeper.target=nan: give a number (or null for none)")
+        for key in ("max_failures", "max_failures_in_a_row"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(f"hydra.sweeper.{key}={getattr(self, key)} must be >= 1 (or null for none)")
         if self.max_epochs_total is not None and self.max_epochs_total < 1:
             raise ConfigError(
                 f"hydra.sweeper.max_epochs_total={self.max_epochs_total} must be >= 1 (or null for none)"

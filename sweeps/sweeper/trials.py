@@ -18,6 +18,7 @@ from sweeps.launch import submitit
 from sweeps.launch.workers import Workers
 from sweeps.outcome import Outcome
 from sweeps.search.space import Space
+from sweeps.support.interrupt import Interrupted
 from sweeps.sweeper.base import Sweep, job_outcome
 from sweeps.sweeper.ledger import Ledger
 from sweeps.tracking.session import run_name
@@ -41,7 +42,8 @@ class Executor(Protocol):
 
 def run(ledger: Ledger, space: Space, executor: Executor) -> list[JobReturn]:
     """Ask for trials while the ledger allows and the executor has room, run them, tell each outcome as it
-    comes. Interrupted, the trials still running are failed and queued again for the next run."""
+    comes. Interrupted, the executor stops the trials still running first (their MLflow runs closed KILLED),
+    then they are failed and queued again for the next run."""
     running: dict[int, tuple[optuna.Trial, float]] = {}
     results: list[JobReturn] = []
     try:
@@ -53,28 +55,30 @@ def run(ledger: Ledger, space: Space, executor: Executor) -> list[JobReturn]:
                 executor.submit(trial)
                 running[trial.number] = (trial, time.monotonic())
             if not running:
-                return results
-            try:
-                done = executor.wait()
-            except BaseException:
-                _abandon(ledger, [trial for trial, _ in running.values()])
-                raise
-            for number, outcome, ret in done:
+                break
+            for number, outcome, ret in executor.wait():
                 trial, began = running.pop(number)
                 if ledger.sync_runs and outcome.run_id:
                     ledger.sync_runs([outcome.run_id])  # its MLflow run is closed before Optuna hears of it
                 ledger.settle(trial, outcome, began)
                 if ret is not None:
                     results.append(ret)
-    finally:
-        executor.close()
+    except BaseException as err:
+        try:
+            executor.close()
+        finally:
+            why = str(err) if isinstance(err, Interrupted) else ""  # "interrupted by the user (SIGINT)"
+            _abandon(ledger, [trial for trial, _ in running.values()], why)
+        raise
+    executor.close()
+    return results
 
 
-def _abandon(ledger: Ledger, trials: list[optuna.Trial]) -> None:
+def _abandon(ledger: Ledger, trials: list[optuna.Trial], why: str) -> None:
     """Interrupted: the running trials failed and queued again (the next run of this command retries them);
     a storage that cannot say so leaves them to the stale-trial recovery of the next run."""
     try:
-        ledger.abandon(trials)
+        ledger.abandon(trials, why)
     except Exception as err:  # noqa: BLE001 - going down already: the original error is the one to show
         log.warning("search: could not queue the interrupted trials again: %s", err)
 

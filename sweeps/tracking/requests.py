@@ -16,6 +16,7 @@ FIRE_AND_FORGET = frozenset(
         "optuna_plots",
         "warm_pictures",
         "end_run",
+        "reopen_run",
         "kill_trial_runs",
     }
 )

@@ -17,7 +17,7 @@ import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
-from sweeps.support import fulldisk
+from sweeps.support import fulldisk, interrupt
 from sweeps.support.secrets import redact_text
 from sweeps.tracking.requests import CLOSE, REQUESTS, refused
 from sweeps.tracking.store import Store
@@ -94,5 +94,6 @@ def _full(err: BaseException) -> str:
 
 
 if __name__ == "__main__":
+    interrupt.helper()  # its parent closes it, after closing the runs
     os.nice(5)  # training comes first where the two compete for a core
     answer_requests(Connection(int(sys.argv[1])))  # the socket the parent passed (``session.Session``)

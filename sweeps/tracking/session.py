@@ -144,6 +144,10 @@ class Session:
         """Close a run with an MLflow status (its held-back metrics are written first)."""
         self._send("end_run", run=run, status=status)
 
+    def reopen_run(self, run: str) -> None:
+        """A closed run RUNNING again, closed by this command (or KILLED if it dies)."""
+        self._send("reopen_run", run=run)
+
     def kill_trial_runs(self, study: str, trials: list[str]) -> None:
         """End as KILLED the runs still RUNNING of these trials of ``study`` (their worker stopped)."""
         self._send("kill_trial_runs", study=study, trials=trials)
@@ -176,8 +180,9 @@ class Session:
             full = self.conn.recv()[1]  # every write before it is done
         except (EOFError, OSError, TrackingError):
             pass
-        # Its interpreter shutdown (MLflow, SQLAlchemy) takes a second and has nothing left to do.
-        self.process.terminate()
+        # Its interpreter shutdown (MLflow, SQLAlchemy) takes a second and has nothing left to do; it
+        # ignores SIGTERM (its parent stops it, ``support.interrupt``).
+        self.process.kill()
         self.process.wait(timeout=10)
         self.conn.close()
         return full
@@ -234,6 +239,14 @@ class Session:
         """The sweep's run, for requests about it: only once ``start_sweep`` or ``join_sweep`` named it."""
         assert self.parent is not None, "no sweep run yet"
         return self.parent
+
+    def reopen_sweep(self, sweep_id: str) -> None:
+        """Resume a sweep of this command's that an interruption or a kill ended: its parent run is this
+        command's again (RUNNING, with this process's pid)."""
+        self.join_sweep(sweep_id)
+        self.reopen_run(sweep_id)
+        pid = {"sweeplab.pid": str(os.getpid()), "sweeplab.pid_start": process_start(os.getpid())}
+        self.log(sweep_id, tags=pid)
 
     def join_sweep(self, sweep_id: str) -> None:
         """Record runs as children of a sweep that another process started (parallel trial workers)."""

@@ -21,6 +21,7 @@ from filelock import FileLock
 
 from sweeps.support.processes import alive
 from sweeps.support.secrets import redact_text
+from sweeps.tracking import sqlite_file
 from sweeps.tracking.environment import environment_tags
 from sweeps.tracking.inputs import dataset_inputs
 from sweeps.tracking.models import log_model, register, system_monitor
@@ -71,6 +72,8 @@ class Store:
             retries = next(r for r in range(1, 11) if 2 ** (r + 1) - 4 >= retry_seconds or r == 10)
             os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
         with _store_lock(uri):  # schema and experiment creation race between processes otherwise
+            if uri.startswith("sqlite:///"):  # created or upgraded whole, or not at all
+                sqlite_file.ready(Path(uri.removeprefix("sqlite:///")).resolve(), self.client_type)
             self.connect(uri)
             found = self.client.get_experiment_by_name(experiment)
             if found is None:
@@ -300,6 +303,12 @@ class Store:
             self.monitors.pop(self._id(run)).finish()
         self.client.set_terminated(self._id(run), status)
         self.open_runs.discard(self._id(run))
+
+    def reopen_run(self, run: str) -> None:
+        """A sweep the same command resumes: its parent run RUNNING again, closed by this command."""
+        run_id = self._id(run)
+        self.client.update_run(run_id, status="RUNNING")
+        self.open_runs.add(run_id)
 
     def abandon(self) -> None:
         """The parent process is gone: no run of ours may stay RUNNING."""

@@ -16,6 +16,7 @@ from pytorch_lightning.callbacks import Callback
 
 from lightning_modules.callbacks import EpochEnd, progress_line
 from sweeps.outcome import Outcome, State
+from sweeps.support import interrupt
 from sweeps.support.errors import ConfigError
 from sweeps.training import preemption
 from sweeps.training.build import Built, build
@@ -127,12 +128,13 @@ def fit(
     if resume:
         logging.getLogger("sweeplab").info("%sresuming from %s", prefix, resume)
     start = time.perf_counter()
-    trainer.fit(
-        built.module,
-        **lit.data(built),
-        ckpt_path=resume,
-        weights_only=True if resume else None,
-    )
+    with interrupt.deferred():  # Ctrl-C stops it at the next batch (``Preemption`` checks)
+        trainer.fit(
+            built.module,
+            **lit.data(built),
+            ckpt_path=resume,
+            weights_only=True if resume else None,
+        )
     seconds = time.perf_counter() - start
 
     ckpt = trainer.checkpoint_callback

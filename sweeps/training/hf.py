@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweeps.support.errors import ConfigError
 from sweeps.support.secrets import redact_text
 
+log = logging.getLogger("sweeplab")
 TARGET = "lightning_modules.hf.HFModel"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
@@ -97,7 +100,63 @@ def check(cfg: DictConfig) -> None:
     if head not in ("sequence_classification", "causal_lm"):
         raise ConfigError(f"model.head={head}: allowed are sequence_classification, causal_lm")
     revision = cfg.model.get("revision")
-    resolve(str(name), None if revision is None else str(revision))
+    base = resolve(str(name), None if revision is None else str(revision))
+    clamp_max_length(cfg, base)
+
+
+# The keys of a model's config.json that bound its input length (BERT and most encoders, GPT-2, others).
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")
+
+
+def _read_json(base: Base, filename: str) -> dict:
+    """``filename`` of the model's folder or its cached hub snapshot ({} where it is not there)."""
+    if base.folder is not None:
+        path: Path | None = base.folder / filename
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(base.name, filename, revision=base.commit)
+        path = Path(found) if isinstance(found, str) else None
+    try:
+        return json.loads(path.read_text()) if path is not None and path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def limits(base: Base) -> dict[str, int]:
+    """What bounds the length of the model's input: its position embeddings, its tokenizer's
+    ``model_max_length`` (from their JSON files: no torch needed)."""
+    config, found = _read_json(base, "config.json"), {}
+    for key in POSITION_KEYS:
+        if isinstance(config.get(key), int) and config[key] > 0:
+            found[key] = config[key]
+            break
+    tokenizer = _read_json(base, "tokenizer_config.json").get("model_max_length")
+    if isinstance(tokenizer, int) and 0 < tokenizer < 10**9:  # "no limit" is written as 1e30
+        found["model_max_length"] = tokenizer
+    return found
+
+
+def clamp_max_length(cfg: DictConfig, base: Base) -> None:
+    """``data.max_length`` longer than the model accepts would crash inside its embeddings: it is clamped
+    to the model's limit, with one line saying so."""
+    length = OmegaConf.select(cfg, "data.max_length", default=None)
+    if not isinstance(length, int):
+        return
+    bounds = limits(base)
+    if not bounds:
+        return
+    key, limit = min(bounds.items(), key=lambda kv: kv[1])
+    if length <= limit:
+        return
+    cfg.data.max_length = limit
+    _say(f"data.max_length={length} is longer than the model accepts ({key}={limit}): clamped to {limit}")
+
+
+@functools.lru_cache(maxsize=8)
+def _say(line: str) -> None:
+    """Once per process (every job of a sweep is checked twice: before the sweep and when it runs)."""
+    log.warning(line)
 
 
 @functools.lru_cache(maxsize=8)

@@ -25,6 +25,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from sweeps.support import interrupt
+
 LAST = "last.ckpt"
 
 
@@ -41,7 +43,10 @@ class Preempted(BaseException):
         self.signum, self.checkpoint, self.previous = signum, checkpoint, previous
 
     def exit(self) -> None:
-        """Hand over to the handler that was installed before ours, or leave with 128 + the signal."""
+        """Hand over to the handler that was installed before ours, or leave with 128 + the signal; the
+        command's own stop (``support.interrupt``) ends it with its one line."""
+        if interrupt.ours(self.previous):
+            raise interrupt.Interrupted(self.signum, f"checkpoint {self.checkpoint}")
         if callable(self.previous):
             self.previous(self.signum, None)  # submitit's: resubmits this trial and exits
         sys.stdout.flush()
@@ -80,6 +85,7 @@ class Preemption(pl.Callback):
 
     def _check(self, trainer: pl.Trainer) -> None:
         if self.signum is None:
+            interrupt.check()  # Ctrl-C or SIGHUP (``support.interrupt``): the run stops here
             return
         trainer.save_checkpoint(self.path)
         io = trainer.strategy.checkpoint_io
