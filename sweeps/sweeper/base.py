@@ -35,6 +35,7 @@ from sweeps.support.secrets import redact, redact_override
 from sweeps.sweeper.settings import SweeplabSettings
 from sweeps.tracking import leaderboard
 from sweeps.tracking import session as tracking
+from sweeps.training.keys import check_additions
 
 log = logging.getLogger("sweeplab")
 
@@ -137,6 +138,8 @@ class Sweep:
         session = None
         try:
             ours = "data" in self.config and "trainer" in self.config  # sweeplab's config, not another app's
+            if ours and jobs:  # a key nothing reads (+trainer.max_epoch=5): before the store opens
+                check_additions(jobs[0], self.job_config(jobs[0]), self.config.hydra.runtime.choices)
             session = tracking.start(self.config.tracking) if "tracking" in self.config else None
             validate = ours and self.settings.validate_all
             objective = self.check(jobs, session) if validate else ("objective", self.settings.mode())
