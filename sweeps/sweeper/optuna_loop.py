@@ -169,7 +169,8 @@ def _run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
             session.fill_run_ids(rows)
         if search.shared and session:
             closing = coordination.last_out(ref, session)
-            rows = study_rows(ref, ledger.rows) if closing else rows
+        if closing and (search.shared or already):  # other workers' trials, or a resumed study's earlier ones
+            rows = study_rows(ref, ledger.rows)
         report(rows, search.metric, search.mode, sweep_dir, session if closing else None)
         best(ref, search.space, search.metric, sweep_dir, session if closing else None)
         status = "FINISHED"
