@@ -33,9 +33,10 @@ def compose_and_run(cfg: DictConfig) -> Outcome:
 
 
 def main() -> None:
-    """A top-level key nothing reads (``+lrr=0.01``) or an option that does not exist: one line and exit
-    code 2 before Hydra composes and before torch loads (dotted keys are checked once composed, before any
-    run is recorded); else Hydra's command line."""
+    """``-v`` is ``verbose=true``. A top-level key nothing reads (``+lrr=0.01``) or an option that does
+    not exist: one line and exit code 2 before Hydra composes and before torch loads (dotted keys are
+    checked once composed, before any run is recorded); else Hydra's command line."""
+    sys.argv[1:] = ["verbose=true" if a in ("-v", "--verbose") else a for a in sys.argv[1:]]
     refusal = early_refusal(sys.argv[1:], Path(__file__).parent / "conf")
     if refusal:
         print(f"error: {refusal}", file=sys.stderr)

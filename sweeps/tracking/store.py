@@ -254,6 +254,8 @@ class Store:
             "contour.png": lambda: plots.plot_contour(loaded, params=pair),
             "intermediate_values.png": lambda: plots.plot_intermediate_values(loaded),
         }
+        if len(pair) < 2:  # a contour needs two parameters: Optuna would only warn "[W] The length of params
+            del figures["contour.png"]  # must be greater than 1." at the end of every one-parameter search
         with tempfile.TemporaryDirectory() as tmp:
             for name, draw in figures.items():
                 try:
