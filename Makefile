@@ -47,11 +47,11 @@ bench: $(STAMP)
 	$(PY) bench/lora_lr.py
 	$(PY) bench/journal_check.py --mb 25
 
-## The MLflow UI over the local store, on this machine only (127.0.0.1). PORT=5000 by default.
+## The MLflow UI over the local store, on this machine only (127.0.0.1); it prints the address of the sweeps'
+## runs table once the server answers. PORT=5000 by default.
 PORT ?= 5000
 ui: $(STAMP)
-	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m mlflow ui --host 127.0.0.1 --port $(PORT) \
-		--backend-store-uri sqlite:///mlruns/mlflow.db
+	$(PY) -m sweeps.ui --port $(PORT) --store sqlite:///mlruns/mlflow.db
 
 ## optuna-dashboard over the study storage, on this machine only (127.0.0.1). DASHBOARD_PORT=8080 by default;
 ## STORAGE=... for another storage (e.g. STORAGE="$$(python -m sweeps.services url)" for the PostgreSQL one).
