@@ -167,10 +167,11 @@ def _run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
         rows = ledger.rows
         if session:
             session.fill_run_ids(rows)
+        if already and not search.shared:  # a resumed study: the trials of its earlier runs too
+            rows = study_rows(ref, ledger.rows)
         if search.shared and session:
             closing = coordination.last_out(ref, session)
-        if closing and (search.shared or already):  # other workers' trials, or a resumed study's earlier ones
-            rows = study_rows(ref, ledger.rows)
+            rows = study_rows(ref, ledger.rows) if closing else rows
         report(rows, search.metric, search.mode, sweep_dir, session if closing else None)
         best(ref, search.space, search.metric, sweep_dir, session if closing else None)
         status = "FINISHED"
