@@ -21,6 +21,7 @@ from tests.conftest import CONF, cli_env, compose_cfg, run_cli
     ("argv", "named"),
     [
         (["+lrr=0.01"], "did you mean lr?"),
+        (["lrr=0.01"], "did you mean lr?"),  # Hydra's own hint would be to add it with "+"
         (["-m", "++weight_decayy=0.1"], "did you mean weight_decay?"),
         (["optimizer=adamm"], "did you mean adam or adamw?"),
         (["-m", "optimizer=adam,sgdd"], "optimizer=sgdd: no such option (did you mean sgd"),
@@ -40,6 +41,7 @@ def test_a_top_level_typo_is_named_with_the_closest_known_name(argv: list[str], 
         ["++lr=0.1", "+trainer.max_epoch=5"],  # a dotted key: judged once composed
         ["-cd", "/elsewhere", "+lrr=1"],  # another config folder: only Hydra knows its keys
         ["experiment=null"],
+        ["verbose=true", "stage=lr_find", "seeds=[1,7,13]", "--cfg", "job"],
     ],
 )
 def test_what_is_known_passes_the_early_check(argv: list[str]):

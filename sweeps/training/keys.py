@@ -24,6 +24,8 @@ from sweeps.support.errors import ConfigError
 
 # ``+key=value`` / ``++key=value``: the key, then the value (a group's package ``@pkg`` is left alone).
 ADDITION = re.compile(r"^(\+\+?)([A-Za-z_][\w.]*)=(.*)$")
+# ``key=value``: Hydra refuses an unknown key with a hint to add it (``+key=value``), which nothing reads.
+PLAIN = re.compile(r"^()([A-Za-z_]\w*)=(.*)$")
 OPTION = re.compile(r"^([A-Za-z_]\w*)=([\w.,\-/]+)$")
 # Arguments that change where configs come from: the early check cannot know their keys and options.
 OTHER_CONFIGS = ("-cp", "-cn", "-cd", "--config-path", "--config-name", "--config-dir", "hydra.searchpath")
@@ -49,7 +51,7 @@ def early_refusal(argv: Sequence[str], conf_dir: Path) -> str | None:
     groups = {p.name for p in conf_dir.iterdir() if p.is_dir() and p.name != "hydra"}
     known = [str(k) for k in root if k not in ("defaults", "hydra")]
     for arg in argv:
-        added = ADDITION.match(arg)
+        added = ADDITION.match(arg) or PLAIN.match(arg)
         if added and "." not in added[2] and added[2] not in groups and added[2] not in known:
             return f"{arg}: nothing reads the key '{added[2]}'{_did_you_mean(added[2], [*known, *groups])}"
         option = OPTION.match(arg.lstrip("+"))
