@@ -98,8 +98,12 @@ def check_additions(overrides: Iterable[str], cfg: DictConfig, groups: Iterable[
             continue  # Hydra's own settings, or a group (``+experiment=...``)
         parent_key, _, leaf = key.rpartition(".")
         parent: Any = OmegaConf.select(cfg, parent_key, default=None) if parent_key else cfg
-        if not isinstance(parent, DictConfig) or "_target_" in parent:
-            continue
+        parts = parent_key.split(".") if parent_key else []
+        built = [OmegaConf.select(cfg, ".".join(parts[:n]), default=None) for n in range(1, len(parts) + 1)]
+        if not isinstance(parent, DictConfig) or any(
+            isinstance(b, DictConfig) and "_target_" in b for b in built
+        ):
+            continue  # a constructor's argument, or inside one: it judges it when it is built
         if added[1] == "++":
             continue  # ``++`` may set a key that was there: the composed config cannot tell
         siblings = [str(k) for k in parent if str(k) != leaf]
