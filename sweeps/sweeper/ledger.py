@@ -111,6 +111,7 @@ class Ledger:
         complete = [t for t in trials if t.state == TrialState.COMPLETE] or trials
         need = expected_duration([t.duration.total_seconds() for t in complete if t.duration])
         if left > need:
+            self.stop_reason = ""  # a stop moved past the deadline again stops nothing
             return True
         if left <= 0:  # the stop reason the study and the parent run keep, too
             return self._stop("stop requested" if at < deadline else "deadline reached", quiet=bool(running))
