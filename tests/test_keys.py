@@ -110,3 +110,19 @@ def test_a_dotted_typo_in_a_single_run_exits_2(workdir: Path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "'trainer.max_epoch' (did you mean trainer.max_epochs" in proc.stderr
     assert not (workdir / "mlruns" / "mlflow.db").exists()
+
+
+def test_a_new_name_like_no_known_one_is_the_users_own_and_a_secret_in_a_refusal_is_masked():
+    overrides = ["+notes.owner=alice", "+ticket=JIRA-12"]  # recorded with the run's params
+    check_additions(overrides, compose_cfg(overrides), ["optimizer"])
+    overrides = ["+trainr.max_epochs=5"]
+    with pytest.raises(ConfigError, match=r"'trainr' \(did you mean trainer"):
+        check_additions(overrides, compose_cfg(overrides), ["trainer"])
+    overrides = ["+objective.api_token=Canary42"]
+    with pytest.raises(ConfigError) as refused:
+        check_additions(overrides, compose_cfg(overrides))
+    assert "Canary42" not in str(refused.value) and "***" in str(refused.value)
+    said = early_refusal(["+lr_fnd.password=Canary43"], CONF)
+    assert said is None  # a dotted key: judged once composed
+    said = early_refusal(["+seeed=Canary44"], CONF)
+    assert said is not None and "did you mean seed or seeds?" in said

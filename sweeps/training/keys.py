@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sweeps.support.errors import ConfigError
+from sweeps.support.secrets import redact_override
 
 # ``+key=value`` / ``++key=value``: the key, then the value (a group's package ``@pkg`` is left alone).
 ADDITION = re.compile(r"^(\+\+?)([A-Za-z_][\w.]*)=(.*)$")
@@ -52,8 +53,12 @@ def early_refusal(argv: Sequence[str], conf_dir: Path) -> str | None:
     known = [str(k) for k in root if k not in ("defaults", "hydra")]
     for arg in argv:
         added = ADDITION.match(arg) or PLAIN.match(arg)
-        if added and "." not in added[2] and added[2] not in groups and added[2] not in known:
-            return f"{arg}: nothing reads the key '{added[2]}'{_did_you_mean(added[2], [*known, *groups])}"
+        name = added[2] if added else ""
+        near = closest(name, [*known, *groups]) if added and "." not in name else []
+        if near and name not in groups and name not in known:  # a new name like no known one: the user's own
+            return (
+                f"{redact_override(arg)}: nothing reads the key '{name}' (did you mean {' or '.join(near)}?)"
+            )
         option = OPTION.match(arg.lstrip("+"))
         if option and option[1] in groups:
             options = {p.stem for p in (conf_dir / option[1]).glob("*.yaml")}
@@ -86,16 +91,42 @@ def _trainer_arguments() -> set[str]:
     return set()
 
 
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node) if isinstance(node, DictConfig) else node
+
+
+def _leaves(node: Any, prefix: str) -> list[str]:
+    """The dotted keys of the leaves under ``node`` (a plain container)."""
+    if not isinstance(node, dict) or not node:
+        return [prefix]
+    return [leaf for k, v in node.items() for leaf in _leaves(v, f"{prefix}.{k}")]
+
+
 def check_additions(overrides: Iterable[str], cfg: DictConfig, groups: Iterable[str] = ()) -> None:
     """Raise ConfigError for an addition (``+a.b=v``) that nothing reads: a new key of a plain sweeplab
-    node. A key added to a ``_target_`` node is an argument its constructor judges when it is built; one
-    added to ``trainer`` must be an argument of Lightning's Trainer."""
+    node, or a new top-level name close to a known one (``+lrr``: a typo). A new top-level name like no
+    known one (``+notes.owner=...``) is the user's own, recorded with the run's params. A key added to a
+    ``_target_`` node is an argument its constructor judges when it is built; one added to ``trainer``
+    must be an argument of Lightning's Trainer."""
     tops = {str(g).split("/")[0] for g in groups}
-    for override in overrides:
-        added = ADDITION.match(override)
-        key = added[2] if added else ""
-        if not added or key.split(".")[0] == "hydra" or ("." not in key and key in tops):
+    matched = [m for m in (ADDITION.match(o) for o in overrides) if m]
+    added_keys = {m[2] for m in matched}
+    new_roots = {
+        root
+        for root in {k.split(".")[0] for k in added_keys}
+        if root in cfg and set(_leaves(_plain(OmegaConf.select(cfg, root)), root)) <= added_keys
+    }
+    known_roots = [str(k) for k in cfg if str(k) not in new_roots]
+    for added in matched:
+        override, key = added[0], added[2]
+        root = key.split(".")[0]
+        if root == "hydra" or ("." not in key and key in tops):
             continue  # Hydra's own settings, or a group (``+experiment=...``)
+        if root in new_roots:
+            said = _did_you_mean(root, [*known_roots, *tops])
+            if said:
+                raise ConfigError(f"{redact_override(override)}: nothing reads the key '{root}'{said}")
+            continue
         parent_key, _, leaf = key.rpartition(".")
         parent: Any = OmegaConf.select(cfg, parent_key, default=None) if parent_key else cfg
         parts = parent_key.split(".") if parent_key else []
@@ -113,4 +144,5 @@ def check_additions(overrides: Iterable[str], cfg: DictConfig, groups: Iterable[
                 continue
             siblings = sorted({*siblings, *OUR_TRAINER_KEYS, *lightning})
         prefix = f"{parent_key}." if parent_key else ""
-        raise ConfigError(f"{override}: nothing reads the key '{key}'{_did_you_mean(leaf, siblings, prefix)}")
+        said = _did_you_mean(leaf, siblings, prefix)
+        raise ConfigError(f"{redact_override(override)}: nothing reads the key '{key}'{said}")
