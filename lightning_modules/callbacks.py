@@ -74,7 +74,13 @@ def progress_line(prefix: str, max_epochs: int | None) -> EpochFn:
         shown = [k for k in SHOWN if k in metrics] or sorted(k for k in metrics if "/" in k)
         values = "  ".join(f"{k} {metrics[k]:.4g}" for k in shown)
         log.info(
-            "%sepoch %d/%s  %s  (%.2fs)", prefix, epoch, max_epochs, values, metrics.get("epoch_time", 0.0)
+            "%sepoch %d/%s  %s  (%.2fs)",
+            prefix,
+            epoch,
+            max_epochs,
+            values,
+            metrics.get("epoch_time", 0.0),
+            extra={"detail": "epoch"},  # a sweep leaves these lines out unless verbose
         )
 
     return show

@@ -11,6 +11,9 @@ module only dispatches and exits.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
@@ -19,14 +22,27 @@ from sweeps.outcome import Outcome
 from sweeps.support import interrupt
 from sweeps.support.secrets import redact_log_records
 from sweeps.support.stdlib_compat import exit_now
+from sweeps.training.keys import early_refusal
 
 redact_log_records()  # before Hydra's launcher logs the job overrides
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 @sweeplab_task
-def main(cfg: DictConfig) -> Outcome:
+def compose_and_run(cfg: DictConfig) -> Outcome:
     return task(cfg)
+
+
+def main() -> None:
+    """``-v`` is ``verbose=true``. A top-level key nothing reads (``+lrr=0.01``) or an option that does
+    not exist: one line and exit code 2 before Hydra composes and before torch loads (dotted keys are
+    checked once composed, before any run is recorded); else Hydra's command line."""
+    sys.argv[1:] = ["verbose=true" if a in ("-v", "--verbose") else a for a in sys.argv[1:]]
+    refusal = early_refusal(sys.argv[1:], Path(__file__).parent / "conf")
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        sys.exit(2)
+    compose_and_run()
 
 
 if __name__ == "__main__":

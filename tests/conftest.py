@@ -202,17 +202,21 @@ def _loggers() -> list[logging.Logger]:
 
 
 def _logging_state() -> Callable[[], None]:
-    """A function that puts every logger that exists now back as it is now (level, handlers, propagation,
-    disabled; a handler added since is closed), so that nothing logs to a closed job log file later."""
-    saved = [(lg, lg.level, list(lg.handlers), lg.propagate, lg.disabled) for lg in _loggers()]
+    """A function that puts every logger that exists now back as it is now (level, handlers, filters,
+    propagation, disabled; a handler added since is closed), so that nothing logs to a closed job log file
+    later and a sweep's quiet filters do not outlive it."""
+    saved = [
+        (lg, lg.level, list(lg.handlers), list(lg.filters), lg.propagate, lg.disabled) for lg in _loggers()
+    ]
     disabled_below = logging.root.manager.disable
 
     def restore() -> None:
-        for logger, level, handlers, propagate, disabled in saved:
+        for logger, level, handlers, filters, propagate, disabled in saved:
             for handler in [h for h in logger.handlers if h not in handlers]:
                 logger.removeHandler(handler)
                 handler.close()
             logger.handlers[:] = handlers
+            logger.filters[:] = filters
             logger.setLevel(level)
             logger.propagate, logger.disabled = propagate, disabled
         logging.disable(disabled_below)

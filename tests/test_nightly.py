@@ -117,6 +117,7 @@ def test_a_night_stopped_early_starts_nothing_after_the_stop_closes_everything_a
     assert stopped_at <= until < stopped_at + dt.timedelta(seconds=60)
 
     study = load_study(workdir)
+    assert study.user_attrs["sweeplab.stop_reason"] == "stop requested"  # README: why a search stopped
     trials = study.get_trials()
     assert trials and all(t.datetime_start <= until for t in trials if t.datetime_start), "started late"
     assert not study.get_trials(states=(TrialState.RUNNING,))

@@ -153,7 +153,7 @@ def test_leaderboard_of_repeats_shows_mean_ci_n_shared_ranks_and_verdicts():
     assert lines[0].split()[:9] == ["rank", "job", "run", "optimizer", "val_acc", "(mean", "±", "95%", "CI)"]
     cells = [line.split() for line in lines[2:]]
     assert [c[0] for c in cells] == ["1", "1", "3", "4"]  # adamw is not distinguishable from adam
-    assert cells[0][2:7] == ["adam", "0.9500", "±", "0.0248", "3"]  # no run id here
+    assert cells[0][2:7] == ["adam", "0.9500", "±", "0.02484", "3"]  # no run id here; 4 significant digits
     said = verdicts(ranked, "val_acc", "max")
     assert said[0].startswith("optimizer=adam is not distinguishable from optimizer=adamw at 3 seeds")
     assert said[1].startswith("optimizer=adam beats optimizer=sgd by 0.383 val_acc (95% CI")

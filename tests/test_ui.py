@@ -14,6 +14,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -25,7 +27,7 @@ from mlflow.tracking import MlflowClient
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from tests.conftest import ROOT, free_port, mlflow_server, run_cli, wait_until_up
+from tests.conftest import ROOT, free_port, mlflow_server, run_cli, start_cli, wait_until_up
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 ARTIFACTS = Path(os.environ.get("SWEEPLAB_TEST_ARTIFACTS", ROOT / "test-artifacts"))
@@ -49,8 +51,32 @@ def chromium() -> str:
     return CHROMIUM
 
 
-@pytest.mark.timeout(390)  # run_cli 240 + the page's 60 + 30, + 60
-def test_mlflow_ui_shows_the_parent_and_its_child_runs(workdir: Path, chromium: str, tmp_path_factory):
+@contextlib.contextmanager
+def make_ui(workdir: Path, timeout: float = 180) -> Iterator[str]:
+    """``make ui`` (``python -m sweeps.ui``) over ``workdir``'s store: the address it prints."""
+    proc = start_cli(
+        ["--port", str(free_port()), "--workers", "1"], workdir, module="sweeps.ui", start_new_session=True
+    )
+    said: list[str] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while not any(line.startswith("the runs: ") for line in said):
+            line = proc.stdout.readline() if proc.stdout else ""
+            assert line and time.monotonic() < deadline, "".join(said)
+            said.append(line)
+        # the server goes on writing: keep its pipe drained
+        threading.Thread(target=proc.communicate, daemon=True).start()
+        yield said[-1].removeprefix("the runs: ").strip()
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C, as in a terminal
+        proc.wait(timeout=30)
+    assert not any("Deprecat" in line for line in said), "".join(said)  # Starlette's, from MLflow
+
+
+@pytest.mark.timeout(450)  # run_cli 240 + the server's 180 + the page's 60 + 30 (some overlap), + 60
+def test_make_ui_opens_on_the_sweeps_runs_with_the_parent_and_its_child_runs(workdir: Path, chromium: str):
+    """MLflow 3.17's UI opens an experiment on its GenAI pages (Traces, "No data") even when the experiment
+    is tagged as model training; the address ``make ui`` prints opens the runs table."""
     from playwright.sync_api import sync_playwright
 
     proc = run_cli(["-m", "optimizer=adam,sgd", "lr=1e-3,1e-2", "trainer.max_epochs=2"], cwd=workdir)
@@ -63,11 +89,12 @@ def test_mlflow_ui_shows_the_parent_and_its_child_runs(workdir: Path, chromium: 
     children = [r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 4
 
-    with mlflow_server(tmp_path_factory.mktemp("ui"), store=db) as url, sync_playwright() as pw:
+    with make_ui(workdir) as url, sync_playwright() as pw:
+        assert f"/#/experiments/{experiment.experiment_id}/runs?" in url
         browser = pw.chromium.launch(executable_path=chromium, args=QUIET_CHROMIUM)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(f"{url}/#/experiments/{experiment.experiment_id}/runs")
+            page.goto(url)
             name_cells = page.locator("[role=gridcell][col-id='attributes.`Run Name`']")
             parent_cell = name_cells.filter(has_text=parent.info.run_name).first
             parent_cell.wait_for(timeout=60_000)

@@ -32,6 +32,7 @@ from sweeps.training import seeds
 from sweeps.training.checks import check_config, distributed
 from sweeps.training.context import JobContext, TrialHandle
 from sweeps.training.job import ERROR_FILE, resolved, run_job
+from sweeps.training.keys import check_additions
 
 TASK_MARK = "sweeplab_task"  # set on the task function of ``sweeps.run``
 
@@ -134,6 +135,7 @@ def single_run(cfg: DictConfig, hc: Any) -> Outcome:
     tracker = None
     try:
         try:
+            check_additions(hc.overrides.task, cfg, hc.runtime.choices)  # +lrr=0.01: nothing reads it
             check_config(cfg)  # cheap checks first: bad values fail before anything starts
             tracker = tracking.start(cfg.tracking) if first else None  # opens while torch loads
         except ConfigError as err:

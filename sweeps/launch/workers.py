@@ -128,6 +128,7 @@ def run_worker(conn: Connection) -> None:
 
     from sweeps.launch.job import deliver
     from sweeps.search.study import load
+    from sweeps.support.verbosity import quiet_sweep
     from sweeps.tracking import session as tracking
     from sweeps.training.context import JobContext, TrialHandle
     from sweeps.training.job import resolved
@@ -146,6 +147,7 @@ def run_worker(conn: Connection) -> None:
             except (EOFError, OSError):
                 return
             cfg = OmegaConf.create(job.pop("config"))
+            quiet_sweep(search=True, verbose=bool(cfg.get("verbose", False)))
             trial = TrialHandle(ref.trial(int(job["job"])), ref.name, setup["storage"], setup["pruner"])
             try:
                 outcome = deliver(cfg, JobContext.from_spec(job, tracker=tracker, trial=trial))

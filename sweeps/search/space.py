@@ -110,15 +110,20 @@ def _range_values(sweep: RangeSweep) -> Sequence[float]:
     return [start + i * step for i in range(count)]
 
 
+DISPLAY_ONLY = ("verbose",)  # keys that do not change what a trial trains
+
+
 def study_name(space: Space) -> str:
     """A name that says what the study searches and is the same for the same search, so that rerunning a
     command resumes its study: the ``search`` preset (else the swept keys), the other fixed overrides (cut
-    to stay short; secrets masked), and a hash of the whole space, which keeps different spaces apart."""
-    key = repr((sorted((k, repr(d)) for k, d in space.distributions.items()), sorted(space.fixed)))
+    to stay short; secrets masked), and a hash of the whole space, which keeps different spaces apart.
+    What only changes what the command prints (``verbose``, ``-v``) is not part of it."""
+    fixed = [o for o in space.fixed if o.split("=", 1)[0].lstrip("+~") not in DISPLAY_ONLY]
+    key = repr((sorted((k, repr(d)) for k, d in space.distributions.items()), sorted(fixed)))
     digest = hashlib.sha256(key.encode()).hexdigest()[:8]
-    presets = [o for o in space.fixed if o.split("=", 1)[0].lstrip("+~") == "search"]
+    presets = [o for o in fixed if o.split("=", 1)[0].lstrip("+~") == "search"]
     what = presets[-1].split("=", 1)[1] if presets else "+".join(space.distributions)
-    others = [redact_override(o) for o in space.fixed if o not in presets]
+    others = [redact_override(o) for o in fixed if o not in presets]
     label = " ".join([what, *others]).translate({ord(c): None for c in "'\\\""})
     if len(label) > NAME_LENGTH:
         label = label[: NAME_LENGTH - 3].rstrip() + "..."

@@ -35,6 +35,7 @@ from sweeps.support.secrets import redact, redact_override
 from sweeps.sweeper.settings import SweeplabSettings
 from sweeps.tracking import leaderboard
 from sweeps.tracking import session as tracking
+from sweeps.training.keys import check_additions
 
 log = logging.getLogger("sweeplab")
 
@@ -141,6 +142,8 @@ class Sweep:
         the tracking process died meanwhile)."""
         session = None
         try:
+            if self.ours and jobs:  # a key nothing reads (+trainer.max_epoch=5): before the store opens
+                check_additions(jobs[0], self.job_config(jobs[0]), self.config.hydra.runtime.choices)
             session = tracking.start(self.config.tracking) if self.ours else None
             validate = self.ours and self.settings.validate_all
             objective = self.check(jobs, session) if validate else ("objective", self.settings.mode())

@@ -12,6 +12,7 @@ from hydra.core.utils import JobReturn
 
 from sweeps.support import fulldisk
 from sweeps.support.errors import TrackingError
+from sweeps.support.verbosity import quiet_sweep
 from sweeps.sweeper.base import Sweep
 from sweeps.sweeper.grid import run_grid
 
@@ -28,8 +29,10 @@ def sweep(base: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
     """The sweep; a full disk, or the tracking process dying, stops it with one line and exit code 1 (what
     finished is kept: the next command resumes)."""
     fulldisk.quiet()  # that line only: no logging tracebacks about the same full disk before it
+    searching = is_search(arguments, base.settings.params)
+    quiet_sweep(searching, verbose=bool(base.config.get("verbose", False)))
     try:
-        if is_search(arguments, base.settings.params):
+        if searching:
             from sweeps.sweeper.optuna_loop import run_search  # Optuna loads only for a search
 
             return run_search(base, arguments)

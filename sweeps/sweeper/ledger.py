@@ -122,13 +122,11 @@ class Ledger:
         complete = [t for t in trials if t.state == TrialState.COMPLETE] or trials
         need = expected_duration([t.duration.total_seconds() for t in complete if t.duration])
         if left > need:
+            self.stop_reason = ""  # a stop moved past the deadline again stops nothing
             return True
-        if not running and left <= 0:
-            why = "stop requested" if at < deadline else "deadline reached"
-            log.info("search: %s, no new trial starts", why)
-        elif not running:
-            log.info("search: deadline in %.0fs, a trial takes ~%.0fs: no new trial starts", left, need)
-        return False
+        if left <= 0:  # the stop reason the study and the parent run keep, too
+            return self._stop("stop requested" if at < deadline else "deadline reached", quiet=bool(running))
+        return self._stop(f"deadline in {left:.0f}s, a trial takes ~{need:.0f}s", quiet=bool(running))
 
     def settle(self, trial: optuna.Trial, outcome: Outcome, began: float) -> Row:
         """Tell Optuna how ``trial`` ended (unless another worker failed it as stale meanwhile); its row."""

@@ -188,6 +188,8 @@ def _run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
         rows = ledger.rows
         if session:
             session.fill_run_ids(rows)
+        if already and not search.shared:  # a resumed study: the trials of its earlier runs too
+            rows = study_rows(ref, ledger.rows)
         if search.shared and session:
             closing = coordination.last_out(ref, session)
             rows = study_rows(ref, ledger.rows) if closing else rows

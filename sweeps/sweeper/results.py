@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from sweeps.outcome import Outcome, of_trial
 from sweeps.search.space import Space, format_value
 from sweeps.search.study import StudyRef
-from sweeps.tracking.leaderboard import Row
+from sweeps.tracking.leaderboard import Row, short
 from sweeps.tracking.session import Session
 
 log = logging.getLogger("sweeplab")
@@ -35,8 +35,8 @@ def best(ref: StudyRef, space: Space, metric: str, sweep_dir: Path, session: Ses
         "overrides": space.overrides(trial.params),
     }
     (sweep_dir / "best.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(summary)))
-    params = " ".join(f"{k}={format_value(v)}" for k, v in trial.params.items())
-    print(f"best of study {ref.name}: {metric}={trial.value:.4f} (trial {trial.number}) with {params}")
+    params = " ".join(f"{k}={short(format_value(v))}" for k, v in trial.params.items())  # whole in best.yaml
+    print(f"best of study {ref.name}: {metric}={trial.value:.4g} (trial {trial.number}) with {params}")
     print(f"written to {sweep_dir / 'best.yaml'}", flush=True)
     if session:
         session.artifact(session.sweep_run, str(sweep_dir / "best.yaml"))

@@ -2,6 +2,10 @@
 
 Rows of configurations trained on several seeds (``repeats``) show the mean +- the half-width of its 95%
 interval and N; their ranks and verdicts come from ``stats`` (those the best does not beat share rank 1).
+
+The printed table is for reading: numbers to 4 significant digits, and rows that fit ``WIDTH`` columns
+(long values shortened with "…"). The CSV keeps every value whole (the sampled values to the last digit, the
+full run ids); the Markdown file keeps the values whole with the numbers shortened.
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ from pathlib import Path
 
 from sweeps.outcome import Outcome, test_metric_of
 from sweeps.tracking import stats
+
+WIDTH = 120  # the printed table's widest row
+DIGITS = 4  # significant digits of the numbers it shows
+NARROWEST = 8  # a shortened column keeps at least this many characters
 
 
 @dataclass
@@ -75,15 +83,37 @@ def verdicts(ranked: Sequence[Row], metric: str, mode: str) -> list[str]:
     return [c.text(metric) for c in compared(ranked, mode)[0]] if repeated(ranked) else []
 
 
-def _value(r: Row, spread: bool) -> str:
+def short(value: str) -> str:
+    """A number written with more digits (``0.0013292918943162175``) to ``DIGITS`` significant ones
+    (``0.001329``); one written shorter (``0.1``), whole numbers and anything else as they are."""
+    text = value.strip()
+    if not any(c in text for c in ".eE") or text.lower() in ("true", "false", "none", "null"):
+        return value
+    try:
+        number = float(text)
+    except ValueError:
+        return value
+    rounded = f"{number:.{DIGITS}g}"
+    return value if float(rounded) == number else rounded
+
+
+def _number(value: float, whole: bool) -> str:
+    return repr(value) if whole else f"{value:#.{DIGITS}g}"  # "#": 0.9500, as wide as its neighbours
+
+
+def _value(r: Row, spread: bool, whole: bool = False) -> str:
     if math.isnan(r.objective):
         return ""
     if not spread or len(r.samples) < 2:
-        return f"{r.objective:.4f}"
-    return f"{r.objective:.4f} ± {stats.spread(list(r.samples.values())).half_width:.4f}"
+        return _number(r.objective, whole)
+    half = stats.spread(list(r.samples.values())).half_width
+    return f"{_number(r.objective, whole)} ± {_number(half, whole)}"
 
 
-def _cells(rows: Sequence[Row], metric: str, mode: str = "max") -> tuple[list[str], list[list[str]]]:
+def _cells(
+    rows: Sequence[Row], metric: str, mode: str = "max", whole: bool = False
+) -> tuple[list[str], list[list[str]]]:
+    """The head and the rows' cells: ``whole`` values (the CSV) or numbers to ``DIGITS`` digits."""
     keys = list(dict.fromkeys(k for r in rows for k in r.overrides))
     spread = repeated(rows)
     ranks = compared(rows, mode)[1] if spread else list(range(1, len(rows) + 1))
@@ -98,9 +128,9 @@ def _cells(rows: Sequence[Row], metric: str, mode: str = "max") -> tuple[list[st
             [
                 str(i),
                 str(r.job),
-                r.run_id[:8],
-                *(r.overrides.get(k, "") for k in keys),
-                _value(r, spread),
+                r.run_id if whole else r.run_id[:8],
+                *(r.overrides.get(k, "") if whole else short(r.overrides.get(k, "")) for k in keys),
+                _value(r, spread, whole),
                 *([str(len(r.samples))] if spread else []),
                 *([f"{r.test:.4f}" if not math.isnan(r.test) else ""] if test else []),
                 str(r.epochs),
@@ -112,12 +142,30 @@ def _cells(rows: Sequence[Row], metric: str, mode: str = "max") -> tuple[list[st
 
 
 def table(rows: Sequence[Row], metric: str, mode: str = "max") -> str:
-    return aligned(*_cells(rows, metric, mode))
+    """The leaderboard to print: it fits ``WIDTH`` columns, the override and state columns shortened
+    (widest first) where it would not."""
+    head, body = _cells(rows, metric, mode)
+    keys = len(head) - (8 if repeated(rows) else 7)
+    return aligned(head, body, WIDTH, shrink=[*range(3, 3 + keys), len(head) - 1])
 
 
-def aligned(head: list[str], body: list[list[str]]) -> str:
-    """A plain-text table: columns padded to their widest cell, a rule under the head."""
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def aligned(
+    head: list[str], body: list[list[str]], width: int | None = None, shrink: Sequence[int] = ()
+) -> str:
+    """A plain-text table: columns padded to their widest cell, a rule under the head; with a ``width``,
+    the ``shrink`` columns are cut (widest first, to ``NARROWEST`` at least) until a row fits in it."""
     widths = [max(len(c) for c in col) for col in zip(head, *body, strict=False)]
+    while width and shrink and sum(widths) + 2 * (len(widths) - 1) > width:
+        widest = max(shrink, key=lambda i: widths[i])
+        if widths[widest] <= NARROWEST:
+            break
+        widths[widest] -= 1
+    head = [_cut(c, w) for c, w in zip(head, widths, strict=False)]
+    body = [[_cut(c, w) for c, w in zip(line, widths, strict=False)] for line in body]
     lines = [
         "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=False)).rstrip() for line in [head, *body]
     ]
@@ -136,7 +184,8 @@ def markdown(rows: Sequence[Row], metric: str, mode: str = "max") -> str:
 
 
 def write_csv(rows: Sequence[Row], metric: str, path: Path, mode: str = "max") -> None:
-    head, body = _cells(rows, metric, mode)
+    """Every value whole: the sampled values to their last digit, the objective as Python writes it."""
+    head, body = _cells(rows, metric, mode, whole=True)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(head)

@@ -268,8 +268,8 @@ class Store:
             "contour.png": lambda: plots.plot_contour(loaded, params=pair),
             "intermediate_values.png": lambda: plots.plot_intermediate_values(loaded),
         }
-        if len(params) < 2:
-            del figures["param_importances.png"], figures["contour.png"]
+        if len(params) < 2:  # one parameter: no importances to rank, and a contour needs two (Optuna would
+            del figures["param_importances.png"], figures["contour.png"]  # warn at every such search's end)
         with tempfile.TemporaryDirectory() as tmp:
             for name, draw in figures.items():
                 try:

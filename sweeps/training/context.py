@@ -67,11 +67,15 @@ class JobContext:
     follows_trial: bool = False  # a DDP rank other than the first of a trial: stops when the first one prunes
     parent_run: str | None = None  # the run this one nests under (a seed's configuration run)
     callbacks: tuple[Any, ...] = ()  # Lightning callbacks of the caller (a seed's turns)
+    label: str = ""  # the seed or fold a member of ``repeats``/``cv`` trains ("seed=43", "fold=2/5")
 
     @property
     def prefix(self) -> str:
-        """How log lines name the job."""
-        return "" if self.job is None else f"[job {self.job}] "
+        """How log lines name the job, and the seed or fold (members train in turns: lines interleave)."""
+        named = " ".join(
+            str(part) for part in (f"job {self.job}" if self.job is not None else "", self.label) if part
+        )
+        return f"[{named}] " if named else ""
 
     @property
     def sweep_id(self) -> str | None:

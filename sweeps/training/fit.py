@@ -39,6 +39,10 @@ def quiet_lightning() -> None:
         ".*isinstance\\(treespec, LeafSpec\\).*",
         ".*all_gather is deprecated.*",  # torch's note on a call inside Lightning
         ".*sync_dist=True.*",  # our epoch metrics are gathered from every process already
+        # On a Slurm login node (``srun`` on the PATH) Lightning suggests prepending ``srun`` for every
+        # Trainer made outside an srun step: sweeplab runs Slurm jobs through submitit (hydra/launcher=slurm),
+        # so the hint is wrong here, and it came twice per job.
+        ".*The `srun` command is available on your system but is not used.*",
     ):
         warnings.filterwarnings("ignore", message=pattern)
 

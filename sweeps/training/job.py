@@ -111,8 +111,8 @@ def _ended(
             (ctx.output_dir / ERROR_FILE).write_text(redact_text(traceback.format_exc()))
         if ctx.job is not None:
             log.error("%sFAILED: %s", ctx.prefix, outcome.reason)
-    elif ctx.job is not None and isinstance(err, Exception):
-        log.info("%s%s", ctx.prefix, outcome.reason)
+    elif ctx.job is not None and isinstance(err, Exception):  # pruned, stopped: a search says it once
+        log.info("%s%s", ctx.prefix, outcome.reason, extra={"detail": "member" if ctx.label else "job"})
     if not isinstance(err, Exception):
         raise err
     return _with_handle(outcome, record)
@@ -192,6 +192,9 @@ def _train_and_record(cfg: DictConfig, built: Any, ctx: JobContext, record: RunR
             outcome.value,
             outcome.epochs,
             outcome.seconds,
+            # a sweep leaves out a seed's or fold's line unless verbose (its configuration's line follows), a
+            # search every job's (its "trial N finished" line says the same)
+            extra={"detail": "member" if ctx.label else "job"},
         )
     return outcome
 
@@ -224,7 +227,9 @@ def _run_configuration(cfg: DictConfig, ctx: JobContext, members: list[Member]) 
         if ctx.output_dir is not None:
             folder = ctx.output_dir / members[i].label.split("/")[0].replace("=", "_")
             folder.mkdir(parents=True, exist_ok=True)
-        member_ctx = replace(ctx, output_dir=folder, trial=None, callbacks=(*ctx.callbacks, *callbacks))
+        member_ctx = replace(
+            ctx, output_dir=folder, trial=None, callbacks=(*ctx.callbacks, *callbacks), label=members[i].label
+        )
         try:
             wait_turn()
             return _train_and_record(member_cfg, member_built, member_ctx, runs[i])
@@ -239,5 +244,5 @@ def _run_configuration(cfg: DictConfig, ctx: JobContext, members: list[Member]) 
     if record:
         repeats.finish(record, outcome, outcomes)
     if ctx.job is not None:
-        log.info("%s%s", ctx.prefix, repeats.describe(outcome))
+        log.info("%s%s", ctx.prefix, repeats.describe(outcome), extra={"detail": "job"})
     return _with_handle(outcome, record)
