@@ -60,7 +60,7 @@ def test_a_dotted_key_nothing_reads_is_refused_once_composed():
 @pytest.mark.parametrize(
     "overrides",
     [
-        ["+trainer.log_every_n_steps=5"],  # an argument of Lightning's Trainer
+        ["+trainer.val_check_interval=1.0"],  # an argument of Lightning's Trainer
         ["+model.bias=false"],  # a constructor's argument (a ``_target_`` node): its build judges it
         ["++trainer.max_epochs=3"],
     ],

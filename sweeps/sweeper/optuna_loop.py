@@ -165,12 +165,8 @@ def _run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
     already = ref.finished()
     log.info(
         "search: study %s (%s, %s), %d of %d trials finished before -> %s",
-        ref.name,
-        type(ref.study.sampler).__name__,
-        type(ref.study.pruner).__name__,
-        already,
-        settings.n_trials,
-        sweep_dir,
+        *(ref.name, type(ref.study.sampler).__name__, type(ref.study.pruner).__name__),
+        *(already, settings.n_trials, sweep_dir),
     )
     ledger = ledger_for(search)
     sweep.runner.deadline = settings.deadline  # each trial stops there (``StopAtDeadline``)
@@ -185,17 +181,7 @@ def _run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
             status = "KILLED"
         results = trials.run(ledger, search.space, executor(search, ledger, workers))
         record_stop(search, ledger)
-        rows = ledger.rows
-        if session:
-            session.fill_run_ids(rows)
-        if already and not search.shared:  # a resumed study: the trials of its earlier runs too
-            rows = study_rows(ref, ledger.rows)
-        if search.shared and session:
-            closing = coordination.last_out(ref, session)
-            rows = study_rows(ref, ledger.rows) if closing else rows
-        shown = session if closing else None
-        report(rows, search.metric, search.mode, sweep_dir, shown, ledger.stop_reason)
-        best(ref, search.space, search.metric, sweep_dir, session if closing else None)
+        closing = _report(search, ledger, sweep_dir, resumed=already > 0)
         status = "FINISHED"
     except Interrupted as err:
         err.kept = (
@@ -216,6 +202,26 @@ def _run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
         print(f"error: {ledger.gave_up}", file=sys.stderr)
         raise SystemExit(ledger.exit_code)
     return [results]
+
+
+def _report(search: Search, ledger: Ledger, sweep_dir: Path, resumed: bool) -> bool:
+    """The leaderboard and the best trial, shown on the parent run by the process that closes it (the last
+    worker out of a shared study); whether this process is that one."""
+    ref, session = search.ref, search.session
+    assert ref is not None
+    closing = True
+    rows = ledger.rows
+    if session:
+        session.fill_run_ids(rows)
+    if resumed and not search.shared:  # a resumed study: the trials of its earlier runs too
+        rows = study_rows(ref, ledger.rows)
+    if search.shared and session:
+        closing = coordination.last_out(ref, session)
+        rows = study_rows(ref, ledger.rows) if closing else rows
+    shown = session if closing else None
+    report(rows, search.metric, search.mode, sweep_dir, shown, ledger.stop_reason)
+    best(ref, search.space, search.metric, sweep_dir, shown)
+    return closing
 
 
 def auto_lr(search: Search) -> None:
