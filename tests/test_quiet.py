@@ -30,7 +30,8 @@ def split(output: str) -> tuple[list[str], list[str]]:
     """(the lines about trials, the leaderboard's table lines)."""
     lines = [line for line in output.splitlines() if line.strip()]
     table = [line for line in lines if line.startswith(("rank ", "----")) or line[:1].isdigit()]
-    return [line for line in lines if line not in table], table
+    board = [line for line in lines if line.startswith("stopped: ")]  # the leaderboard's last line
+    return [line for line in lines if line not in table and line not in board], table
 
 
 @pytest.mark.slow

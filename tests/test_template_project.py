@@ -178,7 +178,8 @@ def test_irreconcilable_settings_name_both_places(overrides: list[str], named: t
 
 def test_the_stored_command_pasted_into_a_shell_resumes_the_same_study(workdir: Path):
     args = ["-m", *TEMPLATE, *ONE_BATCH, "module.optimizer.lr=tag(log, interval(1e-4, 1e-1))"]
-    args += ["hydra.sweeper.n_trials=2", "hydra.sweeper.study_name=pasted", "+tracking.api_key=s3cret"]
+    args += ["hydra.sweeper.n_trials=2", "hydra.sweeper.study_name=pasted"]
+    args += ["+notes.api_key=s3cret"]  # a key of the user's own (``keys``), a secret to mask
     sweep(workdir, args)
     (study,) = studies(workdir)
     line = study.user_attrs["sweeplab.command"]

@@ -357,6 +357,7 @@ class DyingSweep:
             params=None, storage_url=f"sqlite:///{folder / 'study' / 'optuna.db'}", resume=True
         )
         self.in_process = False  # jobs run elsewhere: no grid record to resume from
+        self.config = OmegaConf.create({"verbose": False})
         self.runner = SimpleNamespace(ours=True)
         self.launcher = SimpleNamespace(launch=self.launch)
 
@@ -426,3 +427,17 @@ def test_a_relative_sqlite_store_is_the_one_in_the_current_folder(
         client.create_experiment(name)
         assert (folder / "mlflow.db").is_file()
     assert client.get_experiment_by_name("first") is None
+
+
+# -- a reply nobody waited for ---
+def test_close_reads_its_own_reply_after_one_that_nobody_waited_for(tracked):
+    """A signal that stops a command between a request and its answer (here: the store's opening, never
+    waited for) leaves a reply in the pipe; ``close`` must not take it for its own (a dict read as "the
+    store refused a write" made an interrupted grid say its disk was full)."""
+    session = started(tracked.settings)
+    assert session.close() is None
+    session = started(tracked.settings)
+    session.ready()
+    session.new_run("unread", {})
+    assert session.close() is None
+    assert tracked.client.search_runs([tracked.experiment_id], "attributes.run_name = 'unread'")

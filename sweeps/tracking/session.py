@@ -43,6 +43,7 @@ class Session:
         self.log_checkpoint = bool(tracking.log_checkpoint)
         self.register_best = str(tracking.get("register_best") or "")
         self.log_model = bool(tracking.get("log_model", False)) or bool(self.register_best)
+        self._unread = 0  # replies owed to requests whose caller stopped waiting (an interrupt): ``close``
         self.process, self.conn = spawn("sweeps.tracking.server")
         self._lock = threading.RLock()  # the seeds of a configuration (``repeats``) train in threads
         artifacts = str(tracking.artifacts) if tracking.get("artifacts") else None
@@ -68,6 +69,7 @@ class Session:
                 self.conn.send((request, kwargs, reply))
             except OSError as err:
                 raise TrackingError(f"tracking.uri={self.shown_uri}: the tracking process stopped") from err
+            self._unread += reply
 
     def _answer(self, as_error: type[Exception] = TrackingError) -> Any:
         """The reply to the last request; an error answer is raised as ``as_error``, in one line."""
@@ -75,6 +77,7 @@ class Session:
             status, value = self.conn.recv()
         except (EOFError, OSError):  # ended, or died with requests unread (the socket was reset)
             raise TrackingError(f"tracking.uri={self.shown_uri}: the tracking process stopped") from None
+        self._unread -= 1
         if status != "ok":
             reason = redact_text(str(value) + self._holders(value))
             raise as_error(f"tracking.uri={self.shown_uri}: {reason}")
@@ -176,8 +179,12 @@ class Session:
         refused for want of space (a full disk), if any: the caller decides what that means."""
         full = None
         try:
-            self._write(CLOSE, True, {})
-            full = self.conn.recv()[1]  # every write before it is done
+            with self._lock:
+                self._write(CLOSE, True, {})
+                while self._unread > 1:  # a reply nobody waited for (a signal came first) is not close's
+                    self.conn.recv()
+                    self._unread -= 1
+                full = self.conn.recv()[1]  # every write before it is done
         except (EOFError, OSError, TrackingError):
             pass
         # Its interpreter shutdown (MLflow, SQLAlchemy) takes a second and has nothing left to do; it
