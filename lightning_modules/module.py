@@ -46,6 +46,18 @@ class NonFiniteLoss(RuntimeError):
         self.value = value
 
 
+def check_finite(window: list[torch.Tensor], first_step: int) -> None:
+    """Raise ``NonFiniteLoss`` for the first non-finite loss among ``window`` (the losses of the steps from
+    ``first_step`` on, still on the device): one host read for all of them."""
+    if not window:
+        return
+    losses = torch.cat(window)
+    finite = torch.isfinite(losses)
+    if not bool(finite.all()):
+        bad = int((~finite).nonzero()[0])
+        raise NonFiniteLoss(first_step + bad, float(losses[bad]))
+
+
 class LitModule(pl.LightningModule):
     def __init__(
         self,
@@ -163,13 +175,7 @@ class LitModule(pl.LightningModule):
         (a read waits for the device's queue to drain, so it is paid every ``log_every_n_steps``)."""
         window, self._window = self._window, []
         start, self._window_start = self._window_start, self.steps_done
-        if not window:
-            return
-        chunk = torch.cat(window)
-        finite = torch.isfinite(chunk)
-        if not bool(finite.all()):
-            first = int((~finite).nonzero()[0])
-            raise NonFiniteLoss(start + first, float(chunk[first]))
+        check_finite(window, start)
 
     def _step(self, lightning_opt: LightningOptimizer, opt: Any) -> None:
         """Clip, step the optimizer (``opt``: the torch one on the direct path, else Lightning's wrapper)

@@ -12,7 +12,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from lightning_modules.module import NonFiniteLoss
+from lightning_modules.module import check_finite
 from sweeps.support.errors import ConfigError
 
 
@@ -74,10 +74,4 @@ class FiniteLoss(pl.Callback):
     def _check(self, trainer: Any) -> None:
         window, self.window = self.window, []
         first, self.first_step = self.first_step, int(trainer.global_step)
-        if not window:
-            return
-        losses = torch.cat(window)
-        finite = torch.isfinite(losses)
-        if not bool(finite.all()):
-            bad = int((~finite).nonzero()[0])
-            raise NonFiniteLoss(first + bad, float(losses[bad]))
+        check_finite(window, first)
