@@ -201,6 +201,19 @@ def _loggers() -> list[logging.Logger]:
     return [logging.root, *(lg for lg in manager.loggerDict.values() if isinstance(lg, logging.Logger))]
 
 
+@pytest.fixture(autouse=True)
+def _log_filters_put_back() -> Iterator[None]:
+    """The loggers' filters as they were before each test: a test that calls a sweeper directly (not through
+    ``run_cli``, which puts back the whole logging state) must not leave a sweep's quiet filters (epoch lines
+    dropped) on the tests after it."""
+    for name in ("sweeplab", "hydra._internal.core_plugins.basic_launcher"):
+        logging.getLogger(name)  # exists from now on, so its filters are saved
+    saved = {logger: list(logger.filters) for logger in _loggers()}
+    yield
+    for logger, filters in saved.items():
+        logger.filters[:] = filters
+
+
 def _logging_state() -> Callable[[], None]:
     """A function that puts every logger that exists now back as it is now (level, handlers, filters,
     propagation, disabled; a handler added since is closed), so that nothing logs to a closed job log file

@@ -85,8 +85,9 @@ def test_an_unreadable_sqlite_study_is_refused_and_left_as_it_is(workdir: Path):
     assert db.read_bytes() == data
 
 
-FULL = ["-m", "search=lr_betas", "hydra.sweeper.n_trials=3", "trainer.max_epochs=6"]
-FULL += ["trainer.limit_train_batches=5", "checkpoint=false"]
+# Trials long enough (a few seconds) that the second is still training when the disk fills.
+FULL = ["-m", "search=lr_betas", "hydra.sweeper.n_trials=3", "trainer.max_epochs=30"]
+FULL += ["trainer.limit_train_batches=5", "checkpoint=false", "early_stopping_patience=0"]
 
 
 @pytest.fixture
@@ -121,7 +122,7 @@ def test_a_full_disk_stops_the_sweep_and_the_same_command_resumes_after_space_is
     while finished_in(small_mlruns / "optuna.journal") < 1 and proc.poll() is None:
         assert time.monotonic() < deadline
         time.sleep(0.3)
-    time.sleep(2)  # the second trial is training
+    time.sleep(0.5)  # the second trial is training
     assert os.path.ismount(small_mlruns)
     with (small_mlruns / "filler").open("wb", buffering=0) as filler:
         with pytest.raises(OSError, match="No space left"):
