@@ -15,7 +15,7 @@ SINCE = echo "setup: $(1) ($$(( $$(date +%s) - t ))s)"
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo "setup: a virtual environment in $(VENV) with PyTorch, Lightning, MLflow, Optuna and the rest" \
-		"(about 2 GB; about 4 minutes on a fresh clone)"
+		"(about 2 GB; 2 to 4 minutes on a fresh clone)"
 	@t=$$(date +%s); $(PYTHON) -m venv $(VENV) && $(call SINCE,$(VENV) made)
 	@t=$$(date +%s); $(PIP) -e . && $(call SINCE,sweeplab and its dependencies installed)
 	@touch $(STAMP)
