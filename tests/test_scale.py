@@ -230,7 +230,8 @@ def test_three_workers_one_killed_share_an_18_trial_study_and_one_parent_run(
         ]
         # Mid-trial: an epoch reported, most still to come. Near its end the kill could land between the
         # MLflow run's FINISHED and Optuna's tell, which leaves a FINISHED run for a failed trial (README).
-        if done >= 2 and mine and 1 <= len(mine[0].intermediate_values) <= 15:
+        # Early in it (training got faster: at 15 of 30 epochs the read above could already be stale).
+        if done >= 2 and mine and 1 <= len(mine[0].intermediate_values) <= 6:
             os.killpg(victim, signal.SIGKILL)  # the sweeper and its tracking process: a machine gone
             killed_trial = mine[0].number
         elif done >= 18:
