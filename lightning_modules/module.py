@@ -98,6 +98,9 @@ class LitModule(pl.LightningModule):
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._window: list[torch.Tensor] = []  # each batch's losses since the last finite-loss check
         self._window_start = 0  # the step of the window's first loss
+        self._check_every = (
+            0  # the trainer's ``log_every_n_steps`` (0: at the epoch's end only), at train start
+        )
         self._reset_epoch()
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -166,8 +169,7 @@ class LitModule(pl.LightningModule):
         self._loss_sum += chunk.sum()
         self._batches += len(losses)
         self.steps_done += len(losses)
-        every = int(getattr(self.trainer, "log_every_n_steps", 50) or 0)  # set by Trainer(log_every_n_steps)
-        if every > 0 and (batch_idx + 1) % every == 0:
+        if self._check_every > 0 and (batch_idx + 1) % self._check_every == 0:
             self._check_window()
 
     def _check_window(self) -> None:
@@ -222,6 +224,9 @@ class LitModule(pl.LightningModule):
         # (and the precision plugin's own gradient scaler for 16-mixed) do the same work.
         self._scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         self._direct = isinstance(self.trainer.strategy, SingleDeviceStrategy)
+        self._check_every = int(
+            getattr(self.trainer, "log_every_n_steps", 50) or 0
+        )  # Trainer(log_every_n_steps)
         if self.compile_model:  # not registered as a submodule: the checkpoint keeps the model's own names
             object.__setattr__(self, "_compiled", torch.compile(self.model, dynamic=False))
 

@@ -1,5 +1,3 @@
 """Orchestration: compose configs, build and run trainings, drive sweeps, record them."""
 
-from lightning_modules import deferred_imports
-
-deferred_imports.install()
+import lightning_modules  # noqa: F401 - its import keeps transformers out of torchmetrics' (deferred_imports)

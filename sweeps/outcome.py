@@ -10,15 +10,19 @@ outside: Ctrl-C, a scheduler's signal).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, ClassVar
 
 from sweeps.support.errors import ConfigError
 from sweeps.support.interrupt import Interrupted
 from sweeps.support.secrets import redact_text
+
+RESULT = "result.json"  # a job's outcome in its folder: a DDP job's for its sweep, a grid job's to resume
 
 REASON_LENGTH = 500
 # Metrics of the test split, whatever separates the split's name from the rest: test_acc, test/acc, test.acc
@@ -164,6 +168,17 @@ class Outcome:
     def from_dict(cls, data: dict[str, Any]) -> Outcome:
         numbers = {k: math.nan if data.get(k) is None else data[k] for k in ("value", "best")}
         return cls(**{**data, "state": State(data["state"]), **numbers})
+
+    def save(self, folder: Path) -> None:
+        """As the job folder's ``result.json``, written whole: a reader never sees half a file."""
+        partial = folder / f".{RESULT}"
+        partial.write_text(json.dumps(self.to_dict()))
+        partial.replace(folder / RESULT)
+
+    @classmethod
+    def load(cls, folder: Path) -> Outcome:
+        """What ``save`` wrote in ``folder``."""
+        return cls.from_dict(json.loads((folder / RESULT).read_text()))
 
 
 def of_trial(trial: Any) -> State | None:

@@ -16,10 +16,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
+
+from sweeps.launch import servers
 
 WORKFLOW = "workflowType=machine_learning"
 # The server's web framework warns on every worker's start-up that Starlette's WSGI middleware, which MLflow
@@ -49,17 +50,12 @@ def experiment_id(base: str, name: str) -> str | None:
 
 
 def wait_for(base: str, name: str, server: subprocess.Popen, timeout: float) -> str | None:
-    """The experiment's id once the server answers (it takes seconds to start its workers)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    """The experiment's id once the server answers."""
+    if not servers.wait_up(base, server, timeout):
         if server.poll() is not None:
             raise SystemExit(server.returncode or 1)
-        try:
-            return experiment_id(base, name)
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+        raise SystemExit(f"error: the MLflow UI at {base} did not answer within {timeout:g} s")
+    return experiment_id(base, name)
 
 
 def main(argv: list[str] | None = None) -> int:

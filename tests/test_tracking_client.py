@@ -364,10 +364,8 @@ class DyingSweep:
     def plan(self, arguments: list[str]) -> list[list[str]]:
         return [["lr=0.001"], ["lr=0.01"]]
 
-    def start(
-        self, arguments: list[str], jobs: list[list[str]], **_: Any
-    ) -> tuple[tracking.Session, None, Path]:
-        self.session.start_sweep("sweep client", arguments, self.folder)
+    def start(self, jobs: list[list[str]], **_: Any) -> tuple[tracking.Session, None, Path]:
+        self.session.start_sweep("sweep client", self.folder)
         self.handles = [
             self.session.new_run(f"{i}: {' '.join(j)}", {}, self.session.parent) for i, j in enumerate(jobs)
         ]

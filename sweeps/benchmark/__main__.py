@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from sweeps.benchmark import protocol
-from sweeps.support.processes import process_start
+from sweeps.support.processes import pid_tags
 from sweeps.tracking.benchmark_report import Arm, report
 
 STORE = "sqlite:///mlruns/mlflow.db"
@@ -58,7 +57,7 @@ def open_parent(store: object, folder: Path, name: str) -> str:
     """The benchmark's MLflow parent run: created once, running again when the benchmark resumes."""
     client = store.client  # type: ignore[attr-defined]
     state = folder / "state.json"
-    pid = {"sweeplab.pid": str(os.getpid()), "sweeplab.pid_start": process_start(os.getpid())}
+    pid = pid_tags()
     if state.exists():
         run_id = json.loads(state.read_text())["parent"]
         client.update_run(run_id, status="RUNNING")

@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from sweeps.outcome import Outcome, State
+from sweeps.outcome import RESULT, Outcome, State
 from sweeps.support import threads
 from sweeps.support.processes import python_path
 from sweeps.training.context import JobContext
@@ -27,7 +27,6 @@ from sweeps.training.job import resolved, run_job
 
 log = logging.getLogger("sweeplab")
 ENV = "SWEEPLAB_TRIAL_OF"  # JSON: what a job's own process needs from its sweep (see ``run``)
-RESULT = "result.json"
 
 
 def spec() -> dict[str, Any] | None:
@@ -65,7 +64,7 @@ def run(ctx: JobContext, ranks: int = 1) -> Outcome:
     if not result_file.exists():
         reason = f"TrialFailed: the trial's processes died (exit code {code}) before reporting a result"
         return Outcome(State.FAILED, reason=reason)
-    return Outcome.from_dict(json.loads(result_file.read_text()))
+    return Outcome.load(output_dir)
 
 
 def config_dirs() -> list[str]:
@@ -94,9 +93,7 @@ def run_rank(cfg: DictConfig, job_spec: dict[str, Any]) -> int:
         if ctx.tracker is not None:
             ctx.tracker.close()
     if first and ctx.output_dir is not None:
-        partial = ctx.output_dir / f".{RESULT}"
-        partial.write_text(json.dumps(outcome.to_dict()))
-        partial.replace(ctx.output_dir / RESULT)  # the sweep never reads half a file
+        outcome.save(ctx.output_dir)
     return 1 if outcome.state is State.FAILED else 0
 
 

@@ -121,8 +121,6 @@ def _preempted(err: BaseException) -> bool:
 def _leave_if_preempted(err: BaseException) -> None:
     """Stopped by a scheduler's signal: the checkpoint is written and the run KILLED; hand over and exit."""
     if _preempted(err):
-        if not interrupt.ours(err.previous):  # type: ignore[attr-defined]
-            print(f"{err}", file=sys.stderr)  # else the command's one line says it (``support.interrupt``)
         err.exit()  # type: ignore[attr-defined]
 
 

@@ -224,14 +224,22 @@ def start_mlflow(
         )
     state.mlflow_port, state.mlflow_pid, state.artifacts = port, proc.pid, str(folder)
     _save(state)
-    deadline = time.monotonic() + timeout
-    while not _healthy(state.tracking_uri):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop(root)
-            tail = (root / "mlflow.log").read_text()[-2000:]
-            raise SystemExit(f"error: mlflow server did not start:\n{tail}")
-        time.sleep(0.5)
+    if not wait_up(state.tracking_uri, proc, timeout):
+        stop(root)
+        tail = (root / "mlflow.log").read_text()[-2000:]
+        raise SystemExit(f"error: mlflow server did not start:\n{tail}")
     return state
+
+
+def wait_up(url: str, proc: subprocess.Popen, timeout: float) -> bool:
+    """Whether the MLflow server at ``url`` (run by ``proc``) answers within ``timeout`` seconds: it takes
+    seconds to start its workers."""
+    deadline = time.monotonic() + timeout
+    while not _healthy(url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
 
 
 def _healthy(url: str) -> bool:

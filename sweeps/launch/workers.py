@@ -15,6 +15,7 @@ import contextlib
 import logging
 import subprocess
 import sys
+import time
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -104,10 +105,13 @@ class Workers:
         busy = [i for i, busy in enumerate(self.busy) if busy and self.procs[i] is not None]
         for i in busy:
             self.procs[i].send_signal(interrupt.STOP)
-        for i in busy:
-            with contextlib.suppress(EOFError, OSError):
-                if self.conns[i].poll(STOP_SECONDS):
-                    self.conns[i].recv()
+        pending, deadline = [self.conns[i] for i in busy], time.monotonic() + STOP_SECONDS
+        while pending and (left := deadline - time.monotonic()) > 0:  # one deadline for all of them
+            ready: list[Any] = wait(pending, left)
+            for conn in ready:
+                pending.remove(conn)
+                with contextlib.suppress(EOFError, OSError):
+                    conn.recv()
         for conn in self.conns:
             if conn is not None:
                 conn.close()  # the worker sees EOF and ends (closing its tracking session)
@@ -138,6 +142,7 @@ def run_worker(conn: Connection) -> None:
         setup = conn.recv()
     except (EOFError, OSError):  # the sweep ended before it began
         return
+    quiet_sweep(search=True, verbose=bool(setup.get("verbose", False)))
     tracker = tracking.start(OmegaConf.create(setup["tracking"]), setup.get("sweep_id"))
     ref = load(setup["study"], setup["storage"], setup["pruner"])
     try:
@@ -147,11 +152,12 @@ def run_worker(conn: Connection) -> None:
             except (EOFError, OSError):
                 return
             cfg = OmegaConf.create(job.pop("config"))
-            quiet_sweep(search=True, verbose=bool(cfg.get("verbose", False)))
             trial = TrialHandle(ref.trial(int(job["job"])), ref.name, setup["storage"], setup["pruner"])
             try:
                 outcome = deliver(cfg, JobContext.from_spec(job, tracker=tracker, trial=trial))
             except BaseException as err:  # stopped by the sweeper: the run is closed KILLED
+                if isinstance(err, Exception):
+                    raise  # a fault of this worker's: it dies, and the sweeper fails the trial (WorkerDied)
                 with contextlib.suppress(OSError):
                     conn.send(Outcome.of_error(err))
                 return

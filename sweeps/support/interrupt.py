@@ -78,11 +78,6 @@ def ours(handler: Any) -> bool:
     return handler is _handler
 
 
-def requested() -> int | None:
-    """The signal that asked this process to stop, if one did."""
-    return _State.noted
-
-
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
     """While training: a first signal stops the run at its next batch, not where it lands."""

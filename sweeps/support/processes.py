@@ -57,6 +57,11 @@ def process_start(pid: int) -> str:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+def pid_tags() -> dict[str, str]:
+    """The tags that name this process as a run's owner (a later command tells a dead owner by them)."""
+    return {"sweeplab.pid": str(os.getpid()), "sweeplab.pid_start": process_start(os.getpid())}
+
+
 def host() -> str:
     """This machine's name in trial records; ``SWEEPLAB_HOST`` overrides it where machines share a
     hostname (containers), since a trial of "this host" whose pid is not running here is failed at once."""

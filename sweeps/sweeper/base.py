@@ -87,8 +87,11 @@ class Sweep:
     def job_config(self, overrides: list[str]) -> DictConfig:
         return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
 
-    def check(self, jobs: list[list[str]], tracker: tracking.Session | None = None) -> tuple[str, str]:
-        """Every job's config, checked before any trains (raises ConfigError naming the job).
+    def check(
+        self, jobs: list[list[str]], tracker: tracking.Session | None = None, first: DictConfig | None = None
+    ) -> tuple[str, str]:
+        """Every job's config, checked before any trains (raises ConfigError naming the job); ``first``: the
+        first job's config, composed already.
 
         Returns the objective (metric, mode) of the first job.
         """
@@ -96,9 +99,10 @@ class Sweep:
 
         cache: dict[str, Any] = {}
         objectives = []
-        for overrides in jobs:
+        for i, overrides in enumerate(jobs):
+            cfg = first if i == 0 and first is not None else self.job_config(overrides)
             try:
-                objectives.append(validate(self.job_config(overrides), cache, tracker, overrides))
+                objectives.append(validate(cfg, cache, tracker, overrides))
             except ConfigError as err:
                 where = f" (job {' '.join(redact_override(o) for o in overrides)})" if len(jobs) > 1 else ""
                 raise ConfigError(f"{err}{where}") from err
@@ -106,7 +110,6 @@ class Sweep:
 
     def start(
         self,
-        arguments: list[str],
         jobs: list[list[str]],
         prepare: Callable[[tuple[str, str]], Any] | None = None,
         parent: Callable[..., Any] | None = None,
@@ -126,11 +129,9 @@ class Sweep:
         if session:
             name = f"sweep {sweep_dir.parent.name}/{sweep_dir.name}"
             if parent:
-                parent(
-                    session, prepared, lambda: session.start_sweep(name, arguments, sweep_dir, shared=shared)
-                )
+                parent(session, prepared, lambda: session.start_sweep(name, sweep_dir, shared=shared))
             else:
-                session.start_sweep(name, arguments, sweep_dir)
+                session.start_sweep(name, sweep_dir)
             submitit.publish(self.config, sweep_id=session.sweep_id)  # for jobs run elsewhere (submitit)
         self.runner.tracker = session
         return session, prepared, sweep_dir
@@ -142,11 +143,12 @@ class Sweep:
         the tracking process died meanwhile)."""
         session = None
         try:
-            if self.ours and jobs:  # a key nothing reads (+trainer.max_epoch=5): before the store opens
-                check_additions(jobs[0], self.job_config(jobs[0]), self.config.hydra.runtime.choices)
+            first = self.job_config(jobs[0]) if self.ours and jobs else None
+            if first is not None:  # a key nothing reads (+trainer.max_epoch=5): before the store opens
+                check_additions(jobs[0], first, self.config.hydra.runtime.choices)
             session = tracking.start(self.config.tracking) if self.ours else None
             validate = self.ours and self.settings.validate_all
-            objective = self.check(jobs, session) if validate else ("objective", self.settings.mode())
+            objective = self.check(jobs, session, first) if validate else ("objective", self.settings.mode())
             prepared = prepare(objective) if prepare else None
             if session:
                 session.ready()

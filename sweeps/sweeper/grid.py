@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra.core.utils import JobReturn
 from omegaconf import open_dict, read_write
@@ -26,7 +26,6 @@ from sweeps.tracking.session import Session
 
 log = logging.getLogger("sweeplab")
 RECORDS = Path("mlruns") / "grids"
-RESULT = "result.json"
 KEPT = (State.FINISHED, State.PRUNED)  # a job that ended so is not run again
 
 
@@ -39,13 +38,12 @@ def resumable(sweep: Sweep) -> bool:
     """Whether the same command may resume this grid: asked for, sweeplab's own jobs (another app's keep
     Hydra's ways and get no ``mlruns/``), run in this process one at a time (another launcher numbers the
     jobs of a batch itself)."""
-    return bool(sweep.settings.resume and sweep.in_process and sweep.runner.ours)
+    return bool(sweep.settings.resume and sweep.in_process and sweep.ours)
 
 
-def previous(sweep: Sweep, jobs: list[list[str]]) -> dict[str, Any] | None:
-    """The unfinished earlier run of this grid that this command resumes, if any."""
-    path = record_path(jobs)
-    if not (resumable(sweep) and path.is_file()):
+def previous(path: Path) -> dict[str, Any] | None:
+    """The unfinished earlier run of this grid (its ``record_path``), if any."""
+    if not path.is_file():
         return None
     try:
         found: dict[str, Any] = json.loads(path.read_text())
@@ -57,7 +55,7 @@ def previous(sweep: Sweep, jobs: list[list[str]]) -> dict[str, Any] | None:
 def kept(sweep_dir: Path, i: int) -> Outcome | None:
     """Job ``i``'s outcome from an earlier run of the grid, if it finished."""
     try:
-        outcome = Outcome.from_dict(json.loads((sweep_dir / str(i) / RESULT).read_text()))
+        outcome = Outcome.load(sweep_dir / str(i))
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return outcome if outcome.state in KEPT else None
@@ -67,7 +65,8 @@ def run_grid(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
     """Check every job, run those not finished before (a failed one does not stop the others), report;
     exit 1 if all failed."""
     jobs = sweep.plan(arguments)
-    before = previous(sweep, jobs)
+    resume, record = resumable(sweep), record_path(jobs)
+    before = previous(record) if resume else None
     if before:
         with read_write(sweep.config.hydra), open_dict(sweep.config.hydra):
             sweep.config.hydra.sweep.dir = before["sweep_dir"]
@@ -80,9 +79,8 @@ def run_grid(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
         else:
             begin()
 
-    session, _, sweep_dir = sweep.start(arguments, jobs, parent=rejoin, shared=False)
-    record = record_path(jobs)
-    if resumable(sweep):
+    session, _, sweep_dir = sweep.start(jobs, parent=rejoin, shared=False)
+    if resume:
         record.parent.mkdir(parents=True, exist_ok=True)
         parent_run = session.sweep_id if session else None
         record.write_text(json.dumps({"sweep_dir": str(sweep_dir), "parent": parent_run}))
@@ -94,7 +92,7 @@ def run_grid(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
     status = "KILLED"
     results: list[JobReturn] = []
     try:
-        if resumable(sweep):
+        if resume:
             for i, job in enumerate(jobs):
                 if outcomes[i] is None:
                     ret = sweep.launcher.launch([job], initial_job_idx=i)[0]
@@ -103,7 +101,7 @@ def run_grid(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
         else:
             results = list(sweep.launcher.launch(jobs, initial_job_idx=0))
             outcomes = [job_outcome(r) for r in results]
-        ended = [o for o in outcomes if o is not None]
+        ended = cast(list[Outcome], outcomes)  # every job has run by now
         rows = grid_rows(jobs, ended, session)
         metric, mode = objective_of(ended)
         report(rows, metric, mode, sweep_dir, session)
@@ -127,5 +125,5 @@ def _keep(sweep_dir: Path, i: int, outcome: Outcome, session: Session | None) ->
         outcome = outcome.replace(run_id=session.run_ids([outcome.run_id])[outcome.run_id])
     folder = sweep_dir / str(i)
     if folder.is_dir():
-        (folder / RESULT).write_text(json.dumps(outcome.to_dict()))
+        outcome.save(folder)
     return outcome

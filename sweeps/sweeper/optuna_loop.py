@@ -67,7 +67,7 @@ def plan(sweep: Sweep, arguments: list[str]) -> Search:
     return Search(sweep, space, name, devices, lr_auto=lr_auto.take(space))
 
 
-def start(search: Search, arguments: list[str]) -> Path:
+def start(search: Search) -> Path:
     """Open the study (checking every probe config meanwhile), the parent run; returns the sweep folder."""
     settings = search.sweep.settings
 
@@ -88,7 +88,7 @@ def start(search: Search, arguments: list[str]) -> Path:
         coordination.join_or_start(prepared[0], session, begin)
 
     chosen = parent if search.shared else None
-    session, prepared, sweep_dir = search.sweep.start(arguments, probes(search.space), prepare, chosen)
+    session, prepared, sweep_dir = search.sweep.start(probes(search.space), prepare, chosen)
     search.session = session
     search.ref, search.metric, search.mode = prepared
     # Shown by optuna-dashboard and ``optuna studies`` beside the name: the command that runs (resumes) it.
@@ -123,14 +123,13 @@ def early_workers(search: Search) -> Workers | None:
     return None
 
 
-def executor(search: Search, ledger: Ledger, workers: Workers | None = None) -> trials.Executor:
-    """Where this process's trials run, as the settings and the launcher ask (``workers``: started early)."""
+def executor(search: Search, ledger: Ledger, workers: Workers | None) -> trials.Executor:
+    """Where this process's trials run: the workers ``early_workers`` started, the launcher, or here."""
     sweep, settings = search.sweep, search.sweep.settings
-    if settings.n_jobs > 1 and not sweep.in_process:
-        return trials.ThroughLauncher(sweep, search.space, settings.n_jobs)
-    if settings.n_jobs == 1:
+    if workers is None:
+        if settings.n_jobs > 1:
+            return trials.ThroughLauncher(sweep, search.space, settings.n_jobs)
         return trials.InProcess(sweep, search.space, ledger)
-    workers = workers or Workers(settings.n_jobs, search.devices)
     session = search.session
     setup = {
         "tracking": OmegaConf.to_container(sweep.config.tracking, resolve=True),
@@ -138,6 +137,7 @@ def executor(search: Search, ledger: Ledger, workers: Workers | None = None) -> 
         "study": search.name,
         "storage": settings.storage_url,
         "pruner": settings.pruner,
+        "verbose": bool(sweep.config.get("verbose", False)),
     }
     return trials.InWorkers(sweep, search.space, workers, setup)
 
@@ -155,7 +155,7 @@ def _run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
     search = plan(sweep, arguments)
     workers = early_workers(search)
     try:
-        sweep_dir = start(search, arguments)
+        sweep_dir = start(search)
     except BaseException:
         if workers:
             workers.abandon()
@@ -213,11 +213,10 @@ def _report(search: Search, ledger: Ledger, sweep_dir: Path, resumed: bool) -> b
     rows = ledger.rows
     if session:
         session.fill_run_ids(rows)
-    if resumed and not search.shared:  # a resumed study: the trials of its earlier runs too
-        rows = study_rows(ref, ledger.rows)
     if search.shared and session:
         closing = coordination.last_out(ref, session)
-        rows = study_rows(ref, ledger.rows) if closing else rows
+    if (resumed and not search.shared) or (search.shared and session and closing):
+        rows = study_rows(ref, ledger.rows)  # a resumed study, or the last worker out: the whole study
     shown = session if closing else None
     report(rows, search.metric, search.mode, sweep_dir, shown, ledger.stop_reason)
     best(ref, search.space, search.metric, sweep_dir, shown)

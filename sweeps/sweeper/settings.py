@@ -68,13 +68,9 @@ class SweeplabSettings:
                 raise ConfigError(f"hydra.sweeper.{key}={getattr(self, key)} must be >= 1")
         if self.target is not None and self.target != self.target:
             raise ConfigError("hydra.sweeper.target=nan: give a number (or null for none)")
-        for key in ("max_failures", "max_failures_in_a_row"):
+        for key in ("max_failures", "max_failures_in_a_row", "max_epochs_total"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ConfigError(f"hydra.sweeper.{key}={getattr(self, key)} must be >= 1 (or null for none)")
-        if self.max_epochs_total is not None and self.max_epochs_total < 1:
-            raise ConfigError(
-                f"hydra.sweeper.max_epochs_total={self.max_epochs_total} must be >= 1 (or null for none)"
-            )
         if "://" not in self.storage_url:
             return
         for key in ("heartbeat_interval", "grace_period"):

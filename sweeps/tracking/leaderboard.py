@@ -145,7 +145,7 @@ def table(rows: Sequence[Row], metric: str, mode: str = "max") -> str:
     """The leaderboard to print: it fits ``WIDTH`` columns, the override and state columns shortened
     (widest first) where it would not."""
     head, body = _cells(rows, metric, mode)
-    keys = len(head) - (8 if repeated(rows) else 7)
+    keys = len(dict.fromkeys(k for r in rows for k in r.overrides))  # override columns, after rank, job, run
     return aligned(head, body, WIDTH, shrink=[*range(3, 3 + keys), len(head) - 1])
 
 

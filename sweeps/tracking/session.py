@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweeps.outcome import Outcome, State, is_test_metric
 from sweeps.support import invocation
 from sweeps.support.errors import ConfigError, TrackingError
-from sweeps.support.processes import holders, process_start, spawn
+from sweeps.support.processes import holders, pid_tags, spawn
 from sweeps.support.secrets import redact, redact_override, redact_text
 from sweeps.tracking.requests import CLOSE
 
@@ -223,7 +223,7 @@ class Session:
         for row in rows:
             row.run_id = ids.get(row.run_id, "")
 
-    def start_sweep(self, name: str, arguments: Sequence[str], sweep_dir: Path, shared: bool = False) -> str:
+    def start_sweep(self, name: str, sweep_dir: Path, shared: bool = False) -> str:
         """The parent run. A ``shared`` one (a study shared by workers) carries no pid: it outlives the
         process that created it, and the last worker on the study closes it (``search.coordination``)."""
         tags = {
@@ -234,7 +234,7 @@ class Session:
         if shared:
             tags["sweeplab.shared"] = "true"
         else:
-            tags.update({"sweeplab.pid": str(os.getpid()), "sweeplab.pid_start": process_start(os.getpid())})
+            tags.update(pid_tags())
         self.parent = self.new_run(name, tags, parent=self.outer)
         sweep_id = self.run_ids([self.parent])[self.parent]  # once per sweep: its children are tagged with it
         self.sweep_id = sweep_id
@@ -252,8 +252,7 @@ class Session:
         command's again (RUNNING, with this process's pid)."""
         self.join_sweep(sweep_id)
         self.reopen_run(sweep_id)
-        pid = {"sweeplab.pid": str(os.getpid()), "sweeplab.pid_start": process_start(os.getpid())}
-        self.log(sweep_id, tags=pid)
+        self.log(sweep_id, tags=pid_tags())
 
     def join_sweep(self, sweep_id: str) -> None:
         """Record runs as children of a sweep that another process started (parallel trial workers)."""
@@ -303,9 +302,8 @@ class RunRecord:
         self.session = session
         tags = {
             "sweeplab.kind": "run",
-            "sweeplab.command": command(overrides),
-            "sweeplab.pid": str(os.getpid()),
-            "sweeplab.pid_start": process_start(os.getpid()),
+            "sweeplab.command": invocation.command(overrides),
+            **pid_tags(),
             "sweeplab.state": "RUNNING",
         }
         if session.parent:
@@ -373,12 +371,6 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 def _text(value: Any) -> str:
     return "null" if value is None else str(value)
-
-
-def command(overrides: Sequence[str]) -> str:
-    """The command that re-runs this configuration: the user's program and config folder with the job's
-    overrides (secrets masked)."""
-    return invocation.command(overrides)
 
 
 def run_name(job: int | None, overrides: Sequence[str]) -> str:

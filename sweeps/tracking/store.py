@@ -237,11 +237,7 @@ class Store:
     def warm_pictures(self) -> None:
         """Import what the pictures are drawn with (about 1 s), while the sweep trains: then drawing them
         after its last trial does not pay for it."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot  # noqa: F401
-        from optuna.visualization import matplotlib as plots  # noqa: F401
+        _plots()
 
     def optuna_plots(self, run: str, storage: str, study: str, params: list[str]) -> None:
         """Optimisation history, parameter importances, a contour of lr against beta1 (or the first two
@@ -251,25 +247,23 @@ class Store:
         import tempfile
         import warnings
 
-        import matplotlib
-
-        matplotlib.use("Agg")
         import optuna
-        from optuna.visualization import matplotlib as plots
 
         from sweeps.search.study import storage as open_storage
+
+        plots = _plots()
+        import matplotlib.pyplot as plt
 
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         loaded = optuna.load_study(study_name=study, storage=open_storage(storage))
         pair = ["lr", "optimizer.beta1"] if {"lr", "optimizer.beta1"} <= set(params) else params[:2]
-        figures = {
-            "optimization_history.png": lambda: plots.plot_optimization_history(loaded),
-            "param_importances.png": lambda: plots.plot_param_importances(loaded),
-            "contour.png": lambda: plots.plot_contour(loaded, params=pair),
-            "intermediate_values.png": lambda: plots.plot_intermediate_values(loaded),
+        figures: dict[str, Any] = {
+            "optimization_history.png": lambda: plots.plot_optimization_history(loaded)
         }
-        if len(params) < 2:  # one parameter: no importances to rank, and a contour needs two (Optuna would
-            del figures["param_importances.png"], figures["contour.png"]  # warn at every such search's end)
+        if len(params) >= 2:  # one parameter: no importances to rank, and a contour needs two (Optuna would
+            figures["param_importances.png"] = lambda: plots.plot_param_importances(loaded)  # warn at every
+            figures["contour.png"] = lambda: plots.plot_contour(loaded, params=pair)  # such search's end)
+        figures["intermediate_values.png"] = lambda: plots.plot_intermediate_values(loaded)
         with tempfile.TemporaryDirectory() as tmp:
             for name, draw in figures.items():
                 try:
@@ -280,7 +274,7 @@ class Store:
                 figure = getattr(drawn, "figure", None) or drawn.flat[0].figure
                 figure.set_size_inches(8, 6)
                 figure.savefig(Path(tmp) / name, dpi=100, bbox_inches="tight")
-                matplotlib.pyplot.close(figure)
+                plt.close(figure)
                 self.client.log_artifact(self._id(run), str(Path(tmp) / name), "optuna")
 
     def source_run(self, run_id: str, dest: str) -> dict[str, Any] | None:
@@ -343,3 +337,13 @@ def _probe(url: str) -> None:
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise ConnectionError(f"cannot reach the tracking server ({reason})") from None
+
+
+def _plots() -> Any:
+    """Optuna's matplotlib pictures, drawn off screen (the tracking process has no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from optuna.visualization import matplotlib as plots
+
+    return plots

@@ -49,8 +49,18 @@ def _accepted(func: Callable[..., Any], context: dict[str, Any]) -> dict[str, An
     """The part of ``context`` that ``func`` declares (all of it if it takes ``**kwargs``)."""
     if usermodule.takes_any(func):
         return context
-    params = inspect.signature(func).parameters
-    return {k: v for k, v in context.items() if k in params and params[k].kind is not params[k].VAR_KEYWORD}
+    params = usermodule.named(func)
+    return {k: v for k, v in context.items() if k in params}
+
+
+def _tried(
+    group: str, make: Callable[[], Any], errors: tuple[type[BaseException], ...] = BUILD_ERRORS
+) -> Any:
+    """``make()``; an error while building it is bad input: one line naming ``group``."""
+    try:
+        return make()
+    except errors as err:
+        raise ConfigError(_message(group, err)) from err
 
 
 def _message(group: str, err: BaseException) -> str:
@@ -69,10 +79,7 @@ def make(group: str, node: Any, **context: Any) -> Any:
         raise ConfigError(f"{group}._target_: {str(err).splitlines()[0]}") from err
     if node.get("_partial_", False):
         return factory
-    try:
-        return factory(**_accepted(factory.func, context))
-    except BUILD_ERRORS as err:
-        raise ConfigError(_message(group, err)) from err
+    return _tried(group, lambda: factory(**_accepted(factory.func, context)))
 
 
 def objective(cfg: DictConfig, task: str | None, sweeplab_module: bool = True) -> tuple[str, str]:
@@ -109,10 +116,7 @@ class Data(NamedTuple):
 def build_datamodule(cfg: DictConfig) -> Data:
     node, given = datainfo.split_node(cfg.data)
     dm = make("data", node)
-    try:
-        dm.setup("fit")
-    except BUILD_ERRORS as err:
-        raise ConfigError(_message("data", err)) from err
+    _tried("data", lambda: dm.setup("fit"))
     datainfo.check_loaders(dm)
     return Data(dm, datainfo.describe(dm, given))
 
@@ -120,8 +124,7 @@ def build_datamodule(cfg: DictConfig) -> Data:
 def _context(func: Callable[..., Any], info: DataInfo, group: str) -> dict[str, Any]:
     """What the data tells, for ``func``: the known values it declares; an unknown one it requires (no
     default) is an error saying how to give it."""
-    signature = inspect.signature(func).parameters
-    params = {k: p for k, p in signature.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    params = usermodule.named(func)
     var = usermodule.takes_any(func)
     classes = info.get("task") in ("classification", "lm")
     context = {}
@@ -165,7 +168,7 @@ def build(cfg: DictConfig, data: Data | None = None, tracker: Any = None) -> Bui
     if "model" in cfg and (sweeplab_module or (user_cls is not None and usermodule.wants_model(user_cls))):
         model_func = _target_func("model", cfg.model)
         context = _context(model_func, info, "model")
-        if "out_features" in inspect.signature(model_func).parameters:
+        if "out_features" in usermodule.named(model_func):
             default_out = 1 if task == "regression" else info.need("n_classes", "the model's out_features")
             context["out_features"] = getattr(loss, "out_features", default_out)
         model = make("model", cfg.model, **context)
@@ -224,19 +227,18 @@ def _optimizer(cfg: DictConfig, dm: Any) -> Any:
 def _dry_run_own(cfg: DictConfig) -> None:
     """A user module's own optimizer and scheduler partials (its YAML's), built once on a dummy parameter
     so that their bad values fail before anything trains."""
-    own = {k: cfg.module.get(k) for k in ("optimizer", "scheduler")}
-    if not (isinstance(own["optimizer"], DictConfig) and "_target_" in own["optimizer"]):
+    optimizer, scheduler = cfg.module.get("optimizer"), cfg.module.get("scheduler")
+    if not _is_target(optimizer):
         return  # none, or something the module reads itself (a name)
-    try:
-        opt = instantiate(own["optimizer"])(params=[torch.nn.Parameter(torch.zeros(1))])
-    except (InstantiationException, *BUILD_ERRORS) as err:
-        raise ConfigError(_message("module.optimizer", err)) from err
-    if not (isinstance(own["scheduler"], DictConfig) and "_target_" in own["scheduler"]):
-        return
-    try:
-        instantiate(own["scheduler"])(optimizer=opt)
-    except (InstantiationException, *BUILD_ERRORS) as err:
-        raise ConfigError(_message("module.scheduler", err)) from err
+    errors = (InstantiationException, *BUILD_ERRORS)
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = _tried("module.optimizer", lambda: instantiate(optimizer)(params=[param]), errors)
+    if _is_target(scheduler):
+        _tried("module.scheduler", lambda: instantiate(scheduler)(optimizer=opt), errors)
+
+
+def _is_target(node: Any) -> bool:
+    return isinstance(node, DictConfig) and "_target_" in node
 
 
 def _compiled(cfg: DictConfig, dm: Any) -> bool:
@@ -267,11 +269,7 @@ def _user_module(cfg: DictConfig, cls: type, dm: Any, info: DataInfo, parts: tup
         loader = dm.train_dataloader()
         return len(loader) if hasattr(loader, "__len__") else 1
 
-    sched = (
-        None
-        if schedule is None
-        else usermodule.scheduler_partial(schedule, int(cfg.trainer.max_epochs), steps)
-    )
+    sched = usermodule.scheduler_partial(schedule, int(cfg.trainer.max_epochs), steps)
     offered = {
         **{k: v for k, v in info.values.items() if v is not None},
         "optimizer": optimizer,
@@ -286,16 +284,9 @@ def _user_module(cfg: DictConfig, cls: type, dm: Any, info: DataInfo, parts: tup
 
 def _dry_run(optimizer: Callable[..., Any], scheduler: Callable[..., Any] | None, max_epochs: int) -> None:
     """Build the optimizer and schedule once on a dummy parameter, so their bad values fail now."""
-    try:
-        opt = optimizer([torch.nn.Parameter(torch.zeros(1))])
-    except BUILD_ERRORS as err:
-        raise ConfigError(_message("optimizer", err)) from err
-    if scheduler is None:  # a user's module with its own (``_dry_run_own``)
-        return
-    try:
-        scheduler(opt, max_epochs=max_epochs, steps_per_epoch=1)
-    except BUILD_ERRORS as err:
-        raise ConfigError(_message("scheduler", err)) from err
+    opt = _tried("optimizer", lambda: optimizer([torch.nn.Parameter(torch.zeros(1))]))
+    if scheduler is not None:  # (none: a user's module with its own, ``_dry_run_own``)
+        _tried("scheduler", lambda: scheduler(opt, max_epochs=max_epochs, steps_per_epoch=1))
 
 
 def validate(

@@ -23,9 +23,9 @@ from sweeps.training.build import Built, build
 from sweeps.training.callbacks import ObjectiveHistory
 from sweeps.training.checks import check_config
 from sweeps.training.compiled import CompileWatch
+from sweeps.training.keys import OUR_TRAINER_KEYS
 from sweeps.training.lightning_kind import Lightning
 
-OUR_TRAINER_KEYS = ("num_threads", "progress", "steps_per_batch", "compile", "compile_cache")
 NOISY_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
 
 

@@ -123,9 +123,11 @@ def _read_json(base: Base, filename: str) -> dict:
         return {}
 
 
+@functools.lru_cache(maxsize=8)
 def limits(base: Base) -> dict[str, int]:
     """What bounds the length of the model's input: its position embeddings, its tokenizer's
-    ``model_max_length`` (from their JSON files: no torch needed)."""
+    ``model_max_length`` (from their JSON files: no torch needed; read once per model, though each job's
+    config is checked more than once)."""
     config, found = _read_json(base, "config.json"), {}
     for key in POSITION_KEYS:
         if isinstance(config.get(key), int) and config[key] > 0:

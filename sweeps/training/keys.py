@@ -13,6 +13,7 @@ composed config (``+trainer.max_epoch=5``) before any run is recorded.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -21,7 +22,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sweeps.support.errors import ConfigError
+from sweeps.support.invocation import CONFIG_OPTIONS
 from sweeps.support.secrets import redact_override
+from sweeps.tracking.session import flatten
 
 # ``+key=value`` / ``++key=value``: the key, then the value (a group's package ``@pkg`` is left alone).
 ADDITION = re.compile(r"^(\+\+?)([A-Za-z_][\w.]*)=(.*)$")
@@ -29,18 +32,23 @@ ADDITION = re.compile(r"^(\+\+?)([A-Za-z_][\w.]*)=(.*)$")
 PLAIN = re.compile(r"^()([A-Za-z_]\w*)=(.*)$")
 OPTION = re.compile(r"^([A-Za-z_]\w*)=([\w.,\-/]+)$")
 # Arguments that change where configs come from: the early check cannot know their keys and options.
-OTHER_CONFIGS = ("-cp", "-cn", "-cd", "--config-path", "--config-name", "--config-dir", "hydra.searchpath")
-# Keys of ``trainer`` that sweeplab reads itself; the others go to Lightning's Trainer.
-OUR_TRAINER_KEYS = ("num_threads", "progress", "steps_per_batch")
+OTHER_CONFIGS = (*CONFIG_OPTIONS, *CONFIG_OPTIONS.values(), "hydra.searchpath")
+# Keys of ``trainer`` that sweeplab reads itself (``training.fit``); the others go to Lightning's Trainer.
+OUR_TRAINER_KEYS = ("num_threads", "progress", "steps_per_batch", "compile", "compile_cache")
 
 
-def closest(word: str, known: Iterable[str], n: int = 2) -> list[str]:
-    return difflib.get_close_matches(word, sorted(set(known)), n=n, cutoff=0.6)
+def closest(word: str, known: Iterable[str]) -> list[str]:
+    return difflib.get_close_matches(word, sorted(set(known)), n=2, cutoff=0.6)
 
 
 def _did_you_mean(word: str, known: Iterable[str], prefix: str = "") -> str:
     near = closest(word, known)
     return f" (did you mean {' or '.join(prefix + n for n in near)}?)" if near else ""
+
+
+def _unread(override: str, key: str, said: str) -> str:
+    """The one line for an addition nothing reads (``said``: the "did you mean" part, if any)."""
+    return f"{redact_override(override)}: nothing reads the key '{key}'{said}"
 
 
 def early_refusal(argv: Sequence[str], conf_dir: Path) -> str | None:
@@ -54,11 +62,9 @@ def early_refusal(argv: Sequence[str], conf_dir: Path) -> str | None:
     for arg in argv:
         added = ADDITION.match(arg) or PLAIN.match(arg)
         name = added[2] if added else ""
-        near = closest(name, [*known, *groups]) if added and "." not in name else []
-        if near and name not in groups and name not in known:  # a new name like no known one: the user's own
-            return (
-                f"{redact_override(arg)}: nothing reads the key '{name}' (did you mean {' or '.join(near)}?)"
-            )
+        said = _did_you_mean(name, [*known, *groups]) if added and "." not in name else ""
+        if said and name not in groups and name not in known:  # a new name like no known one: the user's own
+            return _unread(arg, name, said)
         option = OPTION.match(arg.lstrip("+"))
         if option and option[1] in groups:
             options = {p.stem for p in (conf_dir / option[1]).glob("*.yaml")}
@@ -71,7 +77,8 @@ def early_refusal(argv: Sequence[str], conf_dir: Path) -> str | None:
     return None
 
 
-def _trainer_arguments() -> set[str]:
+@functools.lru_cache(maxsize=1)
+def _trainer_arguments() -> frozenset[str]:
     """The arguments of Lightning's ``Trainer`` (``trainer`` passes its keys through to it), read from its
     source: importing Lightning takes seconds, and a typo should fail at once."""
     import ast
@@ -80,26 +87,19 @@ def _trainer_arguments() -> set[str]:
     spec = importlib.util.find_spec("pytorch_lightning")  # finds the package without importing it
     source = Path(spec.origin).parent / "trainer" / "trainer.py" if spec and spec.origin else None
     if source is None or not source.is_file():
-        return set()
+        return frozenset()
     tree = ast.parse(source.read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef) and node.name == "Trainer":
             for item in node.body:
                 if isinstance(item, ast.FunctionDef) and item.name == "__init__":
                     args = item.args
-                    return {a.arg for a in [*args.args, *args.kwonlyargs]} - {"self"}
-    return set()
+                    return frozenset(a.arg for a in [*args.args, *args.kwonlyargs]) - {"self"}
+    return frozenset()
 
 
 def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node) if isinstance(node, DictConfig) else node
-
-
-def _leaves(node: Any, prefix: str) -> list[str]:
-    """The dotted keys of the leaves under ``node`` (a plain container)."""
-    if not isinstance(node, dict) or not node:
-        return [prefix]
-    return [leaf for k, v in node.items() for leaf in _leaves(v, f"{prefix}.{k}")]
 
 
 def check_additions(overrides: Iterable[str], cfg: DictConfig, groups: Iterable[str] = ()) -> None:
@@ -114,7 +114,7 @@ def check_additions(overrides: Iterable[str], cfg: DictConfig, groups: Iterable[
     new_roots = {
         root
         for root in {k.split(".")[0] for k in added_keys}
-        if root in cfg and set(_leaves(_plain(OmegaConf.select(cfg, root)), root)) <= added_keys
+        if root in cfg and set(flatten(_plain(OmegaConf.select(cfg, root)), root)) <= added_keys
     }
     known_roots = [str(k) for k in cfg if str(k) not in new_roots]
     for added in matched:
@@ -125,7 +125,7 @@ def check_additions(overrides: Iterable[str], cfg: DictConfig, groups: Iterable[
         if root in new_roots:
             said = _did_you_mean(root, [*known_roots, *tops])
             if said:
-                raise ConfigError(f"{redact_override(override)}: nothing reads the key '{root}'{said}")
+                raise ConfigError(_unread(override, root, said))
             continue
         parent_key, _, leaf = key.rpartition(".")
         parent: Any = OmegaConf.select(cfg, parent_key, default=None) if parent_key else cfg
@@ -140,9 +140,8 @@ def check_additions(overrides: Iterable[str], cfg: DictConfig, groups: Iterable[
         siblings = [str(k) for k in parent if str(k) != leaf]
         if parent_key == "trainer":
             lightning = _trainer_arguments()
-            if leaf in lightning or not lightning:  # (no Lightning source to read: the Trainer judges it)
-                continue
+            if leaf in lightning or leaf in OUR_TRAINER_KEYS or not lightning:  # (no Lightning source to
+                continue  # read: the Trainer judges it)
             siblings = sorted({*siblings, *OUR_TRAINER_KEYS, *lightning})
         prefix = f"{parent_key}." if parent_key else ""
-        said = _did_you_mean(leaf, siblings, prefix)
-        raise ConfigError(f"{redact_override(override)}: nothing reads the key '{key}'{said}")
+        raise ConfigError(_unread(override, key, _did_you_mean(leaf, siblings, prefix)))

@@ -47,6 +47,7 @@ class Preempted(BaseException):
         command's own stop (``support.interrupt``) ends it with its one line."""
         if interrupt.ours(self.previous):
             raise interrupt.Interrupted(self.signum, f"checkpoint {self.checkpoint}")
+        print(self, file=sys.stderr)
         if callable(self.previous):
             self.previous(self.signum, None)  # submitit's: resubmits this trial and exits
         sys.stdout.flush()

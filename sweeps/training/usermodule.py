@@ -71,6 +71,12 @@ def lightning_package(cls: type) -> ModuleType | None:
 LIBRARIES = ("torch.", "pytorch_lightning.", "lightning.", "builtins")
 
 
+def named(func: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+    """``func``'s parameters that a keyword can fill (not ``*args``, not ``**kwargs``)."""
+    params = inspect.signature(func).parameters
+    return {n: p for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
 def takes_any(func: Callable[..., Any]) -> bool:
     """Whether ``func`` takes any keyword (``**kwargs``) of its own. A class without an ``__init__`` of its
     own (``class MeanLoss(nn.Module): def forward(...)``) has ``nn.Module``'s ``*args, **kwargs``: that
@@ -86,9 +92,7 @@ def takes_any(func: Callable[..., Any]) -> bool:
 
 def declared(cls: type) -> tuple[set[str], bool]:
     """The names ``cls.__init__`` takes, and whether it also takes ``**kwargs`` (``takes_any``)."""
-    params = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
-    names = {n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-    return names - {"self"}, takes_any(cls)
+    return set(named(cls.__init__)) - {"self"}, takes_any(cls)  # type: ignore[misc]
 
 
 def wants_model(cls: type) -> bool:
@@ -100,9 +104,11 @@ def wants(cls: type, name: str) -> bool:
 
 
 def scheduler_partial(
-    schedule: Callable[..., dict[str, Any] | None], max_epochs: int, steps: Callable[[], int]
+    schedule: Callable[..., dict[str, Any] | None] | None, max_epochs: int, steps: Callable[[], int]
 ) -> Callable[..., Any] | None:
-    """``scheduler(optimizer=...)`` for the module, or None when the schedule is constant."""
+    """``scheduler(optimizer=...)`` for the module, or None when there is no schedule or it is constant."""
+    if schedule is None:
+        return None
     probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     made = schedule(probe, max_epochs=max_epochs, steps_per_epoch=1)
     if made is None:
