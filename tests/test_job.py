@@ -38,6 +38,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[tracking.S
     cfg = compose_cfg([f"tracking.uri={uri}", f"tracking.artifacts={folder / 'artifacts'}"])
     session = tracking.start(cfg.tracking)
     assert session is not None
+    session.sync()  # the store exists before MLflow's client opens it (or both would create it at once)
     try:
         yield session, MlflowClient(uri), uri
     finally:
