@@ -7,6 +7,7 @@ After ``setup()`` a DataModule describes itself to the model and loss builders: 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -261,11 +262,24 @@ class ArrayDataModule(pl.LightningDataModule):
         return self._batches("test", False)
 
 
+def bundled(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """One of scikit-learn's bundled sets, read from its files once per process: every trial of a search
+    in one process trains on it (a read of digits costs more than a small trial's set-up). A copy each
+    time, so that no module changes what the next trial reads."""
+    x, y = _read_bundled(name)
+    return x.copy(), y.copy()
+
+
+@functools.cache
+def _read_bundled(name: str) -> tuple[np.ndarray, np.ndarray]:
+    return getattr(datasets, f"load_{name}")(return_X_y=True)
+
+
 class DigitsDataModule(ArrayDataModule):
     """scikit-learn's 8x8 digits as 1x8x8 images, 10 classes."""
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
-        x, y = datasets.load_digits(return_X_y=True)
+        x, y = bundled("digits")
         return x.reshape(-1, 1, 8, 8).astype(np.float32), y
 
 
@@ -273,7 +287,7 @@ class BreastCancerDataModule(ArrayDataModule):
     """scikit-learn's breast cancer set: 30 features, binary, imbalanced."""
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
-        return datasets.load_breast_cancer(return_X_y=True)
+        return bundled("breast_cancer")
 
 
 class DiabetesDataModule(ArrayDataModule):
@@ -282,7 +296,7 @@ class DiabetesDataModule(ArrayDataModule):
     task = "regression"
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
-        return datasets.load_diabetes(return_X_y=True)
+        return bundled("diabetes")
 
 
 class SyntheticDataModule(ArrayDataModule):

@@ -238,9 +238,12 @@ def _logging_state() -> Callable[[], None]:
 
 
 def _stream_handlers() -> list[logging.StreamHandler]:
-    """Every handler of a logger that writes to a stream (not a file), once each."""
+    """Every handler of a logger that writes to a stream it holds (not a file), once each. A handler whose
+    stream is a property (``logging.lastResort``'s kind, always the current ``sys.stderr``) follows
+    ``sys.stderr`` by itself, and cannot be given another."""
     found = [h for lg in _loggers() for h in lg.handlers if isinstance(h, logging.StreamHandler)]
-    return list(dict.fromkeys(h for h in found if not isinstance(h, logging.FileHandler)))
+    held = [h for h in found if not isinstance(getattr(type(h), "stream", None), property)]
+    return list(dict.fromkeys(h for h in held if not isinstance(h, logging.FileHandler)))
 
 
 def _redirect(handlers: list[logging.StreamHandler], to: dict[int, Any]) -> list[tuple[Any, Any]]:

@@ -32,6 +32,7 @@ from sweeps.outcome import Outcome, State
 from sweeps.support import invocation, renames
 from sweeps.support.errors import ConfigError, TrackingError, TrainingError
 from sweeps.support.secrets import redact, redact_override
+from sweeps.sweeper.composed import ComposedOnce
 from sweeps.sweeper.settings import SweeplabSettings
 from sweeps.tracking import leaderboard
 from sweeps.tracking import session as tracking
@@ -50,6 +51,9 @@ class Sweep:
         config: DictConfig,
     ) -> None:
         self.settings = settings
+        # each job's config composed once per set of group choices: for the checks, the workers and the
+        # in-process launcher (a launcher that pickles itself for other processes keeps Hydra's loader)
+        self.loader = ComposedOnce(hydra_context.config_loader)
         self.hydra_context = hydra_context
         self.config = config
         renames.say(config.hydra.runtime.choices)  # once per sweep, not once per job
@@ -63,7 +67,11 @@ class Sweep:
         # before any trains; another app's config is that app's business, whatever keys it has.
         self.ours = self.runner.ours
         self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context,
+            hydra_context=(
+                HydraContext(config_loader=self.loader, callbacks=hydra_context.callbacks)
+                if self.in_process
+                else hydra_context
+            ),
             task_function=self.runner if self.in_process else task_function,
             config=config,
         )
@@ -85,7 +93,7 @@ class Sweep:
         return [list(job) for job in itertools.product(*axes.values())]
 
     def job_config(self, overrides: list[str]) -> DictConfig:
-        return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        return self.loader.load_sweep_config(self.config, list(overrides))
 
     def check(
         self, jobs: list[list[str]], tracker: tracking.Session | None = None, first: DictConfig | None = None

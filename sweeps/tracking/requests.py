@@ -9,6 +9,7 @@ FIRE_AND_FORGET = frozenset(
         "start_run",
         "log",
         "text",
+        "yaml",
         "artifact",
         "model",
         "datasets",

@@ -119,6 +119,10 @@ class Session:
         """A text file artifact (the config, the overrides, the verdicts) made from ``text``."""
         self._send("text", run=run, text=text, name=name)
 
+    def yaml(self, run: str, data: dict[str, Any], name: str) -> None:
+        """A YAML file artifact of ``data`` (written by the tracking process: off the training's path)."""
+        self._send("yaml", run=run, data=data, name=name)
+
     def artifact(self, run: str, path: str, folder: str | None = None) -> None:
         """A copy of the file at ``path`` (skipped if it is gone by then), under ``folder`` if given."""
         self._send("artifact", run=run, path=path, folder=folder)
@@ -317,7 +321,7 @@ class RunRecord:
         resolved = redact(OmegaConf.to_container(cfg, resolve=True))
         params = {**flatten(resolved), **{k: v for k, v in choices.items() if not k.startswith("hydra")}}
         session.log(self.handle, params={k: _text(v) for k, v in params.items()})
-        session.text(self.handle, OmegaConf.to_yaml(OmegaConf.create(resolved)), "config.yaml")
+        session.yaml(self.handle, resolved, "config.yaml")
         session.text(self.handle, "\n".join(redact_override(o) for o in overrides) + "\n", "overrides.txt")
 
     def model(self, exported: dict[str, Any]) -> None:

@@ -226,6 +226,11 @@ class Store:
     def text(self, run: str, text: str, name: str) -> None:
         self.client.log_text(self._id(run), text, name)
 
+    def yaml(self, run: str, data: dict[str, Any], name: str) -> None:
+        from omegaconf import OmegaConf
+
+        self.client.log_text(self._id(run), OmegaConf.to_yaml(OmegaConf.create(data)), name)
+
     def heatmap(self, run: str, rows: list[dict], metric: str, mode: str) -> None:
         import tempfile
 
