@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -38,7 +39,14 @@ TRAINING = ["trainer.max_epochs=3", "checkpoint=false", "early_stopping_patience
 SPACE = {"lr": (1e-4, 1e-1), "optimizer.beta1": (0.8, 0.99), "optimizer.beta2": (0.9, 0.9999)}
 
 
-def ours(folder: Path, n: int, extra: list[str]) -> float:
+def children_cpu() -> float:
+    """CPU seconds (user + system) of the finished child processes and theirs: a machine busy with other
+    work slows the wall clock far more than it changes these."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def ours(folder: Path, n: int, extra: list[str]) -> tuple[float, float]:
     args = [
         "-m",
         "search=lr_betas",
@@ -48,9 +56,9 @@ def ours(folder: Path, n: int, extra: list[str]) -> float:
         *TRAINING,
         *extra,
     ]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), children_cpu()
     cli(folder, args)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, children_cpu() - cpu
 
 
 def cli(folder: Path, args: list[str]) -> None:
@@ -66,7 +74,7 @@ def cli(folder: Path, args: list[str]) -> None:
         raise SystemExit(proc.stderr[-2000:])
 
 
-def bare(n: int) -> float:
+def bare(n: int) -> tuple[float, float]:
     """The reference: optuna.optimize over the same training function, nothing else."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -85,9 +93,9 @@ def bare(n: int) -> float:
             )
         return float(train(cfg))
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     study.optimize(objective, n_trials=n)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def epochs_to_reach(trials: list, target: float) -> int | None:
@@ -161,26 +169,32 @@ def main() -> None:
         folder = Path(tmp)
         bare(1), ours(folder, 1, [])  # warm-up: imports; our MLflow store and Optuna journal are created
         slopes: dict[str, list[float]] = {"bare": [], "ours": []}
+        cpu: dict[str, list[float]] = {"bare": [], "ours": []}
         for _ in range(args.rounds):  # alternating, so that machine noise hits both
             b_n, o_n = bare(n), ours(folder, n, [])
             b_big, o_big = bare(big), ours(folder, big, [])
-            slopes["bare"].append((b_big - b_n) / (big - n))
-            slopes["ours"].append((o_big - o_n) / (big - n))
-        t_bare, t_ours = statistics.median(slopes["bare"]), statistics.median(slopes["ours"])
+            for arm, (few, many) in (("bare", (b_n, b_big)), ("ours", (o_n, o_big))):
+                slopes[arm].append((many[0] - few[0]) / (big - n))
+                cpu[arm].append((many[1] - few[1]) / (big - n))
         print(
             f"per-trial time in steady state ({n} vs {big} trials, 3 epochs each, sweeplab tracking on, ",
             end="",
         )
-        print(f"medians of {args.rounds} alternating rounds):")
-        print(f"  bare optuna loop over sweeps.training.job.train  {t_bare:6.3f} s/trial")
-        print(f"  sweeplab sweep                            {t_ours:6.3f} s/trial")
+        print(f"medians of {args.rounds} alternating rounds; wall clock, and CPU seconds of all processes):")
         # Each round's two arms ran minutes apart, so the overhead is the median of the rounds' differences
         # (paired), which the machine's slow drifts cancel out of.
-        overheads = [o - b for b, o in zip(slopes["bare"], slopes["ours"], strict=True)]
-        print(f"  fixed overhead per trial                  {statistics.median(overheads):6.3f} s", end="")
-        print(" (median of the rounds' differences; goal <= 0.3)")
-        for arm, values in (("bare", slopes["bare"]), ("sweeplab", slopes["ours"]), ("overhead", overheads)):
-            print(f"  (each round, {arm}: {' '.join(f'{v:.3f}' for v in values)} s/trial)")
+        for name, got in (("wall", slopes), ("CPU", cpu)):
+            overheads = [o - b for b, o in zip(got["bare"], got["ours"], strict=True)]
+            rows = (
+                ("bare optuna loop over sweeps.training.job.train", statistics.median(got["bare"])),
+                ("sweeplab sweep", statistics.median(got["ours"])),
+                ("fixed overhead per trial", statistics.median(overheads)),
+            )
+            for label, value in rows:
+                print(f"  {name:>4}: {label:<50} {value:6.3f} s/trial")
+            print("        (the overhead: median of the rounds' differences; goal <= 0.05)")
+            for arm, values in (("bare", got["bare"]), ("sweeplab", got["ours"]), ("overhead", overheads)):
+                print(f"        (each round, {arm}: {' '.join(f'{v:.3f}' for v in values)} s/trial)")
         if args.search_seeds:  # 0: the per-trial cost alone (the pruning part takes most of the time)
             pruning(folder, args.pruning_trials, args.search_seeds)
 
