@@ -27,7 +27,7 @@ from sweeps.training.datainfo import DataInfo
 from sweeps.training.reconcile import reconcile
 
 METRICS = {
-    "classification": ("val_acc", "val_f1", "val_loss"),
+    "classification": ("val_acc", "val_f1", "val_mcc", "val_f1_binary", "val_loss"),
     "lm": ("val_acc", "val_f1", "val_loss"),
     "regression": ("val_rmse", "val_mae", "val_r2", "val_loss"),
 }
@@ -159,6 +159,11 @@ def build(cfg: DictConfig, data: Data | None = None, tracker: Any = None) -> Bui
     if sweeplab_module and task == "classification":
         info.need("n_classes", "module=default")
     metric, mode = objective(cfg, task, sweeplab_module)
+    if sweeplab_module and metric == "val_f1_binary" and info.get("n_classes") != 2:
+        raise ConfigError(
+            f"objective.metric=val_f1_binary needs two classes, the data has {info.get('n_classes')}: "
+            "use val_f1 (macro) or val_mcc"
+        )
     loss = model = None  # a user's module gets them where it declares them and its config has none
     # (``reconcile`` removed the groups it does not use)
     if "loss" in cfg and (
@@ -242,11 +247,12 @@ def _is_target(node: Any) -> bool:
 
 
 def _compiled(cfg: DictConfig, dm: Any) -> bool:
-    """``trainer.compile``; compiled, the bundled data drop a smaller last batch (it would compile a
-    second graph)."""
+    """``trainer.compile``; compiled, the bundled data drop a smaller last batch and token data are not cut
+    to each batch's longest text (either would compile another graph)."""
     compile_model = bool(cfg.trainer.get("compile", False))
     if compile_model and isinstance(dm, ArrayDataModule):
         dm.drop_last = True
+        dm.padding = "max_length"  # token data: every batch as wide as the data, not its own longest text
     return compile_model
 
 
