@@ -330,13 +330,13 @@ class HFDataModule(ArrayDataModule):
     def _record_sources(self, cut: dict[str, np.ndarray]) -> None:
         """Each split's MLflow source: the source's split, or the seeded share cut from its training split."""
         train = self.split_names["train"]
-        shares = " and ".join(sorted(cut))
+        shares = " and ".join(sorted(cut)) + (" shares" if len(cut) > 1 else " share")
         for part in ("train", "val", "test"):
             split = self.split_names[part]
             if part in cut:
                 split = f"{train} ({part} share, seed {self.seed})"
             elif part == "train" and cut:
-                split = f"{train} (less the {shares} shares, seed {self.seed})"
+                split = f"{train} (less the {shares}, seed {self.seed})"
             self.hf_sources[part] = {**self.source, "split": split}
 
 
