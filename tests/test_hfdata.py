@@ -1,6 +1,6 @@
-"""data=hf: Hugging Face datasets built here (``save_to_disk``, local CSV, JSON-lines and Parquet files read
-through ``load_dataset``; nothing downloaded), single texts and pairs, ``Dataset.map``'s cache, dynamic padding, the
-classification metrics (MCC, binary F1), MLflow dataset inputs, and the offline error."""
+"""data=hf: Hugging Face datasets built here (``save_to_disk``, local CSV, JSON-lines and Parquet files
+read through ``load_dataset``; nothing downloaded), single texts and pairs, ``Dataset.map``'s cache, dynamic
+padding, the classification metrics (MCC, binary F1), MLflow dataset inputs, and the offline error."""
 
 from __future__ import annotations
 
