@@ -38,13 +38,18 @@ MODES = ("longest", "max_length")
 
 def make_data(root: Path, n: int) -> tuple[Path, Path]:
     """The encoder (saved with its tokenizer) and the labelled texts (saved with ``save_to_disk``)."""
+    import datasets
     from datasets import Dataset
-    from transformers import BertForSequenceClassification
+    from transformers import BertForMaskedLM
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
 
     tok = topic_tokenizer()
     config = tiny_bert_config(len(tok), hidden=64)
     config.max_position_embeddings = 128
-    BertForSequenceClassification(config).save_pretrained(root / "bert")
+    BertForMaskedLM(config).save_pretrained(root / "bert")
     tok.save_pretrained(root / "bert")
     rng = np.random.default_rng(0)
     lengths = np.clip(rng.geometric(1 / 18, n) + 2, 3, 120)
@@ -78,9 +83,10 @@ def tokens_per_step(cfg: object) -> tuple[float, float]:
     """Mean real (not padding) and padded tokens of a training batch."""
     dm = prepare(cfg).datamodule  # type: ignore[arg-type]
     real, padded = [], []
-    for x, _ in dm.train_dataloader():
-        real.append(int(x.ne(dm.pad_token_id).sum()))
-        padded.append(x.numel())
+    for batch in dm.train_dataloader():
+        for x, _ in batch if isinstance(batch, list) else [batch]:  # (trainer.steps_per_batch groups them)
+            real.append(int(x.ne(dm.pad_token_id).sum()))
+            padded.append(x.numel())
     return statistics.mean(real), statistics.mean(padded)
 
 
