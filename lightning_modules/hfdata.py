@@ -264,7 +264,7 @@ class HFDataModule(ArrayDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        parts = {"train": self.arrays(self.split_names["train"])}
+        parts = {"train": self.arrays(str(self.split_names["train"]))}
         for part in ("val", "test"):
             name = self.split_names[part]
             if name is not None and name in self.data and self._labelled_split(name):
