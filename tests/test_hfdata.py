@@ -47,14 +47,16 @@ def pairs(n: int, seed: int = 0) -> dict[str, list]:
 
 
 def saved_pairs(folder: Path, n_train: int = 160, n_val: int = 40) -> Path:
-    """A ``DatasetDict`` of pairs with a train and a validation split (no test split), saved to disk."""
+    """A ``DatasetDict`` of pairs with a train and a validation split, and a test split without labels (-1,
+    as GLUE's), saved to disk."""
     from datasets import ClassLabel, Dataset, DatasetDict
 
-    def split(n: int, seed: int) -> Dataset:
-        data = Dataset.from_dict(pairs(n, seed))
+    def split(n: int, seed: int, hidden: bool = False) -> Dataset:
+        data = Dataset.from_dict({**pairs(n, seed), **({"label": [-1] * n} if hidden else {})})
         return data.cast_column("label", ClassLabel(names=["different", "same"]))
 
-    DatasetDict({"train": split(n_train, 0), "validation": split(n_val, 7)}).save_to_disk(str(folder))
+    splits = {"train": split(n_train, 0), "validation": split(n_val, 7), "test": split(10, 9, hidden=True)}
+    DatasetDict(splits).save_to_disk(str(folder))
     return folder
 
 
@@ -88,7 +90,8 @@ def test_saved_pairs_keep_their_validation_split_and_the_tokens_are_cached(bert:
     ids, types = x[0], x[0][1]
     first_sep = int((ids[0] == 3).nonzero()[0])  # [CLS] a ... [SEP] b ... [SEP]
     assert ids[0][0] == 2 and types[: first_sep + 1].eq(0).all() and types[first_sep + 1 :].max() == 1
-    assert len(dm.splits["test"][0]) == 32 and len(dm.splits["train"][0]) == 128  # test cut from train
+    # the source's test split has no labels (-1): the test split is cut from train
+    assert len(dm.splits["test"][0]) == 32 and len(dm.splits["train"][0]) == 128
     assert dm.n_classes == 2 and set(y.tolist()) <= {0, 1}
     assert dm.hf_sources["val"]["split"] == "validation"
     assert dm.hf_sources["test"]["split"] == "train (test share, seed 42)"
@@ -119,6 +122,11 @@ def test_local_csv_json_lines_and_parquet_files_give_the_same_data(bert: Path, t
             )
     y = torch.cat([built[0].splits[s][1] for s in ("train", "val", "test")])
     assert sorted(set(y.tolist())) == [0, 1, 2, 3]  # topics numbered in sorted order: art 0 ... sport 3
+    frame[80:].to_parquet(tmp_path / "dev.parquet")  # files per split: the validation split is that file
+    files = f"data.path={{train: {files[2]}, validation: {tmp_path / 'dev.parquet'}}}"
+    dm = build(bert, files, "data.text=body", "data.target=topic")
+    assert len(dm.splits["val"][0]) == 20 and dm.hf_sources["val"]["split"] == "validation"
+    assert dm.hf_sources["val"]["data_files"]["validation"] == [str(tmp_path / "dev.parquet")]
 
 
 def batch_widths(dm: object) -> list[tuple[int, int, int]]:
