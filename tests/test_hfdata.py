@@ -132,9 +132,10 @@ def test_local_csv_json_lines_and_parquet_files_give_the_same_data(bert: Path, t
 def batch_widths(dm: object) -> list[tuple[int, int, int]]:
     """Each training batch's width, its longest real text, and its real (not padding) tokens."""
     out = []
-    for x, _ in dm.train_dataloader():  # type: ignore[attr-defined]
-        real = x.ne(dm.pad_token_id)  # type: ignore[attr-defined]
-        out.append((x.shape[-1], int(real.sum(-1).max()), int(real.sum())))
+    for batch in dm.train_dataloader():  # type: ignore[attr-defined]
+        for x, _ in batch if isinstance(batch, list) else [batch]:  # (trainer.steps_per_batch groups them)
+            real = x.ne(dm.pad_token_id)  # type: ignore[attr-defined]
+            out.append((x.shape[-1], int(real.sum(-1).max()), int(real.sum())))
     return out
 
 
@@ -249,3 +250,19 @@ def test_a_lora_grid_of_optimizer_and_lr_on_pairs_scored_by_mcc_records_its_data
             digests.add(dataset.digest)
     assert len(digests) == 2  # every run trained and was validated on the same two splits
     assert "val_mcc" in proc.stdout + proc.stderr
+
+
+def test_trainer_compile_keeps_every_batch_the_same_width(bert: Path, tmp_path: Path):
+    """A batch cut to its own longest text would compile another graph: compiled, batches are not cut."""
+    import pandas as pd
+
+    from sweeps.training.build import build as build_all
+    from sweeps.training.checks import check_config
+
+    body, labels = texts(100)
+    pd.DataFrame({"text": body, "label": labels}).to_csv(tmp_path / "t.csv", index=False)
+    cfg = compose_cfg(hf_args(bert, f"data.path={tmp_path / 't.csv'}", "data.batch_size=8"))
+    cfg.trainer.compile = True
+    check_config(cfg)
+    dm = build_all(cfg).datamodule
+    assert dm.padding == "max_length" and len({w for w, _, _ in batch_widths(dm)}) == 1
