@@ -92,9 +92,8 @@ def load_source(
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_DATASETS_OFFLINE", "").lower() in ("1", "true", "yes", "on") or os.environ.get(
-        "HF_HUB_OFFLINE", ""
-    ).lower() in ("1", "true", "yes", "on")
+    flags = (os.environ.get(key, "").lower() for key in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
+    return any(flag in ("1", "true", "yes", "on") for flag in flags)
 
 
 def _data_files(path: Any) -> Path | dict[str, list[str]]:
