@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -18,6 +19,16 @@ from sklearn import datasets
 from sklearn.model_selection import train_test_split
 
 TASKS = ("classification", "regression", "lm")
+PADDINGS = ("longest", "max_length")  # token data: each batch to its longest sequence, or all to max_length
+
+
+def sequence_lengths(x: torch.Tensor, pad_token_id: int) -> torch.Tensor:
+    """The length of each right-padded row of token ids (``(N, L)``, or ``(N, C, L)`` with the ids in channel
+    0): one past its last position that is not padding."""
+    ids = x[:, 0] if x.dim() == 3 else x
+    real = ids.ne(pad_token_id)
+    positions = torch.arange(1, ids.shape[-1] + 1).expand_as(ids)
+    return torch.where(real, positions, 0).amax(dim=-1) if ids.shape[-1] else ids.new_zeros(len(ids))
 
 
 class InMemoryBatches:
@@ -29,6 +40,9 @@ class InMemoryBatches:
     Lightning batch: Lightning's fixed cost per batch (~0.2 ms) is then paid once per K steps.
     ``rank``/``world_size`` give each DDP process its own shard. ``drop_last`` drops a last, smaller batch:
     every step then has the same shapes (``torch.compile`` and CUDA graphs compile one graph, not two).
+    ``lengths`` (token data, one per row) cuts each batch of right-padded sequences to its own longest one:
+    dynamic padding, as ``transformers.DataCollatorWithPadding`` pads each batch, at the cost of one slice
+    (the lengths are on the host, so nothing waits for a GPU).
     """
 
     def __init__(
@@ -41,8 +55,10 @@ class InMemoryBatches:
         world_size: int = 1,
         group: int = 1,
         drop_last: bool = False,
+        lengths: torch.Tensor | None = None,
     ) -> None:
         self.tensors = tensors
+        self.lengths = lengths
         self.batch_size = max(1, int(batch_size))
         self.shuffle = shuffle
         self.seed = seed
@@ -73,11 +89,20 @@ class InMemoryBatches:
             order = order[self.rank : end : self.world_size]
         if not self.shuffle and self.world_size == 1:
             for i in range(0, n, self.batch_size):
-                yield tuple(t[i : i + self.batch_size] for t in self.tensors)
+                yield self._cut(
+                    tuple(t[i : i + self.batch_size] for t in self.tensors), slice(i, i + self.batch_size)
+                )
             return
         for i in range(0, min(len(order), self.steps * self.batch_size), self.batch_size):
             idx = order[i : i + self.batch_size]
-            yield tuple(t[idx] for t in self.tensors)
+            yield self._cut(tuple(t[idx] for t in self.tensors), idx)
+
+    def _cut(self, batch: tuple[torch.Tensor, ...], rows: Any) -> tuple[torch.Tensor, ...]:
+        """The batch's sequences (and per-position targets) cut to its longest sequence."""
+        if self.lengths is None:
+            return batch
+        longest = max(1, int(self.lengths[rows].max()))
+        return tuple(t[..., :longest] if t.dim() >= 2 else t for t in batch)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...] | list[tuple[torch.Tensor, ...]]]:
         if self.group == 1:
@@ -141,6 +166,10 @@ class ArrayDataModule(pl.LightningDataModule):
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.shuffle_seed = shuffle_seed  # the training batches' order (None: ``seed``, as the split)
         self.rank, self.world_size = 0, 1
+        # token data: the padding id and how batches are padded (``padding``); each split's row lengths
+        self.pad_token_id: int | None = None
+        self.padding = "max_length"
+        self.lengths: dict[str, torch.Tensor] = {}
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
@@ -189,6 +218,17 @@ class ArrayDataModule(pl.LightningDataModule):
             name: (xt[torch.as_tensor(part)], yt[torch.as_tensor(part)])
             for name, part in (("train", train), ("val", val), ("test", test))
         }
+        self.set_lengths()
+
+    def set_lengths(self) -> None:
+        """Each split's sequence lengths, for dynamic padding (token data with ``padding=longest``)."""
+        if self.pad_token_id is None or self.vocab_size is None:
+            return
+        self.lengths = {k: sequence_lengths(x, self.pad_token_id) for k, (x, _) in self.splits.items()}
+
+    def batch_lengths(self, split: str) -> torch.Tensor | None:
+        """What ``InMemoryBatches`` cuts the batches of ``split`` by: None unless padding to the longest."""
+        return self.lengths.get(split) if self.padding == "longest" else None
 
     def _select_classes(
         self, y: np.ndarray, parts: tuple[np.ndarray, ...]
@@ -249,8 +289,17 @@ class ArrayDataModule(pl.LightningDataModule):
                 self.world_size,
                 self.steps_per_batch,
                 self.drop_last,
+                self.batch_lengths(split),
             )
-        return InMemoryBatches(tensors, self.eval_batch_size, False, 0, self.rank, self.world_size)
+        return InMemoryBatches(
+            tensors,
+            self.eval_batch_size,
+            False,
+            0,
+            self.rank,
+            self.world_size,
+            lengths=self.batch_lengths(split),
+        )
 
     def train_dataloader(self) -> InMemoryBatches:
         return self._batches("train", True)

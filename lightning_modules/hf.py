@@ -103,7 +103,9 @@ class HFModel(nn.Module):
     ) -> None:
         super().__init__()
         if vocab_size is None:
-            raise ValueError("model=hf takes token ids: use data=text (texts tokenized with its tokenizer)")
+            raise ValueError(
+                "model=hf takes token ids: use data=hf or data=text (texts tokenized with its tokenizer)"
+            )
         wanted = "lm" if head == "causal_lm" else "classification"
         if head in HEADS and task != wanted:
             raise ValueError(f"model.head={head} needs a {wanted} task (data.task), the data is {task}")
@@ -128,6 +130,11 @@ class HFModel(nn.Module):
             self.hf.gradient_checkpointing_enable()  # type: ignore[operator]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: token ids ``(N, L)``, or text pairs ``(N, 2, L)`` with their token type ids in channel 1."""
+        types = None
+        if x.dim() == 3:
+            x, types = x[:, 0], x[:, 1]
         mask = x.ne(self.pad_token_id).long() if self.pad_mask else None
-        out = self.hf(input_ids=x, attention_mask=mask)
-        return out.logits
+        if types is None:  # (some models, DistilBERT among them, take no token types)
+            return self.hf(input_ids=x, attention_mask=mask).logits
+        return self.hf(input_ids=x, attention_mask=mask, token_type_ids=types).logits

@@ -329,7 +329,8 @@ def predictions(out: torch.Tensor) -> torch.Tensor:
 def task_metrics(
     out: torch.Tensor, y: torch.Tensor, task: str, loss: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """Loss plus accuracy and macro F1 (classification, lm) or RMSE, MAE and R^2 (regression)."""
+    """Loss plus accuracy and macro F1 (classification, lm), Matthews correlation (classification) and the
+    positive class's F1 (two classes), or RMSE, MAE and R^2 (regression)."""
     metrics = {"loss": loss}
     if task == "regression":
         pred = out.reshape(y.shape)
@@ -345,4 +346,8 @@ def task_metrics(
     metrics["f1"] = tmf.f1_score(
         pred, y, task="multiclass", num_classes=n, average="macro", ignore_index=-100
     )
+    if task == "classification":  # (not over a language model's vocabulary: an n x n confusion matrix)
+        metrics["mcc"] = tmf.matthews_corrcoef(pred, y, task="multiclass", num_classes=n)
+        if n == 2:  # GLUE's F1 for MRPC and QQP: of the positive class (1)
+            metrics["f1_binary"] = tmf.f1_score(pred, y, task="binary")
     return metrics

@@ -1,7 +1,8 @@
 """Text data for Hugging Face models: a CSV or JSON-lines file tokenized once with the model's tokenizer.
 
 The token ids are cached beside the file, keyed by the tokenizer (its full serialisation), ``max_length``,
-the columns, the task and the file's content, so every trial of a sweep reuses them. Batches are plain
+the columns, the task and the file's content, so every trial of a sweep reuses them; each batch is cut to its
+longest text (``padding=longest``, dynamic padding) unless ``padding=max_length``. Batches are plain
 ``(input_ids, labels)`` tensors, like every other data module here: the model derives the attention mask
 from the padding token (``pad_token_id``), so the fast in-memory batching of ``ArrayDataModule`` serves
 text too.
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_modules.data import ArrayDataModule
+from lightning_modules.data import PADDINGS, ArrayDataModule
 
 IGNORE = -100  # the label of padding positions in language modelling (torch's cross-entropy skips it)
 TEXT_TASKS = ("auto", "classification", "lm")
@@ -82,11 +83,15 @@ class TextDataModule(ArrayDataModule):
         max_length: int = 64,
         task: str = "auto",
         cache: bool = True,
+        padding: str = "longest",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if task not in TEXT_TASKS:
             raise ValueError(f"data.task={task!r}: allowed are {', '.join(TEXT_TASKS)}")
+        if padding not in PADDINGS:
+            raise ValueError(f"data.padding={padding!r}: allowed are {', '.join(PADDINGS)}")
+        self.padding = padding  # the cache keeps max_length; batches are cut to their longest text
         if not tokenizer:
             raise ValueError(
                 "data.tokenizer is not set: use model=hf (it sets it) or data.tokenizer=<name or folder>"

@@ -28,6 +28,10 @@ from omegaconf import DictConfig
 # One torch thread per process, the tests' subprocesses included (they inherit it): `make test` runs two
 # pytest workers, and two workers each training on every core only wait on each other.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Hugging Face: nothing is downloaded in the tests (a model or dataset that is not here fails at once).
+# huggingface_hub and datasets read these once, when imported: set before any test imports them.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -239,10 +243,10 @@ def _logging_state() -> Callable[[], None]:
 
 def _stream_handlers() -> list[logging.StreamHandler]:
     """Every handler of a logger that writes to a stream it holds (not a file), once each. A handler whose
-    stream is a property (``logging.lastResort``'s kind, always the current ``sys.stderr``) follows
-    ``sys.stderr`` by itself, and cannot be given another."""
+    stream is a property (the standard library's stderr handler, which dill, imported by datasets, puts on
+    its logger) writes to whatever ``sys.stderr`` is at the time: nothing to move."""
     found = [h for lg in _loggers() for h in lg.handlers if isinstance(h, logging.StreamHandler)]
-    held = [h for h in found if not isinstance(getattr(type(h), "stream", None), property)]
+    held = (h for h in found if not isinstance(getattr(type(h), "stream", None), property))
     return list(dict.fromkeys(h for h in held if not isinstance(h, logging.FileHandler)))
 
 
@@ -306,6 +310,19 @@ def start_cli(args: Sequence[str], cwd: Path, module: str = "sweeps.run", **pope
     """The same command left running (output piped, as text, unless ``popen`` says otherwise)."""
     popen = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True, **popen}
     return subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=cli_env(), **popen)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _datasets_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The datasets cache (``HF_DATASETS_CACHE``: data=hf's loaded files and token ids) in the session's tmp,
+    never the user's ``~/.cache``; data=hf reads it at each load, its subprocesses inherit it."""
+    saved = os.environ.get("HF_DATASETS_CACHE")
+    os.environ["HF_DATASETS_CACHE"] = str(tmp_path_factory.mktemp("hf-datasets-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("HF_DATASETS_CACHE", None)
+    else:
+        os.environ["HF_DATASETS_CACHE"] = saved
 
 
 @pytest.fixture

@@ -20,12 +20,14 @@ TOPICS = dict(n_topics=4, words_per_topic=20, n_fillers=10)
 
 
 def word_tokenizer(words: Sequence[str]) -> PreTrainedTokenizerFast:
-    """A word-level tokenizer over ``words`` that adds BERT's [CLS] ... [SEP]."""
+    """A word-level tokenizer over ``words`` that adds BERT's [CLS] ... [SEP] ([SEP] ... [SEP] for a pair)."""
     vocab = {w: i for i, w in enumerate([*SPECIAL, *words])}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",  # sentence pairs, with token type 1 for the second
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
     )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
@@ -34,6 +36,7 @@ def word_tokenizer(words: Sequence[str]) -> PreTrainedTokenizerFast:
         cls_token="[CLS]",
         sep_token="[SEP]",
         mask_token="[MASK]",
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],  # as BERT's own tokenizer
     )
 
 

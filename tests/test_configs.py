@@ -49,7 +49,7 @@ def table_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def hf_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny BERT saved with its tokenizer (``model=hf``), and a text CSV beside it (``data=text``)."""
+    """A tiny BERT saved with its tokenizer (``model=hf``), a text CSV beside it (``data=text``, ``hf``)."""
     from tests.hf_fixtures import pretrained_bert, write_topic_csv
 
     root = tmp_path_factory.mktemp("hf")
@@ -91,8 +91,10 @@ def test_option_composes_and_trains_one_batch(
             overrides += [f"data.path={table_file}", "data.target=label"]
         if "model=hf" in overrides:
             overrides.append(f"model.pretrained={hf_folder}")
-        if "data=text" in overrides:
+        if "data=text" in overrides or "data=hf" in overrides:
             overrides += [f"data.path={hf_folder.parent / 'texts.csv'}", f"data.tokenizer={hf_folder}"]
+        if "data=hf" in overrides:  # (its default, null, is the limit model=hf's checks read from the model)
+            overrides.append("data.max_length=32")
         cfg = compose_cfg(overrides)
         if cfg.get("stage") == "finetune":  # it needs weights to start from: its own model's, untrained
             cfg = compose_cfg([*overrides, f"finetune.init_from={own_weights(overrides, tmp_path)}"])

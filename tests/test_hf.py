@@ -21,11 +21,28 @@ OFFLINE = {"HF_HUB_OFFLINE": "1"}
 QUIET = ["trainer.progress=none", "trainer.num_threads=1", "early_stopping_patience=0"]
 
 
+# The README's fine-tuning figure (its quick example runs exactly these): a tiny BERT pretrained for
+# PRETRAIN_STEPS masked-LM steps, fine-tuned on 40 labelled texts, against the same model from scratch.
+PRETRAIN_STEPS = 2000
+FIGURE_ARGS = [
+    "model.from_scratch=false,true",
+    "data=hf",
+    "data.path=topics.csv",
+    "data.label_fraction=0.17",
+    "data.batch_size=8",
+    "optimizer=adamw",
+    "lr=1e-3",
+    "trainer.max_epochs=60",
+    "early_stopping_patience=0",
+    "seeds=[0,1,2,3,4]",
+]
+
+
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A pretrained tiny BERT (its own folder) and a small labelled topic set beside it."""
     root = tmp_path_factory.mktemp("hf")
-    pretrained_bert(root / "bert", steps=600)
+    pretrained_bert(root / "bert", steps=PRETRAIN_STEPS)
     write_topic_csv(root / "topics.csv", 400)
     return root
 
@@ -48,12 +65,15 @@ def runs(workdir: Path, kind: str) -> list:
 
 
 @pytest.mark.slow
-def test_pretrained_encoder_beats_the_same_model_from_scratch_over_three_seeds(hf_dir: Path, workdir: Path):
-    """Labels are topics; each labelled text holds one topic word among fillers, and the 40 labelled training
-    texts miss many topic words. Pretraining (masked LM) taught which words co-occur: the fine-tuned model
-    classifies texts whose words it never saw labelled, the model from scratch cannot."""
-    args = ["-m", *hf_args(hf_dir), "model.from_scratch=false,true", "seeds=[0,1,2]", "optimizer=adamw"]
-    args += ["lr=1e-3", "data.batch_size=8", "data.label_fraction=0.17", "trainer.max_epochs=20", *QUIET]
+@pytest.mark.timeout(660)
+def test_pretrained_encoder_beats_the_same_model_from_scratch_over_five_seeds(hf_dir: Path, workdir: Path):
+    """The README's fine-tuning figure, from its quick example's command (``FIGURE_ARGS``). Labels are topics;
+    each labelled text holds one topic word among fillers, and the 40 labelled training texts miss many topic
+    words. Pretraining (masked LM) taught which words co-occur: the fine-tuned model classifies texts whose
+    words it never saw labelled, the model from scratch cannot. Every fine-tuned seed beats every seed from
+    scratch by a wide margin (on this machine 0.988-1.000 against 0.463-0.575), and the verdict says so."""
+    (workdir / "topics.csv").write_bytes((hf_dir / "topics.csv").read_bytes())
+    args = ["-m", "model=hf", f"model.pretrained={hf_dir / 'bert'}", *FIGURE_ARGS, "trainer.progress=none"]
     proc = run_cli(args, cwd=workdir, env=OFFLINE, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     by_start: dict[str, list[float]] = {}
@@ -70,14 +90,15 @@ def test_pretrained_encoder_beats_the_same_model_from_scratch_over_three_seeds(h
         assert int(params["params_trainable"]) == int(params["params_total"]) > 10_000
     for key, label in (("False", "fine-tuned"), ("True", "from scratch")):
         vals, test = by_start[key], tests[key]
-        assert len(vals) == 3
+        assert len(vals) == 5
         print(
-            f"{label}: best val_acc {statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}, "
-            f"test_acc {statistics.mean(test):.3f} ± {statistics.stdev(test):.3f} "
-            f"(best val_acc of seeds 0-2 in run order: {', '.join(f'{v:.3f}' for v in vals)})"
+            f"{label}: best val_acc {statistics.mean(vals):.4f} ± {statistics.stdev(vals):.4f}, "
+            f"test_acc {statistics.mean(test):.4f} ± {statistics.stdev(test):.4f} "
+            f"(best val_acc of seeds 0-4 in run order: {', '.join(f'{v:.3f}' for v in vals)})"
         )
-    assert statistics.mean(by_start["False"]) > statistics.mean(by_start["True"]) + 0.2
-    assert statistics.mean(tests["False"]) > statistics.mean(tests["True"]) + 0.2
+    assert min(by_start["False"]) > max(by_start["True"]) + 0.2
+    assert statistics.mean(tests["False"]) > statistics.mean(tests["True"]) + 0.3
+    assert "model.from_scratch=False beats model.from_scratch=True by" in proc.stdout + proc.stderr
 
 
 def test_a_missing_model_offline_fails_in_one_line_without_a_run(tmp_path: Path):
@@ -94,25 +115,35 @@ def test_a_missing_model_offline_fails_in_one_line_without_a_run(tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_optimizer_and_lr_sweep_with_the_median_pruner(hf_dir: Path, workdir: Path):
-    """optimizer=adamw,sgd with a log-uniform lr: an Optuna search whose median pruner stops the poor trials;
-    every trial is recorded and the leaderboard printed. (A plain grid, ``lr=1e-3,1e-2``, runs every job to
-    its end: sweeplab prunes only searches.)"""
-    args = ["-m", *hf_args(hf_dir), "optimizer=adamw,sgd", "lr=tag(log, interval(1e-3, 1e-2))"]
-    args += ["hydra.sweeper.n_trials=4", "hydra.sweeper.pruner.n_startup_trials=1"]
-    args += ["hydra.sweeper.pruner.n_warmup_steps=1", "data.batch_size=16", "trainer.max_epochs=4"]
+def test_optimizer_and_lr_search_with_lora_scored_by_mcc_and_the_median_pruner(hf_dir: Path, workdir: Path):
+    """optimizer=adamw,sgd with a log-uniform lr, LoRA adapters, texts from a CSV file read through datasets
+    (data=hf) and val_mcc as the objective: an Optuna search with the median pruner; every trial is recorded
+    as Optuna ended it and the leaderboard printed. What it asserts does not depend on which trial wins or
+    whether one is pruned (that varies with the CPU's arithmetic; tests/test_search.py shows the pruner
+    stopping poor trials on data where it must). (A plain grid runs every job to its end: sweeplab prunes
+    only searches.)"""
+    args = ["-m", "model=hf", f"model.pretrained={hf_dir / 'bert'}", "data=hf"]
+    args += [f"data.path={hf_dir / 'topics.csv'}", "finetune.lora.r=8", "objective.metric=val_mcc"]
+    args += ["optimizer=adamw,sgd", "lr=tag(log, interval(1e-3, 1e-2))", "hydra.sweeper.n_trials=4"]
+    args += ["hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=1"]
+    args += ["data.batch_size=16", "trainer.max_epochs=4"]
     proc = run_cli([*args, "checkpoint=false", *QUIET], cwd=workdir, env=OFFLINE, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (study,) = studies(workdir)
     trials = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert len(trials) == 4 and {t.params["optimizer"] for t in trials} == {"adamw", "sgd"}
-    assert study.get_trials(states=(TrialState.PRUNED,)), "no trial pruned"
-    recorded = runs(workdir, "run")
-    assert len(recorded) == 4 and all("params_total" in r.data.params for r in recorded)
-    assert {r.data.tags["sweeplab.state"] for r in recorded} == {"FINISHED", "PRUNED"}
-    # Four topics (chance 0.25); the best adamw trial is still rising at its 4th epoch (0.75 on this machine's
-    # CPU, above 0.9 on an earlier one: the seeded search is exact on one kind of CPU only).
-    assert study.best_value > 0.6 and study.best_params["optimizer"] == "adamw"
+    assert all(1e-3 <= t.params["lr"] <= 1e-2 for t in trials)
+    recorded = {r.data.tags["sweeplab.trial"]: r for r in runs(workdir, "run")}
+    assert len(recorded) == 4
+    for trial in trials:
+        run = recorded[str(trial.number)]
+        assert run.data.tags["sweeplab.state"] == (
+            "PRUNED" if trial.state == TrialState.PRUNED else "FINISHED"
+        )
+        assert int(run.data.params["params_trainable"]) < int(run.data.params["params_total"])  # LoRA
+        assert "val_mcc" in run.data.metrics and -1.0 <= run.data.metrics["val_mcc"] <= 1.0
+        if trial.state == TrialState.COMPLETE:
+            assert trial.value == pytest.approx(run.data.metrics["best_val_mcc"])
     assert "rank  job  run" in proc.stdout + proc.stderr
 
 

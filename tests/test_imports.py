@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import ONE_BATCH, ROOT, cli_env
 
-HEAVY_AND_UNUSED = ["transformers", "peft", "scipy.signal", "mlflow.server", "mlflow.pytorch"]
+HEAVY_AND_UNUSED = ["transformers", "datasets", "peft", "scipy.signal", "mlflow.server", "mlflow.pytorch"]
 
 PLAIN_RUN = f"""
 import json, sys

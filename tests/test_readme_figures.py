@@ -71,3 +71,22 @@ def test_a_figure_whose_command_is_removed_is_found():
     paragraph = "Training took 12.5 s a trial on this machine.\n\nMore text.\n"
     assert without_command(paragraph) == ["Training took 12.5 s a trial on this machine."]
     assert without_command("Measured with `.venv/bin/python bench/x.py`: 12.5 s a trial.\n") == []
+
+
+def test_the_fine_tuning_figure_is_measured_by_the_quick_example_s_command():
+    """The README's fine-tuning figure comes from its quick example; tests/test_hf.py's ``beats`` test runs
+    the same overrides on a BERT pretrained for as many steps (issue 33: the figure did not reproduce from
+    the README's command, whose overrides differed from the test's)."""
+    import shlex
+
+    from tests.test_hf import FIGURE_ARGS, PRETRAIN_STEPS
+
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("The quick example, offline, from this checkout") :]
+    block = section[section.index("```bash") : section.index("```", section.index("```bash") + 3)]
+    assert f"pretrained_bert(Path('tiny-bert'), steps={PRETRAIN_STEPS})" in block
+    command = shlex.split(block[block.index("python -m sweeps.run") :].replace("\\\n", " "))
+    start = command.index("sweeps.run") + 1
+    overrides = [a for a in command[start:] if a not in ("-m", "model=hf", "model.pretrained=tiny-bert")]
+    assert overrides == FIGURE_ARGS
+    assert "seeds 0-4" in section and "early_stopping_patience=0" in block

@@ -1,6 +1,8 @@
 """MLflow dataset inputs of a run, from the description the training process sends
 (``training.datasets``): ``mlflow.data.from_numpy`` with its name, digest and source, logged with the split
-as context ("training", "validation"), so that the UI's Dataset column and filter show them.
+as context ("training", "validation"), so that the UI's Dataset column and filter show them. A Hugging Face
+``datasets`` source (``data=hf``) is recorded as MLflow's ``HuggingFaceDatasetSource`` (path, configuration,
+data files, split), as ``mlflow.data.from_huggingface`` records it.
 
 The arrays stay in the training process: ``from_numpy`` gets zero-stride stand-ins of the same shape and
 type (what its schema and profile read), and the digest computed there from the real bytes.
@@ -15,6 +17,19 @@ from typing import Any
 _built: dict[tuple[str, str, str], Any] = {}
 
 
+def _hf_source(source: dict[str, Any]) -> Any:
+    """A Hugging Face ``datasets`` source (``data=hf``): what ``load_dataset`` was given, and the split."""
+    from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+
+    return HuggingFaceDatasetSource(
+        path=source["path"],
+        config_name=source.get("config_name"),
+        data_files=source.get("data_files"),
+        split=source.get("split"),
+        revision=source.get("revision"),
+    )
+
+
 def dataset_inputs(described: list[dict[str, Any]]) -> list[Any]:
     """``DatasetInput``s for ``MlflowClient.log_inputs`` (each dataset built once per process)."""
     from mlflow.entities import DatasetInput, InputTag
@@ -26,7 +41,7 @@ def dataset_inputs(described: list[dict[str, Any]]) -> list[Any]:
 
 
 def _dataset(d: dict[str, Any]) -> Any:
-    key = (d["name"], d["digest"], d["source"])
+    key = (d["name"], d["digest"], d["source"] + repr(d.get("hf_source")))
     if key not in _built:
         import numpy as np
         from mlflow.data.numpy_dataset import from_numpy
@@ -38,7 +53,11 @@ def _dataset(d: dict[str, Any]) -> Any:
         with warnings.catch_warnings():  # a path "can be interpreted in multiple ways": all of them local
             warnings.simplefilter("ignore", UserWarning)
             dataset = from_numpy(
-                features, targets=labels, source=_source(d["source"]), name=d["name"], digest=d["digest"]
+                features,
+                targets=labels,
+                source=_hf_source(d["hf_source"]) if "hf_source" in d else _source(d["source"]),
+                name=d["name"],
+                digest=d["digest"],
             )
         _built[key] = Dataset(**dataset.to_dict())
     return _built[key]

@@ -27,7 +27,7 @@ from sweeps.training.datainfo import DataInfo
 from sweeps.training.reconcile import reconcile
 
 METRICS = {
-    "classification": ("val_acc", "val_f1", "val_loss"),
+    "classification": ("val_acc", "val_f1", "val_mcc", "val_f1_binary", "val_loss"),
     "lm": ("val_acc", "val_f1", "val_loss"),
     "regression": ("val_rmse", "val_mae", "val_r2", "val_loss"),
 }
@@ -82,9 +82,12 @@ def make(group: str, node: Any, **context: Any) -> Any:
     return _tried(group, lambda: factory(**_accepted(factory.func, context)))
 
 
-def objective(cfg: DictConfig, task: str | None, sweeplab_module: bool = True) -> tuple[str, str]:
+def objective(
+    cfg: DictConfig, task: str | None, sweeplab_module: bool = True, n_classes: int | None = None
+) -> tuple[str, str]:
     """The metric a run is scored by and its direction; ``auto`` picks by task. A user's module may log
-    any name (``val/acc``): whether it does is checked after its first validation."""
+    any name (``val/acc``): whether it does is checked after its first validation. ``val_f1_binary`` (the F1
+    of class 1) is logged for two classes only."""
     metric = str(cfg.objective.metric)
     if metric == "auto" and not sweeplab_module:
         raise ConfigError(
@@ -99,6 +102,11 @@ def objective(cfg: DictConfig, task: str | None, sweeplab_module: bool = True) -
         if metric not in allowed:
             raise ConfigError(
                 f"objective.metric={metric} is not produced by a {task} task; allowed: {', '.join(allowed)}"
+            )
+        if metric == "val_f1_binary" and n_classes != 2:
+            raise ConfigError(
+                f"objective.metric=val_f1_binary needs two classes, the data has {n_classes}: "
+                "use val_f1 (macro) or val_mcc"
             )
     mode = str(cfg.objective.mode)
     if mode == "auto":
@@ -158,7 +166,7 @@ def build(cfg: DictConfig, data: Data | None = None, tracker: Any = None) -> Bui
     task = info.need("task", "module=default") if sweeplab_module else info.get("task")
     if sweeplab_module and task == "classification":
         info.need("n_classes", "module=default")
-    metric, mode = objective(cfg, task, sweeplab_module)
+    metric, mode = objective(cfg, task, sweeplab_module, info.get("n_classes"))
     loss = model = None  # a user's module gets them where it declares them and its config has none
     # (``reconcile`` removed the groups it does not use)
     if "loss" in cfg and (
@@ -242,11 +250,12 @@ def _is_target(node: Any) -> bool:
 
 
 def _compiled(cfg: DictConfig, dm: Any) -> bool:
-    """``trainer.compile``; compiled, the bundled data drop a smaller last batch (it would compile a
-    second graph)."""
+    """``trainer.compile``; compiled, the bundled data drop a smaller last batch and token data are not cut
+    to each batch's longest text (either would compile another graph)."""
     compile_model = bool(cfg.trainer.get("compile", False))
     if compile_model and isinstance(dm, ArrayDataModule):
         dm.drop_last = True
+        dm.padding = "max_length"  # token data: every batch as wide as the data, not its own longest text
     return compile_model
 
 

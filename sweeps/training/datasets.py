@@ -1,5 +1,6 @@
 """What a run trained and was validated on, described for MLflow's dataset inputs (the UI's Dataset column
-and filter): name, source, a digest of the arrays actually loaded, and their shapes and types.
+and filter): name, source, a digest of the arrays actually loaded, and their shapes and types; for a
+Hugging Face ``datasets`` source (``data=hf``) also its path, configuration, data files and split.
 
 Only this description crosses to the tracking process (``tracking.inputs`` builds the MLflow datasets from
 it), never the arrays. The digest hashes every byte of the splits once per process and data config, so the
@@ -30,6 +31,7 @@ def describe(dm: Any, key: str) -> list[dict[str, Any]]:
                 "context": context,
                 "digest": digest(dm.splits[split]),
                 "arrays": [(tuple(t.shape), str(t.numpy().dtype)) for t in dm.splits[split]],
+                **({"hf_source": dm.hf_sources[split]} if split in getattr(dm, "hf_sources", {}) else {}),
             }
             for split, context in CONTEXTS.items()
             if split in dm.splits

@@ -141,15 +141,16 @@ def limits(base: Base) -> dict[str, int]:
 
 def clamp_max_length(cfg: DictConfig, base: Base) -> None:
     """``data.max_length`` longer than the model accepts would crash inside its embeddings: it is clamped
-    to the model's limit, with one line saying so."""
+    to the model's limit, with one line saying so; null (data=hf's default) is that limit."""
     length = OmegaConf.select(cfg, "data.max_length", default=None)
-    if not isinstance(length, int):
-        return
     bounds = limits(base)
     if not bounds:
         return
     key, limit = min(bounds.items(), key=lambda kv: kv[1])
-    if length <= limit:
+    if length is None and "max_length" in cfg.data:  # data=hf's default: what the model accepts
+        cfg.data.max_length = limit
+        return
+    if not isinstance(length, int) or length <= limit:
         return
     cfg.data.max_length = limit
     _say(f"data.max_length={length} is longer than the model accepts ({key}={limit}): clamped to {limit}")
