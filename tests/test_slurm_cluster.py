@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ from optuna.trial import TrialState
 
 from tests import slurm_cluster
 from tests.conftest import cli_env
+from tests.test_readme_figures import README
 
 
 @pytest.fixture(scope="module")
@@ -103,25 +105,28 @@ def until(what: str, check, timeout: float, sweep: Sweep, every: float = 0.2):  
 EPOCHS = 30
 
 
+def readme_command() -> list[str]:
+    """The arguments of the README's Slurm recipe (its ``python -m sweeps.run`` command)."""
+    section = README.read_text(encoding="utf-8").split("### Slurm\n", 1)[1].split("\n### ", 1)[0]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    command = block.replace("\\\n", " ").split("\n")
+    (line,) = [c for c in command if "-m sweeps.run" in c]
+    words = shlex.split(line.split("#", 1)[0])
+    assert words[:3] == [".venv/bin/python", "-m", "sweeps.run"], words
+    return words[3:]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_a_search_as_slurm_jobs_survives_a_requeue_and_retries_a_cancelled_trial(
     slurm: slurm_cluster.Cluster, tmp_path: Path
 ):
     args = [
-        "-m",
-        "lr=tag(log, interval(1e-3, 1e-1))",
-        "hydra/launcher=slurm",
-        "hydra.sweeper.n_trials=6",
-        "hydra.sweeper.n_jobs=2",
+        *readme_command(),
         f"trainer.max_epochs={EPOCHS}",
         "early_stopping_patience=0",
         "trainer.num_threads=1",
         "data.batch_size=16",  # slower epochs: the signals below land mid-training
-        "hydra.launcher.cpus_per_task=1",
-        "hydra.launcher.mem_gb=1",
-        "hydra.launcher.timeout_min=10",
-        "hydra.launcher.gres=gpu:1",  # the test node's GPUs are stand-ins: scheduled, not used
     ]
     sweep = Sweep(args, tmp_path, slurm)
     requeued = until("trial 0's job", lambda: sweep.job_of(0), 120, sweep)
@@ -134,7 +139,7 @@ def test_a_search_as_slurm_jobs_survives_a_requeue_and_retries_a_cancelled_trial
         sweep,
         every=1,
     )
-    # What each trial asked for (hydra.launcher.*), as Slurm holds it: GPU, CPUs, memory, time limit.
+    # What each trial asked for (the README's hydra.launcher.*), as Slurm holds it: GPU, CPUs, memory, time.
     asked = slurm.command("squeue", "-h", f"--jobs={requeued},{cancelled}", "-o", "%b %C %m %l").splitlines()
     assert asked == ["gres:gpu:1 1 1G 10:00"] * 2, asked
     until("trial 0 at epoch 3", lambda: "epoch 3/" in job_log(tmp_path, requeued), 120, sweep)
