@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -35,7 +36,8 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[slurm_cluster.Cl
         if os.environ.get("CI"):
             pytest.fail(f"{message}; CI is set, so these tests must run", pytrace=False)
         pytest.skip(message)
-    cluster = slurm_cluster.start(tmp_path_factory.mktemp("slurm"))
+    # A node silent for 10 s is down (the node-death test waits that long, plus Slurm's ping interval).
+    cluster = slurm_cluster.start(tmp_path_factory.mktemp("slurm"), slurmd_timeout=10)
     try:
         yield cluster
     finally:
@@ -204,3 +206,67 @@ def test_a_search_as_slurm_jobs_survives_a_requeue_and_retries_a_cancelled_trial
         assert f"#SBATCH {option}\n" in script, script
     leaderboard = next(tmp_path.glob("mlruns/multirun/*/*/leaderboard.csv")).read_text().splitlines()
     assert len([line for line in leaderboard if line]) == 1 + 7
+
+
+def descendants(pids: list[int]) -> list[int]:
+    """Every process below ``pids`` (by their parent ids in /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, todo = [], list(pids)
+    while todo:
+        pid = todo.pop()
+        children = [child for child, parent in parents.items() if parent == pid]
+        found += children
+        todo += children
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(360)
+def test_a_trial_whose_node_dies_has_its_run_closed_as_stale_and_runs_again(
+    slurm: slurm_cluster.Cluster, tmp_path: Path
+):
+    one = {"hydra.sweeper.n_trials": "1", "hydra.sweeper.n_jobs": "1"}
+    args = [a for a in readme_command() if a.split("=", 1)[0] not in one]
+    args += [f"{k}={v}" for k, v in one.items()]
+    args += [f"trainer.max_epochs={EPOCHS}", "early_stopping_patience=0", "trainer.num_threads=1"]
+    args += ["data.batch_size=16"]
+    sweep = Sweep(args, tmp_path, slurm)
+    job = until("trial 0's job", lambda: sweep.job_of(0), 120, sweep)
+    until("trial 0 at epoch 3", lambda: "epoch 3/" in job_log(tmp_path, job), 120, sweep)
+    # The node dies as in a power cut: slurmd and everything its job steps run, SIGKILLed at once; its
+    # trial's MLflow run is left RUNNING, with nobody to close it.
+    stepds = slurm_cluster._stepds(slurm.folder)
+    assert stepds
+    victims = [*stepds, *descendants(stepds)]
+    slurm.kill("slurmd")
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    until("Slurm requeues the job", lambda: slurm.jobs().get(job) == "PENDING", 120, sweep, every=2)
+    slurm.start_slurmd()  # the node comes back; the requeued job runs there again
+    code = sweep.wait(timeout=240)
+    out = sweep.output
+    assert code == 0, out[-5000:]
+    assert f"trial 0's Slurm job {job} was requeued" in out
+
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "mlruns" / "optuna.journal")))
+    (summary,) = optuna.get_all_study_summaries(storage)
+    (trial,) = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
+    assert trial.state == TrialState.COMPLETE
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("sweeplab")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    trial_runs = sorted(
+        (r for r in runs if r.data.tags.get("sweeplab.kind") == "run"), key=lambda r: r.info.start_time
+    )
+    assert [r.info.status for r in trial_runs] == ["KILLED", "FINISHED"]
+    assert "stale" in trial_runs[0].data.tags["sweeplab.reason"]
+    assert trial_runs[1].data.metrics["epochs"] == EPOCHS

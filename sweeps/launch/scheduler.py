@@ -13,7 +13,10 @@ A job's end: the result file submitit writes (the task's ``JobReturn``), or, on 
 ``squeue`` is asked about all jobs in flight at once, every ``SQUEUE_EVERY_S`` seconds (submitit's own
 watcher asks ``sacct``, which a cluster without accounting does not answer). A job Slurm requeues
 (``scontrol requeue``, preemption, submitit's own requeue at the time limit) is not ended: it runs again,
-resuming from its trial's checkpoint, and its trial is told once, when it finishes.
+resuming from its trial's checkpoint, and its trial is told once, when it finishes. A job seen RUNNING
+and then waiting again was requeued: by a stop signal (its run closed KILLED by the job itself), or by
+Slurm after its node died (its run left RUNNING, with nobody to close it): ``on_requeue`` is told, and
+closes what was left open.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,7 @@ RESULT_GRACE_S = 5.0  # a result file may show up a little after the job ended (
 ENDED = frozenset(
     {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 )
+WAITING = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"})
 GONE = "(no longer listed)"
 STOPPED = frozenset({"CANCELLED", "NODE_FAIL", GONE})
 
@@ -87,8 +92,12 @@ class Ended:
 class Jobs:
     """The jobs in flight, by key (the trial's number)."""
 
-    def __init__(self, launcher: Any, sweep_dir: Path) -> None:
+    def __init__(
+        self, launcher: Any, sweep_dir: Path, on_requeue: Callable[[int, str], None] | None = None
+    ) -> None:
         self.launcher = launcher
+        self.on_requeue = on_requeue  # (key, Slurm job id) of a job that ran and waits to run again
+        self.running: set[int] = set()  # keys of jobs seen RUNNING since they last waited
         self.cluster = cluster_of(launcher)
         self.executor = make_executor(launcher)
         self.jobs: dict[int, Any] = {}
@@ -133,10 +142,22 @@ class Jobs:
                         done.append(Ended(key, None, why, str(job.job_id), state))
                 else:
                     self.gone_since.pop(key, None)
+                    self._watch(key, str(job.job_id), state)
         for item in done:
             self.jobs.pop(item.key, None)
             self.gone_since.pop(item.key, None)
+            self.running.discard(item.key)
         return done
+
+    def _watch(self, key: int, job_id: str, state: str) -> None:
+        """Note a job's state; a job that ran and waits again was requeued."""
+        if state == "RUNNING":
+            self.running.add(key)
+        elif state in WAITING and key in self.running:
+            self.running.discard(key)
+            log.warning("search: trial %d's Slurm job %s was requeued: it runs again", key, job_id)
+            if self.on_requeue:
+                self.on_requeue(key, job_id)
 
     def _result(self, key: int, job: Any) -> Ended:
         try:

@@ -152,7 +152,7 @@ class AsJobs:
 
     def __init__(self, sweep: Sweep, space: Space, ledger: Ledger, slots: int) -> None:
         self.sweep, self.space, self.ledger, self.slots = sweep, space, ledger, slots
-        self.jobs = Jobs(sweep.launcher, Path(str(sweep.config.hydra.sweep.dir)))
+        self.jobs = Jobs(sweep.launcher, Path(str(sweep.config.hydra.sweep.dir)), self._requeued)
 
     def submit(self, trial: optuna.Trial) -> None:
         overrides = [
@@ -173,6 +173,12 @@ class AsJobs:
             state = State.KILLED if ended.stopped else State.FAILED
             done.append((ended.key, Outcome(state, reason=ended.why, error="JobEnded"), None))
         return done
+
+    def _requeued(self, number: int, job_id: str) -> None:
+        """A trial's job waits to run again: a run its last attempt left RUNNING (its node died under it)
+        is closed KILLED as stale; the requeued job runs the trial again (from ``last.ckpt`` if any)."""
+        if self.ledger.on_stale:
+            self.ledger.on_stale([number])
 
     def close(self) -> None:
         self.jobs.cancel()
