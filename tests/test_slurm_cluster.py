@@ -144,10 +144,15 @@ def test_a_search_as_slurm_jobs_survives_a_requeue_and_retries_a_cancelled_trial
     # What each trial asked for (the README's hydra.launcher.*), as Slurm holds it: GPU, CPUs, memory, time.
     asked = slurm.command("squeue", "-h", f"--jobs={requeued},{cancelled}", "-o", "%b %C %m %l").splitlines()
     assert asked == ["gres:gpu:1 1 1G 10:00"] * 2, asked
-    until("trial 0 at epoch 3", lambda: "epoch 3/" in job_log(tmp_path, requeued), 120, sweep)
-    slurm.command("scontrol", "requeue", requeued)
-    until("trial 1 at epoch 3", lambda: "epoch 3/" in job_log(tmp_path, cancelled), 120, sweep)
-    slurm.command("scancel", cancelled)
+    # Each job stopped as soon as it is at epoch 2 (both are watched at once: a trial trains in seconds).
+    todo = {requeued: ("scontrol", "requeue"), cancelled: ("scancel",)}
+
+    def stop_those_at_epoch_2() -> bool:
+        for job in [j for j in todo if "epoch 2/" in job_log(tmp_path, j)]:
+            slurm.command(*todo.pop(job), job)
+        return not todo
+
+    until("both jobs at epoch 2", stop_those_at_epoch_2, 120, sweep, every=0.1)
     code = sweep.wait(timeout=300)
     out = sweep.output
     assert code == 0, out[-5000:]
