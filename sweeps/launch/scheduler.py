@@ -166,13 +166,15 @@ class Jobs:
             first = str(err).strip().splitlines()
             return Ended(key, None, f"job {job.job_id} failed: {first[0] if first else type(err).__name__}")
 
-    def _squeue(self) -> dict[str, str] | None:
-        """Slurm's state of each job in flight (one ``squeue`` for all, at most every ``SQUEUE_EVERY_S``);
-        None when not asked this time or Slurm did not answer."""
-        if not self.jobs or time.monotonic() - self.asked < SQUEUE_EVERY_S:
-            return None
-        self.asked = time.monotonic()
-        ids = ",".join(str(job.job_id) for job in self.jobs.values())
+    def _squeue(self, jobs: dict[int, Any] | None = None) -> dict[str, str] | None:
+        """Slurm's state of each job in flight (one ``squeue`` for all, at most every ``SQUEUE_EVERY_S``),
+        or of ``jobs`` (asked now); None when not asked this time or Slurm did not answer."""
+        if jobs is None:
+            jobs = self.jobs
+            if not jobs or time.monotonic() - self.asked < SQUEUE_EVERY_S:
+                return None
+            self.asked = time.monotonic()
+        ids = ",".join(str(job.job_id) for job in jobs.values())
         try:
             out = subprocess.run(
                 ["squeue", "-h", "--states=all", f"--jobs={ids}", "-o", "%i %T"],
@@ -188,11 +190,25 @@ class Jobs:
             return None
         return dict(line.split()[:2] for line in out.stdout.splitlines() if len(line.split()) >= 2)
 
-    def cancel(self) -> None:
-        """Cancel every job in flight (the search was stopped): each stops as on ``scancel``."""
-        for job in self.jobs.values():
+    def cancel(self, wait_s: float = 90.0) -> None:
+        """Cancel every job in flight (the search was stopped): each stops as on ``scancel``, closing its
+        run. Waits (up to ``wait_s``) until they have ended, so that their trials are failed only after:
+        a job still running would report to a trial already told."""
+        jobs, self.jobs = dict(self.jobs), {}
+        for job in jobs.values():
             try:
                 job.cancel(check=False)
             except OSError as err:
                 log.warning("search: could not cancel job %s: %s", job.job_id, err)
-        self.jobs.clear()
+        deadline = time.monotonic() + wait_s
+        while jobs and time.monotonic() < deadline:
+            if self.cluster == "local":
+                jobs = {k: j for k, j in jobs.items() if not j.done()}
+            else:
+                states = self._squeue(jobs)
+                if states is not None:
+                    jobs = {
+                        k: j for k, j in jobs.items() if states.get(str(j.job_id), GONE) not in (*ENDED, GONE)
+                    }
+            if jobs:
+                time.sleep(1.0)
