@@ -169,7 +169,9 @@ class Ledger:
         if stopped:
             trial.set_user_attr("sweeplab.stopped", "deadline")
         self.ref.study.tell(trial, outcome.value if outcome.complete else None, state=outcome.optuna_state())
-        if stopped:  # not the trial's fault: the next run of this study runs it again
+        # Not the trial's fault (the deadline; its job cancelled or its node lost): its parameters run again,
+        # the deadline's in the next run of the study, a killed job's next in this one.
+        if stopped or outcome.state is State.KILLED:
             self.ref.study.enqueue_trial(trial.params, user_attrs={"sweeplab.retry_of": trial.number})
 
     def _check_budget(self, number: int, outcome: Outcome) -> None:

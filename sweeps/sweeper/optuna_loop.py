@@ -13,7 +13,7 @@ from typing import Any
 from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 
-from sweeps.launch import gpus, submitit
+from sweeps.launch import gpus, scheduler, submitit
 from sweeps.launch.workers import Workers
 from sweeps.search import coordination
 from sweeps.search.retry import DatabaseAway
@@ -60,7 +60,9 @@ def plan(sweep: Sweep, arguments: list[str]) -> Search:
         space = parse_space(sweep.parser(), arguments, settings.params)
         settings.check_search()
         trainer = sweep.config.get("trainer") or {}
-        devices = gpus.for_workers(settings.n_jobs, trainer, settings.trials_per_gpu)
+        # GPUs of this machine, for trials run here; a scheduler's jobs get theirs from the scheduler.
+        here = sweep.in_process
+        devices = gpus.for_workers(settings.n_jobs if here else 1, trainer, settings.trials_per_gpu)
     except ConfigError as err:
         refuse(err)
     name = settings.study_name or study_name(space)  # with lr=auto in it: the same command, the same study
@@ -127,6 +129,8 @@ def executor(search: Search, ledger: Ledger, workers: Workers | None) -> trials.
     """Where this process's trials run: the workers ``early_workers`` started, the launcher, or here."""
     sweep, settings = search.sweep, search.sweep.settings
     if workers is None:
+        if scheduler.is_submitit(sweep.launcher):  # Slurm (or submitit's local) jobs, n_jobs in flight
+            return trials.AsJobs(sweep, search.space, ledger, settings.n_jobs)
         if settings.n_jobs > 1:
             return trials.ThroughLauncher(sweep, search.space, settings.n_jobs)
         return trials.InProcess(sweep, search.space, ledger)

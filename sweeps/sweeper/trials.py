@@ -15,8 +15,9 @@ from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf, open_dict
 
 from sweeps.launch import submitit
+from sweeps.launch.scheduler import Jobs
 from sweeps.launch.workers import Workers
-from sweeps.outcome import Outcome
+from sweeps.outcome import Outcome, State
 from sweeps.search.space import Space
 from sweeps.support.interrupt import Interrupted
 from sweeps.sweeper.base import Sweep, job_outcome
@@ -141,6 +142,46 @@ class ThroughLauncher:
 
     def close(self) -> None:
         pass
+
+
+class AsJobs:
+    """A scheduler job per trial (``hydra/launcher=slurm``, ``submitit_slurm``, ``submitit_local``), up to
+    ``slots`` in flight, the next one asked as soon as one ends: no batch barrier (``launch.scheduler``).
+    A job that ended without a result (cancelled, its node lost) is KILLED: its MLflow run is closed if it
+    was left RUNNING, and the ledger fails the trial and queues its parameters again."""
+
+    def __init__(self, sweep: Sweep, space: Space, ledger: Ledger, slots: int) -> None:
+        self.sweep, self.space, self.ledger, self.slots = sweep, space, ledger, slots
+        self.jobs = Jobs(sweep.launcher, Path(str(sweep.config.hydra.sweep.dir)), self._requeued)
+
+    def submit(self, trial: optuna.Trial) -> None:
+        overrides = [
+            *self.space.overrides(trial.params),
+            submitit.override("trial", trial.number),
+            f"hydra.sweep.subdir={trial.number}",  # its folder: the checkpoint a requeued job resumes from
+        ]
+        self.jobs.submit(trial.number, overrides)
+
+    def wait(self) -> list[Done]:
+        done: list[Done] = []
+        for ended in self.jobs.wait():
+            if ended.ret is not None:
+                done.append((ended.key, job_outcome(ended.ret), ended.ret))
+                continue
+            if self.ledger.on_stale:
+                self.ledger.on_stale([ended.key])  # a run its job could not close (a lost node): KILLED
+            state = State.KILLED if ended.stopped else State.FAILED
+            done.append((ended.key, Outcome(state, reason=ended.why, error="JobEnded"), None))
+        return done
+
+    def _requeued(self, number: int, job_id: str) -> None:
+        """A trial's job waits to run again: a run its last attempt left RUNNING (its node died under it)
+        is closed KILLED as stale; the requeued job runs the trial again (from ``last.ckpt`` if any)."""
+        if self.ledger.on_stale:
+            self.ledger.on_stale([number])
+
+    def close(self) -> None:
+        self.jobs.cancel()
 
 
 class InWorkers:

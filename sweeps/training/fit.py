@@ -125,14 +125,15 @@ def fit(
     """Train a prepared run. Its outcome's ``value`` is the objective of its best epoch or of its last one
     (``objective.reduce``), read from the per-epoch history, with or without checkpoints."""
     history = ObjectiveHistory(built.metric)
-    extra = [history, *callbacks, *([preemption.Preemption(output_dir)] if output_dir is not None else [])]
+    stop = preemption.Preemption(output_dir) if output_dir is not None else None
+    extra = [history, *callbacks, *([stop] if stop is not None else [])]
     trainer = make_trainer(cfg, built, output_dir, prefix, extra)
     lit = Lightning.of(built)
     resume = preemption.resume_path(output_dir)  # a stopped (preempted) run of this trial left it
     if resume:
         logging.getLogger("sweeplab").info("%sresuming from %s", prefix, resume)
     start = time.perf_counter()
-    with interrupt.deferred():  # Ctrl-C stops it at the next batch (``Preemption`` checks)
+    with interrupt.deferred(), preemption.taken_over(stop):  # Ctrl-C stops it at the next batch too
         trainer.fit(
             built.module,
             **lit.data(built),

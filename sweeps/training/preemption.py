@@ -8,6 +8,12 @@ checkpoint is written at the next batch end (a consistent state: never between b
 ``exit`` hands over to the handler that was there before (submitit's: it resubmits the same trial and
 exits), or exits with 128 + the signal number.
 
+Lightning notes SIGTERM too (its handler, installed after ``on_fit_start``, calls ours as well) and
+raises its ``SIGTERMException`` at the next loop boundary, which may come before our batch-end check (seen
+on a real Slurm: a requeued job whose run ended "SIGTERMException" with no checkpoint). ``on_exception``
+then writes the checkpoint itself (Lightning raises between batches: a consistent state), and
+``taken_over`` raises ``Preempted`` in place of Lightning's exception.
+
 Why not Lightning's SLURM auto-requeue (its SignalConnector): it acts only when Lightning detects SLURM,
 requeues with ``scontrol`` behind submitit's back (two requeues), ignores SIGTERM and knows nothing of the
 MLflow run. It is switched off where this runs (``SLURMEnvironment(auto_requeue=False)``).
@@ -15,10 +21,12 @@ MLflow run. It is switched off where this runs (``SLURMEnvironment(auto_requeue=
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -61,6 +69,7 @@ class Preemption(pl.Callback):
         self.path = folder / LAST
         self.signum: int | None = None
         self.previous: dict[int, Any] = {}
+        self.preempted: Preempted | None = None  # Lightning stopped first (``on_exception``): ours instead
 
     def _note(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
@@ -88,13 +97,37 @@ class Preemption(pl.Callback):
         if self.signum is None:
             interrupt.check()  # Ctrl-C or SIGHUP (``support.interrupt``): the run stops here
             return
+        raise self._stop(trainer)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        """Lightning's own SIGTERM stop (``SIGTERMException``) came before our check: checkpoint here."""
+        if self.signum is not None and type(exception).__name__ == "SIGTERMException":
+            self.preempted = self._stop(trainer)
+
+    def _stop(self, trainer: pl.Trainer) -> Preempted:
+        """Write the checkpoint (complete on disk), put the handlers back; the exception that stops it."""
+        assert self.signum is not None
         trainer.save_checkpoint(self.path)
         io = trainer.strategy.checkpoint_io
         if hasattr(io, "teardown"):
             io.teardown()  # the asynchronous writer: wait until the file is complete
         self._restore()
         previous = self.previous.get(signal.Signals(self.signum))
-        raise Preempted(self.signum, self.path, previous)
+        return Preempted(self.signum, self.path, previous)
+
+
+@contextlib.contextmanager
+def taken_over(stop: Preemption | None) -> Iterator[None]:
+    """Around ``trainer.fit``: a stop that Lightning raised first becomes our ``Preempted`` (checkpoint
+    written by ``on_exception``)."""
+    try:
+        yield
+    except BaseException as err:
+        if stop is not None and stop.preempted is not None and not isinstance(err, Preempted):
+            raise stop.preempted from None
+        raise
 
 
 def resume_path(folder: Path | None) -> Path | None:
