@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from lightning_modules.data import PADDINGS, ArrayDataModule
-from lightning_modules.text import IGNORE, TEXT_TASKS, load_tokenizer, tokenizer_digest
+from lightning_modules.data import ArrayDataModule
+from lightning_modules.text import IGNORE, check_text_options, load_tokenizer, tokenizer_digest
 
 BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
@@ -147,10 +147,7 @@ class HFDataModule(ArrayDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if task not in TEXT_TASKS:
-            raise ValueError(f"data.task={task!r}: allowed are {', '.join(TEXT_TASKS)}")
-        if padding not in PADDINGS:
-            raise ValueError(f"data.padding={padding!r}: allowed are {', '.join(PADDINGS)}")
+        check_text_options(task, padding)
         if not tokenizer:
             raise ValueError(
                 "data.tokenizer is not set: use model=hf (it sets it) or data.tokenizer=<name or folder>"

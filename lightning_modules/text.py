@@ -27,6 +27,14 @@ TEXT_TASKS = ("auto", "classification", "lm")
 
 
 @functools.lru_cache(maxsize=8)
+def check_text_options(task: str, padding: str) -> None:
+    """``data.task`` and ``data.padding`` of a text source, each one line naming what is allowed."""
+    if task not in TEXT_TASKS:
+        raise ValueError(f"data.task={task!r}: allowed are {', '.join(TEXT_TASKS)}")
+    if padding not in PADDINGS:
+        raise ValueError(f"data.padding={padding!r}: allowed are {', '.join(PADDINGS)}")
+
+
 def load_tokenizer(name: str, revision: str | None = None) -> Any:
     """The tokenizer saved with a model (a local folder or a hub name); one without a padding token pads
     with its end-of-sequence token, as causal language models usually do."""
@@ -87,10 +95,7 @@ class TextDataModule(ArrayDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if task not in TEXT_TASKS:
-            raise ValueError(f"data.task={task!r}: allowed are {', '.join(TEXT_TASKS)}")
-        if padding not in PADDINGS:
-            raise ValueError(f"data.padding={padding!r}: allowed are {', '.join(PADDINGS)}")
+        check_text_options(task, padding)
         self.padding = padding  # the cache keeps max_length; batches are cut to their longest text
         if not tokenizer:
             raise ValueError(

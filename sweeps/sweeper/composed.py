@@ -37,9 +37,11 @@ class ComposedOnce(ConfigLoader):
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         parsed = OverridesParser.create(config_loader=self.loader).parse_overrides(list(sweep_overrides))
-        choices = [o for o in parsed if self._is_group_choice(o)]
+        # ``optimizer=adam`` picks a config file (Hydra's rule: its key names a config group); ``lr=0.01``
+        # is a value set after composition
+        choices = [o for o in parsed if _is_single_change(o) and self._is_group(o.key_or_group)]
         values = [o for o in parsed if o not in choices]
-        if not all(self._is_plain_value(o) for o in values):
+        if not all(_is_single_change(o) for o in values):
             return self.loader.load_sweep_config(master_config, list(sweep_overrides))
         key = tuple(str(o.input_line) for o in choices)
         if key not in self.composed:
@@ -75,33 +77,22 @@ class ComposedOnce(ConfigLoader):
     def compute_defaults_list(self, *args: Any, **kwargs: Any) -> Any:
         return self.loader.compute_defaults_list(*args, **kwargs)
 
-    def _is_group_choice(self, override: Override) -> bool:
-        """``optimizer=adam``: picks a config file (Hydra's rule: the key names a config group)."""
-        return (
-            override.type is OverrideType.CHANGE
-            and override.package is None
-            and not override.is_sweep_override()
-            and not override.is_hydra_override()
-            and not isinstance(override.value(), dict)
-            and self._is_group(override.key_or_group)
-        )
-
-    @staticmethod
-    def _is_plain_value(override: Override) -> bool:
-        """``lr=0.01``: a value set after composition, which picks no file."""
-        return (
-            override.type is OverrideType.CHANGE
-            and override.package is None
-            and not override.is_sweep_override()
-            and not override.is_hydra_override()
-            and not isinstance(override.value(), dict)
-        )
-
     def _is_group(self, key: str) -> bool:
         if key not in self.groups:
             parent, _, name = key.rpartition("/")
             self.groups[key] = "." not in key and name in self.loader.list_groups(parent)
         return self.groups[key]
+
+
+def _is_single_change(override: Override) -> bool:
+    """``key=value``: one value, no ``+``/``~``/``++``, no package, not Hydra's own, not a dict."""
+    return (
+        override.type is OverrideType.CHANGE
+        and override.package is None
+        and not override.is_sweep_override()
+        and not override.is_hydra_override()
+        and not isinstance(override.value(), dict)
+    )
 
 
 def _absent(cfg: DictConfig, key: str) -> bool:
