@@ -98,7 +98,7 @@ class JobRunner:
 def _job_elsewhere(cfg: DictConfig, hc: Any) -> Outcome:
     """A job a launcher started in a process of its own: joined to the sweep and its trial, then run."""
     tracker, trial = submitit.attach(cfg, hc)
-    ctx = context_of(hc, int(hc.job.num), tracker=tracker, trial=trial)
+    ctx = context_of(hc, int(hc.job.num), tracker=tracker, trial=trial, deadline=submitit.deadline(hc))
     try:
         outcome = resolved(deliver(cfg, ctx), tracker)  # the sweeper's process knows the run by its id
     except BaseException as err:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from sweeps.tracking import session as tracking
 from sweeps.training.context import TrialHandle
@@ -36,7 +36,8 @@ def override(key: str, value: Any) -> str:
 
 def attach(cfg: DictConfig, hydra_cfg: Any) -> tuple[tracking.Session | None, TrialHandle | None]:
     """In a job of its own: a tracking session joined to the sweep (the caller closes it) and the job's
-    Optuna trial, from what the sweeper published; (None, None) where it published nothing."""
+    Optuna trial with the sweep's pruner (a loaded study would decide with Optuna's default one), from what
+    the sweeper published; (None, None) where it published nothing."""
     sweeper = hydra_cfg.sweeper
     trial = None
     study_name = sweeper.get("sweeplab_study")
@@ -46,8 +47,22 @@ def attach(cfg: DictConfig, hydra_cfg: Any) -> tuple[tracking.Session | None, Tr
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         number = sweeper.get("sweeplab_trial")
         number = int(hydra_cfg.job.num if number is None else number)
-        trial = TrialHandle.load({"study": study_name, "storage": sweeper.get("storage"), "number": number})
+        pruner = sweeper.get("pruner")
+        spec = {
+            "study": study_name,
+            "storage": sweeper.get("storage"),
+            "number": number,
+            "pruner": OmegaConf.to_container(pruner, resolve=True) if pruner is not None else None,
+        }
+        trial = TrialHandle.load(spec)
     sweep_id = sweeper.get("sweeplab_sweep_id")
     if not sweep_id or not cfg.get("tracking") or not cfg.tracking.get("enabled"):
         return None, trial
     return tracking.start(cfg.tracking, sweep_id), trial
+
+
+def deadline(hydra_cfg: Any) -> float | None:
+    """The sweep's deadline (``hydra.sweeper.deadline``, a Unix time) in a job of its own: it stops training
+    there, as a trial in the sweeper's process does."""
+    value = hydra_cfg.sweeper.get("deadline")
+    return float(value) if value else None
