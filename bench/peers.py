@@ -16,6 +16,7 @@ floor are printed, and, for sweeplab, when the first epoch ended (seconds after 
 and set-up cost). A warm-up run of each kind comes first and is not counted.
 
     .venv/bin/python bench/peers.py [--rounds 3] [--warmup 1] [--trials 12] [--epochs 10] [--tree DIR]...
+                                    [--tracking both|on|off]
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FLOOR = "--floor-search"  # this file, run as the floor's search: FLOOR N_JOBS TRIALS EPOCHS
 RAY = "--ray-search"  # this file, run as Ray Tune's search: RAY N_JOBS TRIALS EPOCHS
+TRACKING = {"both": ("local", "off"), "on": ("local",), "off": ("off",)}  # --tracking: sweeplab's arms
 STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
 
 
@@ -148,6 +150,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=1, help="uncounted rounds first")
     parser.add_argument("--tree", action="append", type=Path, help="a sweeplab checkout (default: this one)")
+    parser.add_argument("--tracking", choices=("both", "on", "off"), default="both", help="sweeplab's arms")
     args = parser.parse_args()
     trees = [t.resolve() for t in args.tree] if args.tree else [ROOT]
     try:
@@ -163,7 +166,7 @@ def main() -> None:
         arms[f"floor, n_jobs={n}"] = ([me, FLOOR, str(n), *size], ROOT)
         for tree in trees:
             label = f" [{tree.name}]" if len(trees) > 1 else ""
-            for tracking in ("local", "off"):
+            for tracking in TRACKING[args.tracking]:
                 name = f"sweeplab{label}, n_jobs={n}, tracking {'on' if tracking == 'local' else 'off'}"
                 arms[name] = (sweeplab_args(n, tracking, args.trials, args.epochs, "{study}"), tree)
         if with_ray:
@@ -191,7 +194,7 @@ def main() -> None:
             print(f"  {name:48s} {wall:7.2f} s  / floor {wall / floor:5.2f}   first epoch at {first:5.2f} s")
     for tree in trees:
         label = f" [{tree.name}]" if len(trees) > 1 else ""
-        for tracking in ("on", "off"):
+        for tracking in ("on", "off") if args.tracking == "both" else (args.tracking,):
             one = statistics.median(times[f"sweeplab{label}, n_jobs=1, tracking {tracking}"])
             two = statistics.median(times[f"sweeplab{label}, n_jobs=2, tracking {tracking}"])
             print(f"  sweeplab{label} tracking {tracking}: n_jobs=2 / n_jobs=1 = {two / one:.2f}")

@@ -11,9 +11,11 @@ import inspect
 import os
 import re
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -219,6 +221,38 @@ def test_kill_trial_runs_ends_the_running_runs_of_those_trials_killed(tracked):
         )
     for key in ("9", "other"):
         session.end_run(runs[key], "FINISHED")
+
+
+def attached_session(tracked: Tracked) -> tracking.Session:
+    """A trial worker's session: a socket that the module's tracking process was handed (``attach``)."""
+    mine, theirs = socket.socketpair()
+    tracked.session.attach(mine)
+    mine.close()
+    session = tracking.start(tracked.settings, attached=Connection(theirs.detach()))
+    assert session is not None and session.process is None
+    return session
+
+
+def test_workers_write_through_the_sweeps_tracking_process_and_a_dead_ones_open_run_is_killed(tracked):
+    session, client = tracked.session, tracked.client
+    done, dying = attached_session(tracked), attached_session(tracked)
+    finished = done.new_run("attached, finished", {})
+    done.log(finished, params={"lr": "0.1"}, metrics={"val_acc": 0.5}, step=1)
+    done.end_run(finished, "FINISHED")
+    left_open = dying.new_run("attached, its worker dies", {})
+    ids = {**done.run_ids([finished]), **dying.run_ids([left_open])}
+    assert len({finished, left_open, session.new_run("the sweep's own", {})}) == 3  # no handle shared
+    assert done.close() is None  # detached: every write of its done, the process goes on
+    dying.conn.close()  # as the socket of a worker killed by SIGKILL closes
+    session.sync()
+    run = client.get_run(ids[finished])
+    assert (run.info.status, run.data.params["lr"], run.data.metrics["val_acc"]) == ("FINISHED", "0.1", 0.5)
+    run = client.get_run(ids[left_open])
+    assert (run.info.status, run.data.tags["sweeplab.state"]) == ("KILLED", "KILLED")
+    assert "without closing the run" in run.data.tags["sweeplab.reason"]
+    assert session.process is not None and session.process.poll() is None  # the sweep's process goes on
+    handle, run_id = run_of(tracked, "after the workers")
+    session.end_run(handle, "FINISHED")
 
 
 def test_source_run_returns_a_runs_params_and_its_best_checkpoint(tracked, tmp_path):

@@ -2,9 +2,11 @@
 
 Each worker imports torch and Lightning once and then runs trial after trial, so a trial costs no
 interpreter start-up. Workers start before the study and the tracking store are open (``Workers`` then
-``begin``): their imports overlap that set-up instead of delaying the first trial. Each gets its share of
-the machine's cores as torch threads (``support.threads``). A worker that dies (SIGKILL, out of memory, a
-crash in native code) fails only its own trial: the sweeper is told, and a fresh worker takes its place.
+``begin``): their imports overlap that set-up instead of delaying the first trial. They write their runs
+through the sweep's tracking process (each on a socket of its own, ``Session.attach``), so no worker imports
+MLflow or opens the store. Each gets its share of the machine's cores as torch threads
+(``support.threads``). A worker that dies (SIGKILL, out of memory, a crash in native code) fails only its
+own trial: the sweeper is told, its open runs are closed KILLED, and a fresh worker takes its place.
 
 Why not ``concurrent.futures.ProcessPoolExecutor``: the death of one of its workers breaks the whole pool.
 """
@@ -13,16 +15,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import subprocess
 import sys
 import time
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sweeps.outcome import Outcome, State
 from sweeps.support import interrupt, threads
 from sweeps.support.processes import spawn
 from sweeps.support.stdlib_compat import exit_now
+
+if TYPE_CHECKING:
+    from sweeps.tracking.session import Session
 
 log = logging.getLogger("sweeplab")
 
@@ -39,28 +45,45 @@ class Workers:
 
     def __init__(self, count: int, devices: list[str | None] | None = None) -> None:
         self.setup: dict[str, Any] | None = None
+        self.tracker: Session | None = None
         self.devices = devices or [None] * count
         self.procs: list[Any] = [None] * count  # subprocess.Popen, or None while restarting
         self.conns: list[Any] = [None] * count  # Connection
+        self.channels: list[socket.socket | None] = [None] * count  # to hand to the tracking process
         self.busy: list[bool] = [False] * count
         self.env = threads.environment(count)
         log.info("search: %s", threads.describe(count, "trial workers"))
         for i in range(count):
             self._start(i)
 
-    def begin(self, setup: dict[str, Any]) -> None:
-        """Send every worker the sweep's set-up: from now on they take trials."""
-        self.setup = setup
-        for conn in self.conns:
+    def begin(self, setup: dict[str, Any], tracker: Session | None) -> None:
+        """Send every worker the sweep's set-up: from now on they take trials. Each writes its runs through
+        ``tracker``'s process (attached on the socket it was started with), not a tracking process of its
+        own: one MLflow import and store for the sweep, not one per worker."""
+        self.setup, self.tracker = setup, tracker
+        for i, conn in enumerate(self.conns):
+            self._attach(i)
             conn.send(setup)
 
     def _start(self, i: int) -> None:
         gpus = self.devices[i]
         env = {**self.env, "CUDA_VISIBLE_DEVICES": gpus} if gpus else self.env
-        self.procs[i], self.conns[i] = spawn("sweeps.launch.workers", env)
+        mine, theirs = socket.socketpair()  # the worker's socket to the sweep's tracking process
+        self.procs[i], self.conns[i] = spawn("sweeps.launch.workers", env, also=theirs)
+        theirs.close()
+        self.channels[i] = mine
         if self.setup is not None:
+            self._attach(i)
             self.conns[i].send(self.setup)
         self.busy[i] = False
+
+    def _attach(self, i: int) -> None:
+        """Hand worker ``i``'s socket to the tracking process (if tracking is on), and let go of it here."""
+        channel, self.channels[i] = self.channels[i], None
+        if channel is not None:
+            if self.tracker is not None:
+                self.tracker.attach(channel)
+            channel.close()
 
     def idle(self) -> list[int]:
         return [i for i, busy in enumerate(self.busy) if not busy]
@@ -98,6 +121,9 @@ class Workers:
         for conn in self.conns:
             if conn is not None:
                 conn.close()
+        for channel in self.channels:
+            if channel is not None:
+                channel.close()
 
     def close(self) -> None:
         """Stop the workers; one still running a trial (the sweep was interrupted) is first told to stop it
@@ -123,10 +149,10 @@ class Workers:
                     proc.kill()
 
 
-def run_worker(conn: Connection) -> None:
+def run_worker(conn: Connection, channel: Connection) -> None:
     """The worker: import what trials need and take its share of the cores while the sweep sets up; set up
-    once (tracking joined to the sweep, the study), then run each job it is sent until the sweeper closes
-    the connection."""
+    once (its tracking session on ``channel``, joined to the sweep; the study), then run each job it is sent
+    until the sweeper closes the connection."""
     threads.apply()
     from omegaconf import OmegaConf
 
@@ -143,7 +169,9 @@ def run_worker(conn: Connection) -> None:
     except (EOFError, OSError):  # the sweep ended before it began
         return
     quiet_sweep(search=True, verbose=bool(setup.get("verbose", False)))
-    tracker = tracking.start(OmegaConf.create(setup["tracking"]), setup.get("sweep_id"))
+    tracker = tracking.start(OmegaConf.create(setup["tracking"]), setup.get("sweep_id"), attached=channel)
+    if tracker is None:
+        channel.close()
     ref = load(setup["study"], setup["storage"], setup["pruner"])
     try:
         while True:
@@ -170,7 +198,8 @@ def run_worker(conn: Connection) -> None:
 if __name__ == "__main__":
     interrupt.helper(stoppable=True)  # the terminal's Ctrl-C is the sweeper's; it sends STOP
     with contextlib.suppress(interrupt.Interrupted):  # stopped while it waited for a job or set up
-        run_worker(Connection(int(sys.argv[1])))  # the socket the sweeper passed (Workers._start)
+        # the sockets the sweeper passed (Workers._start): its own, and one to the sweep's tracking process
+        run_worker(Connection(int(sys.argv[1])), Connection(int(sys.argv[2])))
     # Its tracking session is closed (every write done): tearing torch and Lightning down would only make
     # the sweep wait (``Workers.close``) seconds longer.
     exit_now(0)

@@ -24,13 +24,17 @@ def python_path() -> str:
     return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
 
 
-def spawn(module: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Connection]:
-    """``python -m module FD``; ``env`` is added to this process's environment."""
+def spawn(
+    module: str, env: dict[str, str] | None = None, also: socket.socket | None = None
+) -> tuple[subprocess.Popen, Connection]:
+    """``python -m module FD [FD2]``; ``env`` is added to this process's environment; ``also``, a socket
+    the child inherits too (FD2; the caller closes its copy)."""
     ours, theirs = socket.socketpair()
+    fds = [theirs.fileno(), *([also.fileno()] if also else [])]
     with interrupt.spawning():  # the terminal's Ctrl-C is its parent's to act on (``interrupt.helper``)
         process = subprocess.Popen(
-            [sys.executable, "-m", module, str(theirs.fileno())],
-            pass_fds=[theirs.fileno()],
+            [sys.executable, "-m", module, *map(str, fds)],
+            pass_fds=fds,
             env={**os.environ, **(env or {}), "PYTHONPATH": python_path()},
         )
     theirs.close()

@@ -143,7 +143,7 @@ def executor(search: Search, ledger: Ledger, workers: Workers | None) -> trials.
         "pruner": settings.pruner,
         "verbose": bool(sweep.config.get("verbose", False)),
     }
-    return trials.InWorkers(sweep, search.space, workers, setup)
+    return trials.InWorkers(sweep, search.space, workers, setup, session)
 
 
 def run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:

@@ -22,7 +22,7 @@ from sweeps.search.space import Space
 from sweeps.support.interrupt import Interrupted
 from sweeps.sweeper.base import Sweep, job_outcome
 from sweeps.sweeper.ledger import Ledger
-from sweeps.tracking.session import run_name
+from sweeps.tracking.session import Session, run_name
 from sweeps.training.context import JobContext, TrialHandle
 
 log = logging.getLogger("sweeplab")
@@ -188,10 +188,12 @@ class InWorkers:
     """A trial per worker process at once (``workers``, started while the sweep set up); each gets the
     trial's composed config and its job context as plain data."""
 
-    def __init__(self, sweep: Sweep, space: Space, workers: Workers, setup: dict[str, Any]) -> None:
+    def __init__(
+        self, sweep: Sweep, space: Space, workers: Workers, setup: dict[str, Any], tracker: Session | None
+    ) -> None:
         self.sweep, self.space = sweep, space
         self.workers = workers
-        workers.begin(setup)
+        workers.begin(setup, tracker)
         self.slots = len(workers.procs)
         self.on: dict[int, int] = {}  # worker -> the trial it runs
 

@@ -25,6 +25,8 @@ FIRE_AND_FORGET = frozenset(
 ANSWERED = frozenset({"open", "resolve", "register", "source_run"})
 REQUESTS = FIRE_AND_FORGET | ANSWERED
 CLOSE = "close"  # not a Store method: the server flushes, answers and stops
+ATTACH = "attach"  # not a Store method: a trial worker's socket follows (``Session.attach``)
+DETACH = "detach"  # from an attached worker: its writes are done; runs it left open are ended KILLED
 
 
 def refused(name: str) -> str:

@@ -5,6 +5,11 @@ write several milliseconds. In a separate process that work overlaps the torch i
 instead of adding to them. It also outlives a crash of the training process long enough to close its runs:
 when the pipe to its parent breaks, every run still open is ended as KILLED.
 
+A sweep's trial workers write through the same process (one MLflow import and one store for the command,
+not one per worker: on 2 cores, three imports at once delayed every worker's first trial): the parent hands
+it each worker's socket (``Session.attach``), and when that socket closes (the worker ended or died), the
+runs the worker left open are ended as KILLED.
+
 Requests arrive as ``(name, kwargs, reply)`` tuples, ``name`` one of ``requests.REQUESTS`` (any other is
 refused, never looked up on the store); those sent with ``reply=True`` get ``("ok", value)`` or
 ``("error", message)`` back.
@@ -12,19 +17,22 @@ refused, never looked up on the store); those sent with ``reply=True`` get ``("o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
+from multiprocessing.reduction import recv_handle
 from typing import Any
 
 from sweeps.support import fulldisk, interrupt
 from sweeps.support.secrets import redact_text
-from sweeps.tracking.requests import CLOSE, REQUESTS, refused
+from sweeps.tracking.requests import ATTACH, CLOSE, DETACH, REQUESTS, refused
 from sweeps.tracking.store import Store
 
 
 def answer_requests(conn: Connection) -> None:
-    """Answer requests until the parent says ``close`` or goes away."""
+    """Answer requests until the parent says ``close`` or goes away; meanwhile answer the trial workers
+    the parent attached too (``ATTACH``: each on its own socket, its runs closed KILLED if it dies)."""
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "View run at ..." lines
     # No usage reports leave the machine (and none hold up the exit trying to reach a server).
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -33,10 +41,16 @@ def answer_requests(conn: Connection) -> None:
     fulldisk.quiet()
     service: Store | None = None
     full = ""  # the first write refused for want of space: the reply to ``close`` tells the parent
+    workers: dict[Connection, set[str]] = {}  # an attached worker's socket -> the runs it started
     while True:
+        if service is not None and service.pending and (service.due() or not wait([conn, *workers], 0.25)):
+            full = full or _flush(service)  # the callers went quiet, or metrics waited long enough
+        readable = wait([conn, *workers])
+        for source in [c for c in workers if c in readable]:
+            _worker_request(source, workers, service)
+        if conn not in readable:
+            continue
         try:
-            if service is not None and service.pending and (service.due() or not conn.poll(0.25)):
-                full = full or _flush(service)  # the caller went quiet, or metrics waited long enough
             name, kwargs, reply = conn.recv()
         except (EOFError, OSError):
             if service is not None and service.client is not None:
@@ -46,23 +60,62 @@ def answer_requests(conn: Connection) -> None:
         if name == CLOSE:
             if service is not None and service.client is not None:
                 full = full or _flush(service)
+                for runs in workers.values():  # a worker still attached will not close them now
+                    service.abandon(runs)
             conn.send(("ok", full or None))
             return
-        try:
-            if service is None:
-                service = Store()
-            answer = ("ok", handle(service, name, kwargs))
-        except Exception as err:  # noqa: BLE001 - reported to the parent, which decides
-            answer = ("error", f"{type(err).__name__}: {err}".splitlines()[0])
-            if not reply and fulldisk.is_full(err):
-                full = full or _full(err)
-            elif not reply and not full:  # after a full disk, what fails is its consequence: no more lines
-                print(f"tracking: {redact_text(answer[1])}", file=sys.stderr, flush=True)
+        if name == ATTACH:
+            workers[Connection(recv_handle(conn))] = set()
+            continue
+        if service is None:
+            service = Store()
+        answer, full = _answer(service, name, kwargs, reply, full)
         if reply:
             try:
                 conn.send(answer)
             except OSError:  # the parent is gone: the next recv() ends the loop
                 pass
+
+
+def _worker_request(source: Connection, workers: dict[Connection, set[str]], service: Store | None) -> None:
+    """One request of an attached worker. Its socket closing (it ended, or died: SIGKILL, out of memory)
+    or its ``DETACH`` ends its runs still open as KILLED; other requests are the parent's kind."""
+    try:
+        name, kwargs, reply = source.recv()
+    except (EOFError, OSError):
+        name, kwargs, reply = DETACH, {}, False
+    if name == DETACH:
+        if service is not None and service.client is not None:
+            service.flush()
+            service.abandon(workers[source])
+        workers.pop(source)
+        if reply:
+            with contextlib.suppress(OSError):
+                source.send(("ok", None))
+        source.close()
+        return
+    if service is None:  # a worker is attached once the store is open (``Workers.begin``)
+        answer: Any = ("error", "RuntimeError: the tracking store is not open")
+    else:
+        answer, _ = _answer(service, name, kwargs, reply, "")
+    if name == "start_run" and answer[0] == "ok":
+        workers[source].add(answer[1])  # its run id
+    if reply:
+        with contextlib.suppress(OSError):
+            source.send(answer)
+
+
+def _answer(service: Store, name: str, kwargs: dict[str, Any], reply: bool, full: str) -> tuple[Any, str]:
+    """The answer to one request, and the full disk's error if this write was the first refused."""
+    try:
+        return ("ok", handle(service, name, kwargs)), full
+    except Exception as err:  # noqa: BLE001 - reported to the caller, which decides
+        answer = ("error", f"{type(err).__name__}: {err}".splitlines()[0])
+        if not reply and fulldisk.is_full(err):
+            full = full or _full(err)
+        elif not reply and not full:  # after a full disk, what fails is its consequence: no more lines
+            print(f"tracking: {redact_text(answer[1])}", file=sys.stderr, flush=True)
+        return answer, full
 
 
 def handle(service: Store, name: str, kwargs: dict[str, Any]) -> Any:

@@ -7,9 +7,15 @@ Nothing here imports MLflow, and everything is redacted before it leaves this pr
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import subprocess
 import threading
+import uuid
 from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from multiprocessing.reduction import send_handle
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +26,7 @@ from sweeps.support import invocation
 from sweeps.support.errors import ConfigError, TrackingError
 from sweeps.support.processes import holders, pid_tags, spawn
 from sweeps.support.secrets import redact, redact_override, redact_text
-from sweeps.tracking.requests import CLOSE
+from sweeps.tracking.requests import ATTACH, CLOSE, DETACH
 
 OUTER = "SWEEPLAB_PARENT_RUN"  # a run id: this command's runs nest under it (``python -m sweeps.benchmark``)
 
@@ -28,7 +34,9 @@ OUTER = "SWEEPLAB_PARENT_RUN"  # a run id: this command's runs nest under it (``
 class Session:
     """The tracking process of one command, and the sweep's parent run if there is one."""
 
-    def __init__(self, tracking: DictConfig) -> None:
+    def __init__(self, tracking: DictConfig, attached: Connection | None = None) -> None:
+        """Start the tracking process and open the store; or, ``attached``, be a trial worker's session on
+        the socket its sweep's tracking process answers (``attach``): no process or store of its own."""
         uri = str(tracking.uri)
         self.shown_uri = redact_text(uri)
         check_url = None
@@ -44,8 +52,17 @@ class Session:
         self.register_best = str(tracking.get("register_best") or "")
         self.log_model = bool(tracking.get("log_model", False)) or bool(self.register_best)
         self._unread = 0  # replies owed to requests whose caller stopped waiting (an interrupt): ``close``
-        self.process, self.conn = spawn("sweeps.tracking.server")
         self._lock = threading.RLock()  # the seeds of a configuration (``repeats``) train in threads
+        self.parent: str | None = None  # the sweep's run handle
+        self.outer = os.environ.get(OUTER) or None  # the run this command's top runs nest under, if any
+        self._handles = 0
+        self._prefix = "run"  # our run handles: run1, run2 ...; an attached worker's: run<random>.1 ...
+        self.process: subprocess.Popen | None = None
+        self._ready: dict[str, Any] | None = None
+        if attached is not None:
+            self.conn, self._ready, self._prefix = attached, {}, f"run{uuid.uuid4().hex[:12]}."
+            return
+        self.process, self.conn = spawn("sweeps.tracking.server")
         artifacts = str(tracking.artifacts) if tracking.get("artifacts") else None
         opened = {
             "uri": uri,
@@ -56,10 +73,6 @@ class Session:
             "retry_seconds": float(tracking.get("retry_seconds") or 60),
         }
         self._write("open", True, opened)
-        self._ready: dict[str, Any] | None = None
-        self.parent: str | None = None  # the sweep's run handle
-        self.outer = os.environ.get(OUTER) or None  # the run this command's top runs nest under, if any
-        self._handles = 0
 
     # -- the pipe (only sweeps/tracking/ uses it; everyone else calls the typed methods below) ---
     def _write(self, request: str, reply: bool, kwargs: dict[str, Any]) -> None:
@@ -87,7 +100,8 @@ class Session:
         """Who has a locked SQLite store open (a long write of another command), where /proc can tell."""
         if "database is locked" not in str(error) or not self.shown_uri.startswith("sqlite:///"):
             return ""
-        found = holders(self.shown_uri.removeprefix("sqlite:///"), {os.getpid(), self.process.pid})
+        mine = {os.getpid(), self.process.pid} if self.process else {os.getpid()}
+        found = holders(self.shown_uri.removeprefix("sqlite:///"), mine)
         return f"; open in {', '.join(found)}" if found else ""
 
     def _call(self, request: str, **kwargs: Any) -> Any:
@@ -178,10 +192,32 @@ class Session:
                 self._ready = self._answer(as_error=ConfigError)
             return self._ready
 
+    def attach(self, channel: socket.socket) -> None:
+        """Let a trial worker of this sweep write through this tracking process, on its own socket
+        (``channel``'s other end is the worker's ``Session(..., attached=...)``): one MLflow import and one
+        store per sweep instead of one per worker. The store must be open (``ready``)."""
+        assert self.process is not None, "only the session that started the tracking process attaches"
+        with self._lock:
+            self.ready()
+            self._write(ATTACH, False, {})
+            try:
+                send_handle(self.conn, channel.fileno(), self.process.pid)
+            except OSError as err:
+                raise TrackingError(f"tracking.uri={self.shown_uri}: the tracking process stopped") from err
+
     def close(self) -> str | None:
         """Wait for every queued write, then stop the tracking process. Returns the first write the store
-        refused for want of space (a full disk), if any: the caller decides what that means."""
+        refused for want of space (a full disk), if any: the caller decides what that means. An attached
+        worker's session only detaches (its writes done, the process is its sweep's)."""
         full = None
+        if self.process is None:
+            with contextlib.suppress(EOFError, OSError, TrackingError), self._lock:
+                self._write(DETACH, True, {})
+                while self._unread > 0:
+                    self.conn.recv()
+                    self._unread -= 1
+            self.conn.close()
+            return None
         try:
             with self._lock:
                 self._write(CLOSE, True, {})
@@ -204,7 +240,7 @@ class Session:
         with self._lock:
             self.ready()
             self._handles += 1
-            handle = f"run{self._handles}"
+            handle = f"{self._prefix}{self._handles}"
             self._send("start_run", handle=handle, name=name, tags=tags, parent=parent)
             return handle
 
@@ -276,12 +312,15 @@ class Session:
         return RunRecord(self, cfg, name, job, overrides, choices, parent, tags)
 
 
-def start(tracking: DictConfig, sweep_id: str | None = None) -> Session | None:
+def start(
+    tracking: DictConfig, sweep_id: str | None = None, attached: Connection | None = None
+) -> Session | None:
     """Start the tracking process for this command (None when tracking is off); with ``sweep_id``, its runs
-    are children of that sweep, which another process started (a worker, a DDP rank, a submitit job)."""
+    are children of that sweep, which another process started (a worker, a DDP rank, a submitit job);
+    ``attached``: a trial worker's socket to its sweep's tracking process (``Session.attach``)."""
     if not tracking.get("enabled", False):
         return None
-    session = Session(tracking)
+    session = Session(tracking, attached)
     if sweep_id:
         session.join_sweep(sweep_id)
     return session

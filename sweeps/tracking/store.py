@@ -309,11 +309,12 @@ class Store:
         self.client.update_run(run_id, status="RUNNING")
         self.open_runs.add(run_id)
 
-    def abandon(self) -> None:
-        """The parent process is gone: no run of ours may stay RUNNING."""
-        for monitor in self.monitors.values():
-            monitor.finish()
-        for run_id in list(self.open_runs):
+    def abandon(self, runs: set[str] | None = None) -> None:
+        """The process that owned ``runs`` (default: every run of ours) is gone: none may stay RUNNING."""
+        runs = set(self.open_runs) if runs is None else runs & self.open_runs
+        for run_id in runs & set(self.monitors):
+            self.monitors.pop(run_id).finish()
+        for run_id in runs:
             try:
                 self._kill(run_id, "the training process ended without closing the run")
             except Exception:  # noqa: BLE001 - best effort while going down
