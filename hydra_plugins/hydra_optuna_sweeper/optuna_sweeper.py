@@ -8,4 +8,4 @@ from hydra_plugins.sweeplab_sweeper import SweeplabSweeper
 
 class OptunaSweeper(SweeplabSweeper):
     """sweeplab's sweeper: that plugin's settings (``direction``, ``n_trials``, ``sampler``, ``params``,
-    ...) are sweeplab's own (``sweeps.sweeper.settings``)."""
+    ...) are sweeplab's (``sweeps.sweeper.settings``)."""

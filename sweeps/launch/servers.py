@@ -7,7 +7,7 @@
 State (data directory, logs, ports, a generated password) lives under ``mlruns/services/`` (``--root``).
 The same functions back ``make services`` / ``make services-stop`` and the multi-worker tests.
 
-Why a module of our own: PostgreSQL's ``initdb`` and ``postgres`` refuse to run as root (as CI and these
+Why this module: PostgreSQL's ``initdb`` and ``postgres`` refuse to run as root (as CI and these
 machines do), so the server runs as an unprivileged user (``postgres``, via ``runuser``), with its data and
 socket directories in our state folder, listening on loopback only, password (SCRAM) authentication.
 The MLflow server uses PostgreSQL as its backend store and a shared folder for artifacts; its database URL

@@ -63,7 +63,7 @@ class Sweep:
         target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
         self.in_process = target.endswith(".BasicLauncher")
         self.runner = JobRunner(task_function)
-        # sweeplab's own app (``sweeps.run``: its task function carries a mark), whose jobs are checked
+        # sweeplab's app (``sweeps.run``: its task function carries a mark), whose jobs are checked
         # before any trains; another app's config is that app's business, whatever keys it has.
         self.ours = self.runner.ours
         self.launcher = Plugins.instance().instantiate_launcher(

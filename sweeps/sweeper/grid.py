@@ -35,7 +35,7 @@ def record_path(jobs: list[list[str]]) -> Path:
 
 
 def resumable(sweep: Sweep) -> bool:
-    """Whether the same command may resume this grid: asked for, sweeplab's own jobs (another app's keep
+    """Whether the same command may resume this grid: asked for, sweeplab's jobs (another app's keep
     Hydra's ways and get no ``mlruns/``), run in this process one at a time (another launcher numbers the
     jobs of a batch itself)."""
     return bool(sweep.settings.resume and sweep.in_process and sweep.ours)
