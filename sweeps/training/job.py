@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweeps.outcome import Outcome, State
 from sweeps.support.errors import TrackingError
 from sweeps.support.secrets import redact_text
-from sweeps.tracking.session import RunRecord
+from sweeps.tracking.run_record import RunRecord
 from sweeps.training.checks import check_config
 from sweeps.training.context import JobContext
 from sweeps.training.seeds import Member

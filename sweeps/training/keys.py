@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweeps.support.errors import ConfigError
 from sweeps.support.invocation import CONFIG_OPTIONS
 from sweeps.support.secrets import redact_override
-from sweeps.tracking.session import flatten
+from sweeps.tracking.run_record import flatten
 
 # ``+key=value`` / ``++key=value``: the key, then the value (a group's package ``@pkg`` is left alone).
 ADDITION = re.compile(r"^(\+\+?)([A-Za-z_][\w.]*)=(.*)$")
