@@ -132,3 +132,30 @@ def test_a_grid_stopped_after_two_jobs_resumes_with_the_other_two(workdir: Path,
     (board,) = workdir.glob("mlruns/multirun/*/*/leaderboard.csv")  # one folder
     assert len(board.read_text().strip().splitlines()) == 1 + 4
     assert running(workdir) == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_ctrl_c_in_a_search_with_two_workers_closes_every_run_and_the_same_command_finishes(workdir: Path):
+    # Both workers write through the sweep's one tracking process: each closes its trial's run KILLED
+    # through it before the sweep closes the parent run and the process.
+    args = [*SEARCH, "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", "trainer.max_epochs=40"]
+    code, out = signalled(args, workdir, r"\[job 1\] epoch 3/", signal.SIGINT)
+    assert code == 130, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    assert out.strip().splitlines()[-1].startswith("error: stopped by Ctrl-C:")
+    assert running(workdir) == []
+    killed = [r for r in all_runs(store(workdir)) if r.info.status == "KILLED"]
+    assert {r.data.tags["sweeplab.kind"] for r in killed} == {"sweep", "run"}
+    reasons = [r.data.tags.get("sweeplab.reason") for r in killed if r.data.tags["sweeplab.kind"] == "run"]
+    assert reasons and set(reasons) == {"interrupted by the user (SIGINT)"}, reasons
+    (study,) = studies(workdir)
+    stopped = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert stopped and all(
+        t.user_attrs["sweeplab.reason"] == "interrupted by the user (SIGINT)" for t in stopped
+    )
+    again = run_cli(args, workdir)  # the interrupted trials' parameters were queued again
+    assert again.returncode == 0, again.stderr[-3000:]
+    (study,) = studies(workdir)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 4
+    assert running(workdir) == []

@@ -127,10 +127,11 @@ class Workers:
 
     def close(self) -> None:
         """Stop the workers; one still running a trial (the sweep was interrupted) is first told to stop it
-        (``interrupt.STOP``: at its next batch, its MLflow run closed KILLED), and its answer awaited."""
+        (``interrupt.stop_signal``: at its next batch, its MLflow run closed KILLED with the sweep's cause),
+        and its answer awaited."""
         busy = [i for i, busy in enumerate(self.busy) if busy and self.procs[i] is not None]
         for i in busy:
-            self.procs[i].send_signal(interrupt.STOP)
+            self.procs[i].send_signal(interrupt.stop_signal())
         pending, deadline = [self.conns[i] for i in busy], time.monotonic() + STOP_SECONDS
         while pending and (left := deadline - time.monotonic()) > 0:  # one deadline for all of them
             ready: list[Any] = wait(pending, left)
@@ -196,7 +197,7 @@ def run_worker(conn: Connection, channel: Connection) -> None:
 
 
 if __name__ == "__main__":
-    interrupt.helper(stoppable=True)  # the terminal's Ctrl-C is the sweeper's; it sends STOP
+    interrupt.helper(stoppable=True)  # the terminal's Ctrl-C is the sweeper's; it sends stop_signal()
     with contextlib.suppress(interrupt.Interrupted):  # stopped while it waited for a job or set up
         # the sockets the sweeper passed (Workers._start): its own, and one to the sweep's tracking process
         run_worker(Connection(int(sys.argv[1])), Connection(int(sys.argv[2])))

@@ -28,9 +28,11 @@ from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 REASON = "interrupted by the user"
-# What a sweep sends a trial worker to stop it: not SIGTERM, which a scheduler's preemption takes to mean
-# "checkpoint and requeue" (``training.preemption``).
-STOP = signal.SIGHUP
+# What a sweep sends a trial worker to stop it: the real-time signal SIGRTMIN + the signal that stopped the
+# sweep (+ 0: it stopped for another reason), so that the worker's run says what the user did. Not that
+# signal itself: the terminal's Ctrl-C reaches the worker too (it ignores the terminal's), and SIGTERM is a
+# scheduler's "checkpoint and requeue" (``training.preemption``). No terminal sends a real-time signal.
+STOP_CAUSES = (0, *SIGNALS)
 
 
 class Interrupted(BaseException):
@@ -38,7 +40,8 @@ class Interrupted(BaseException):
     out by whoever knows), ``detail`` what the run left (a checkpoint)."""
 
     def __init__(self, signum: int, detail: str = "") -> None:
-        super().__init__(f"{REASON} ({signal.Signals(signum).name})")
+        """``signum`` 0: a trial worker whose sweep stopped it for a reason other than a signal."""
+        super().__init__(f"{REASON} ({signal.Signals(signum).name})" if signum else "stopped by its sweep")
         self.signum, self.detail, self.kept = signum, detail, ""
 
     @property
@@ -59,15 +62,17 @@ class _State:
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
+    if signum >= signal.SIGRTMIN:  # a trial worker told to stop (``stop_signal``): the sweep's cause
+        signum -= signal.SIGRTMIN
     first = _State.noted is None
     if first:
         _State.noted = signum
         if _State.deferred:
             return  # the training stops at its next batch (``check``)
-    raise Interrupted(_State.noted or signum)
+    raise Interrupted(signum if _State.noted is None else _State.noted)
 
 
-def install(signals: tuple[signal.Signals, ...] = SIGNALS) -> None:
+def install(signals: tuple[int, ...] = SIGNALS) -> None:
     """This command stops on ``signals`` as the module says (main thread only)."""
     for sig in signals:
         signal.signal(sig, _handler)
@@ -116,11 +121,16 @@ def spawning() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
+def stop_signal() -> int:
+    """The signal that tells a trial worker to stop now, naming what stopped this process (if a signal)."""
+    return signal.SIGRTMIN + (_State.noted or 0)
+
+
 def helper(stoppable: bool = False) -> None:
     """In a helper process, first thing: ignore the terminal's signals (its parent stops it). A
-    ``stoppable`` one (a trial worker) takes ``STOP`` from its parent as ``install`` says."""
+    ``stoppable`` one (a trial worker) takes ``stop_signal``'s signals from its parent as ``install`` says."""
     for sig in SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     if stoppable:
-        install((STOP,))
+        install(tuple(signal.SIGRTMIN + cause for cause in STOP_CAUSES))
     signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
