@@ -47,7 +47,7 @@ def answer_requests(conn: Connection) -> None:
             full = full or _flush(service)  # the callers went quiet, or metrics waited long enough
         readable = wait([conn, *workers])
         for source in [c for c in workers if c in readable]:
-            _worker_request(source, workers, service)
+            full = _worker_request(source, workers, service, full)
         if conn not in readable:
             continue
         try:
@@ -67,9 +67,12 @@ def answer_requests(conn: Connection) -> None:
         if name == ATTACH:
             workers[Connection(recv_handle(conn))] = set()
             continue
-        if service is None:
-            service = Store()
-        answer, full = _answer(service, name, kwargs, reply, full)
+        try:
+            service = service or Store()
+        except Exception as err:  # noqa: BLE001 - MLflow that cannot be imported: the parent says it
+            answer: Any = ("error", f"{type(err).__name__}: {err}".splitlines()[0])
+        else:
+            answer, full = _answer(service, name, kwargs, reply, full)
         if reply:
             try:
                 conn.send(answer)
@@ -77,32 +80,36 @@ def answer_requests(conn: Connection) -> None:
                 pass
 
 
-def _worker_request(source: Connection, workers: dict[Connection, set[str]], service: Store | None) -> None:
+def _worker_request(
+    source: Connection, workers: dict[Connection, set[str]], service: Store | None, full: str
+) -> str:
     """One request of an attached worker. Its socket closing (it ended, or died: SIGKILL, out of memory)
-    or its ``DETACH`` ends its runs still open as KILLED; other requests are the parent's kind."""
+    or its ``DETACH`` ends its runs still open as KILLED; other requests are the parent's kind. Returns the
+    full disk's error, as ``_answer`` (the parent's ``close`` says it for the whole sweep)."""
     try:
         name, kwargs, reply = source.recv()
     except (EOFError, OSError):
         name, kwargs, reply = DETACH, {}, False
     if name == DETACH:
         if service is not None and service.client is not None:
-            service.flush()
+            full = full or _flush(service)
             service.abandon(workers[source])
         workers.pop(source)
         if reply:
             with contextlib.suppress(OSError):
                 source.send(("ok", None))
         source.close()
-        return
+        return full
     if service is None:  # a worker is attached once the store is open (``Workers.begin``)
         answer: Any = ("error", "RuntimeError: the tracking store is not open")
     else:
-        answer, _ = _answer(service, name, kwargs, reply, "")
+        answer, full = _answer(service, name, kwargs, reply, full)
     if name == "start_run" and answer[0] == "ok":
         workers[source].add(answer[1])  # its run id
     if reply:
         with contextlib.suppress(OSError):
             source.send(answer)
+    return full
 
 
 def _answer(service: Store, name: str, kwargs: dict[str, Any], reply: bool, full: str) -> tuple[Any, str]:
