@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FLOOR = "--floor-search"  # this file, run as the floor's search: FLOOR N_JOBS TRIALS EPOCHS
 RAY = "--ray-search"  # this file, run as Ray Tune's search: RAY N_JOBS TRIALS EPOCHS
-TRACKING = {"both": ("local", "off"), "on": ("local",), "off": ("off",)}  # --tracking: sweeplab's arms
+TRACKING = {"both": ("on", "off"), "on": ("on",), "off": ("off",)}  # --tracking: sweeplab's arms
 STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
 
 
@@ -167,8 +167,9 @@ def main() -> None:
         for tree in trees:
             label = f" [{tree.name}]" if len(trees) > 1 else ""
             for tracking in TRACKING[args.tracking]:
-                name = f"sweeplab{label}, n_jobs={n}, tracking {'on' if tracking == 'local' else 'off'}"
-                arms[name] = (sweeplab_args(n, tracking, args.trials, args.epochs, "{study}"), tree)
+                name = f"sweeplab{label}, n_jobs={n}, tracking {tracking}"
+                store = "local" if tracking == "on" else "off"  # the tracking group's option
+                arms[name] = (sweeplab_args(n, store, args.trials, args.epochs, "{study}"), tree)
         if with_ray:
             arms[f"Ray Tune (reuse_actors), n_jobs={n}"] = ([me, RAY, str(n), *size], ROOT)
     times: dict[str, list[float]] = {name: [] for name in arms}
@@ -194,7 +195,7 @@ def main() -> None:
             print(f"  {name:48s} {wall:7.2f} s  / floor {wall / floor:5.2f}   first epoch at {first:5.2f} s")
     for tree in trees:
         label = f" [{tree.name}]" if len(trees) > 1 else ""
-        for tracking in ("on", "off") if args.tracking == "both" else (args.tracking,):
+        for tracking in TRACKING[args.tracking]:
             one = statistics.median(times[f"sweeplab{label}, n_jobs=1, tracking {tracking}"])
             two = statistics.median(times[f"sweeplab{label}, n_jobs=2, tracking {tracking}"])
             print(f"  sweeplab{label} tracking {tracking}: n_jobs=2 / n_jobs=1 = {two / one:.2f}")

@@ -1,11 +1,11 @@
-"""One training run in MLflow, through its command's tracking session (``session.Session``): created before
-training, closed with its final state whatever happens."""
+"""One training run in MLflow, written through its command's tracking session (``session.Session``): created
+before training (``RunRecord(session, ...)``), closed with its final state whatever happens."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -13,34 +13,7 @@ from sweeps.outcome import Outcome, State, is_test_metric
 from sweeps.support import invocation
 from sweeps.support.processes import pid_tags
 from sweeps.support.secrets import redact, redact_override
-
-
-class Writer(Protocol):
-    """What a run record writes through: ``session.Session`` (named here by what it does, so that this
-    module does not import the session that imports it)."""
-
-    parent: str | None
-    sweep_id: str
-    outer: str | None
-    log_checkpoint: bool
-    log_model: bool
-
-    def new_run(self, name: str, tags: dict[str, str], parent: str | None = None) -> str: ...
-    def log(
-        self,
-        run: str,
-        *,
-        params: dict[str, str] | None = None,
-        metrics: dict[str, float] | None = None,
-        tags: dict[str, str] | None = None,
-        step: int = 0,
-    ) -> None: ...
-    def yaml(self, run: str, data: dict[str, Any], name: str) -> None: ...
-    def text(self, run: str, text: str, name: str) -> None: ...
-    def model(self, run: str, path: str, example: Any, output: Any) -> None: ...
-    def datasets(self, run: str, datasets: list[dict[str, Any]]) -> None: ...
-    def artifact(self, run: str, path: str, folder: str | None = None) -> None: ...
-    def end_run(self, run: str, status: str) -> None: ...
+from sweeps.tracking.session import Session
 
 
 class RunRecord:
@@ -48,7 +21,7 @@ class RunRecord:
 
     def __init__(
         self,
-        session: Writer,
+        session: Session,
         cfg: DictConfig,
         name: str,
         job: int | None,

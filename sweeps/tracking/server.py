@@ -74,10 +74,7 @@ def answer_requests(conn: Connection) -> None:
         else:
             answer, full = _answer(service, name, kwargs, reply, full)
         if reply:
-            try:
-                conn.send(answer)
-            except OSError:  # the parent is gone: the next recv() ends the loop
-                pass
+            _reply(conn, answer)  # the parent gone: the next recv() ends the loop
 
 
 def _worker_request(
@@ -96,8 +93,7 @@ def _worker_request(
             service.abandon(workers[source])
         workers.pop(source)
         if reply:
-            with contextlib.suppress(OSError):
-                source.send(("ok", None))
+            _reply(source, ("ok", None))
         source.close()
         return full
     if service is None:  # a worker is attached once the store is open (``Workers.begin``)
@@ -107,9 +103,14 @@ def _worker_request(
     if name == "start_run" and answer[0] == "ok":
         workers[source].add(answer[1])  # its run id
     if reply:
-        with contextlib.suppress(OSError):
-            source.send(answer)
+        _reply(source, answer)
     return full
+
+
+def _reply(conn: Connection, answer: Any) -> None:
+    """Send an answer; a caller that is gone is seen at its socket's next read (EOF), not here."""
+    with contextlib.suppress(OSError):
+        conn.send(answer)
 
 
 def _answer(service: Store, name: str, kwargs: dict[str, Any], reply: bool, full: str) -> tuple[Any, str]:

@@ -27,7 +27,6 @@ from sweeps.support.errors import ConfigError, TrackingError
 from sweeps.support.processes import holders, pid_tags, spawn
 from sweeps.support.secrets import redact_override, redact_text
 from sweeps.tracking.requests import ATTACH, CLOSE, DETACH
-from sweeps.tracking.run_record import RunRecord
 
 OUTER = "SWEEPLAB_PARENT_RUN"  # a run id: this command's runs nest under it (``python -m sweeps.benchmark``)
 
@@ -298,19 +297,6 @@ class Session:
     def join_sweep(self, sweep_id: str) -> None:
         """Record runs as children of a sweep that another process started (parallel trial workers)."""
         self.parent = self.sweep_id = sweep_id
-
-    def begin_run(
-        self,
-        cfg: DictConfig,
-        name: str,
-        job: int | None,
-        overrides: Sequence[str],
-        choices: dict[str, str],
-        parent: str | None = None,
-        tags: dict[str, str] | None = None,
-    ) -> RunRecord:
-        """A training run, under ``parent`` (a handle) if given, else under the sweep's parent run."""
-        return RunRecord(self, cfg, name, job, overrides, choices, parent, tags)
 
 
 def start(

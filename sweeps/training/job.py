@@ -80,7 +80,8 @@ def _begin(
     """The job's MLflow run, before it trains (None without tracking, and in DDP ranks but the first)."""
     if ctx.tracker is None or not ctx.first_rank:
         return None
-    return ctx.tracker.begin_run(
+    return RunRecord(
+        ctx.tracker,
         cfg,
         ctx.name,
         ctx.job,
