@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from sweeps.launch.job import sweeplab_task, task
 from sweeps.outcome import Outcome
-from sweeps.support import interrupt
+from sweeps.support import interrupt, startup_gc
 from sweeps.support.secrets import redact_log_records
 from sweeps.support.stdlib_compat import exit_now
 from sweeps.training.keys import early_refusal
@@ -46,6 +46,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    startup_gc.pause()  # until its imports are done (``startup_gc.resume``): they run a fifth faster
     interrupt.install()  # Ctrl-C, SIGTERM, SIGHUP: runs closed KILLED, one line, exit 128 + n
     try:
         main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -46,8 +47,9 @@ class SelfKillingMLP(MLP):
 
 
 class ThreadsMLP(MLP):
-    """An MLP that writes its process's torch thread counts (intra-op, inter-op) to ``record/<pid>.json`` at
-    its first training forward: what a trial trained with."""
+    """An MLP that writes its process's torch thread counts (intra-op, inter-op) and the state of its garbage
+    collector (on, and how many objects start-up froze) to ``record/<pid>.json`` at its first training
+    forward: what a trial trained with."""
 
     def __init__(
         self,
@@ -65,7 +67,12 @@ class ThreadsMLP(MLP):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         path = os.path.join(self.record, f"{os.getpid()}.json")
         if self.training and not os.path.exists(path):
-            counts = {"intra": torch.get_num_threads(), "inter": torch.get_num_interop_threads()}
+            counts = {
+                "intra": torch.get_num_threads(),
+                "inter": torch.get_num_interop_threads(),
+                "gc": gc.isenabled(),
+                "frozen": gc.get_freeze_count(),
+            }
             with open(path, "w") as out:
                 json.dump(counts, out)
         return super().forward(x)

@@ -70,6 +70,59 @@ def test_two_workers_train_with_half_the_cores_each(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     share = max(1, len(os.sched_getaffinity(0)) // 2)
     counts = [json.loads(p.read_text()) for p in record.glob("*.json")]
-    assert counts and all(c == {"intra": share, "inter": share} for c in counts), counts
+    assert counts and all((c["intra"], c["inter"]) == (share, share) for c in counts), counts
+    # each worker imported with the collector off, then froze what it imported and turned it back on
+    assert all(c["gc"] and c["frozen"] > 100_000 for c in counts), counts
     said = proc.stdout + proc.stderr
     assert said.count("2 trial workers on") == 1, said[-3000:]
+
+
+def test_training_beside_the_tracking_process_leaves_it_a_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv(threads.ENV, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert threads.beside_tracking(True) == 7
+    assert threads.beside_tracking(False) is None  # tracking off: torch's own count
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert threads.beside_tracking(True) == 1
+    monkeypatch.setenv(threads.ENV, "4")  # a trial worker: it has its share from the sweep
+    assert threads.beside_tracking(True) is None
+    monkeypatch.delenv(threads.ENV)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's own count
+    assert threads.beside_tracking(True) is None
+
+
+@pytest.mark.slow
+def test_a_search_in_one_process_trains_on_all_cores_but_the_tracking_processs(tmp_path: Path) -> None:
+    """A real ``n_jobs=1`` search with tracking on: its trials train with one core fewer than the machine
+    has (the tracking process writes beside them), said once; start-up ran without the garbage collector,
+    which the trials have back with start-up's objects frozen."""
+    record = tmp_path / "threads"
+    record.mkdir()
+    args = [
+        "-m",
+        "lr=interval(1e-3, 1e-2)",
+        "hydra.sweeper.n_trials=2",
+        "hydra/sweeper/pruner=none",
+        "model._target_=tests.helpers.ThreadsMLP",
+        f"+model.record={record}",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "checkpoint=false",
+    ]
+    env = {k: v for k, v in cli_env().items() if k not in ("OMP_NUM_THREADS", threads.ENV)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeps.run", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [count] = [json.loads(p.read_text()) for p in record.glob("*.json")]  # both trials in this process
+    assert count["intra"] == max(1, len(os.sched_getaffinity(0)) - 1), count
+    assert count["gc"] and count["frozen"] > 100_000, count
+    said = proc.stdout + proc.stderr
+    assert said.count("one left to the tracking process") == 1, said[-3000:]

@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
 from sweeps.outcome import Outcome, State
-from sweeps.support import interrupt, threads
+from sweeps.support import interrupt, startup_gc, threads
 from sweeps.support.processes import spawn
 from sweeps.support.stdlib_compat import exit_now
 
@@ -197,6 +197,7 @@ def run_worker(conn: Connection, channel: Connection) -> None:
 
 
 if __name__ == "__main__":
+    startup_gc.pause()  # resumed when its first job is built (``training.fit.prepare``)
     interrupt.helper(stoppable=True)  # the terminal's Ctrl-C is the sweeper's; it sends stop_signal()
     with contextlib.suppress(interrupt.Interrupted):  # stopped while it waited for a job or set up
         # the sockets the sweeper passed (Workers._start): its own, and one to the sweep's tracking process

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweeps.launch import submitit
 from sweeps.launch.job import JobRunner
 from sweeps.outcome import Outcome, State
-from sweeps.support import invocation, renames
+from sweeps.support import invocation, renames, startup_gc
 from sweeps.support.errors import ConfigError, TrackingError, TrainingError
 from sweeps.support.secrets import redact, redact_override
 from sweeps.sweeper.composed import ComposedOnce
@@ -104,6 +104,8 @@ class Sweep:
         Returns the objective (metric, mode) of the first job.
         """
         from sweeps.training.build import validate  # torch loads here
+
+        startup_gc.resume()  # imports done: the check builds data with the collector back on
 
         cache: dict[str, Any] = {}
         objectives = []

@@ -19,6 +19,7 @@ from sweeps.launch.scheduler import Jobs
 from sweeps.launch.workers import Workers
 from sweeps.outcome import Outcome, State
 from sweeps.search.space import Space
+from sweeps.support import startup_gc
 from sweeps.support.interrupt import Interrupted
 from sweeps.sweeper.base import Sweep, job_outcome
 from sweeps.sweeper.ledger import Ledger
@@ -45,6 +46,7 @@ def run(ledger: Ledger, space: Space, executor: Executor) -> list[JobReturn]:
     """Ask for trials while the ledger allows and the executor has room, run them, tell each outcome as it
     comes. Interrupted, the executor stops the trials still running first (their MLflow runs closed KILLED),
     then they are failed and queued again for the next run."""
+    startup_gc.resume()  # (if no config check did): collect what the trials leave behind
     running: dict[int, tuple[optuna.Trial, float]] = {}
     results: list[JobReturn] = []
     try:

@@ -24,7 +24,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.reduction import recv_handle
 from typing import Any
 
-from sweeps.support import fulldisk, interrupt
+from sweeps.support import fulldisk, interrupt, startup_gc
 from sweeps.support.secrets import redact_text
 from sweeps.tracking.requests import ATTACH, CLOSE, DETACH, REQUESTS, refused
 from sweeps.tracking.store import Store
@@ -68,7 +68,9 @@ def answer_requests(conn: Connection) -> None:
             workers[Connection(recv_handle(conn))] = set()
             continue
         try:
-            service = service or Store()
+            if service is None:
+                service = Store()
+                startup_gc.resume()
         except Exception as err:  # noqa: BLE001 - MLflow that cannot be imported: the parent says it
             answer: Any = ("error", f"{type(err).__name__}: {err}".splitlines()[0])
         else:
@@ -155,6 +157,7 @@ def _full(err: BaseException) -> str:
 
 
 if __name__ == "__main__":
+    startup_gc.pause()  # resumed once MLflow is imported and the store open
     interrupt.helper()  # its parent closes it, after closing the runs
     os.nice(5)  # training comes first where the two compete for a core
     answer_requests(Connection(int(sys.argv[1])))  # the socket the parent passed (``session.Session``)

@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import Callback
 
 from lightning_modules.callbacks import EpochEnd, progress_line
 from sweeps.outcome import Outcome, State
-from sweeps.support import interrupt
+from sweeps.support import interrupt, startup_gc, threads
 from sweeps.support.errors import ConfigError
 from sweeps.training import preemption
 from sweeps.training.build import Built, build
@@ -101,10 +101,19 @@ def make_trainer(
 def prepare(cfg: DictConfig, tracker: Any = None) -> Built:
     """Check and build one configuration (seeded); bad input raises ConfigError before anything trains.
     ``tracker`` resolves an MLflow run id given as ``finetune.init_from``."""
+    startup_gc.resume()  # imports done: what builds and trains a job runs with the collector back on
     quiet_lightning()
     check_config(cfg)
-    if cfg.trainer.get("num_threads"):
-        torch.set_num_threads(int(cfg.trainer.num_threads))
+    wanted = cfg.trainer.get("num_threads") or threads.beside_tracking(tracker is not None)
+    if wanted and int(wanted) != torch.get_num_threads():
+        if not cfg.trainer.get("num_threads"):  # said once: the count stays for the next job
+            logging.getLogger("sweeplab").info(
+                "training: %d torch thread(s) on %d cores, one left to the tracking process "
+                "(trainer.num_threads or OMP_NUM_THREADS to choose)",
+                int(wanted),
+                threads.cores(),
+            )
+        torch.set_num_threads(int(wanted))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     built = build(cfg, tracker=tracker)
     try:  # Lightning's own checks of the trainer config (trainer=gpu without a GPU, ...), before any run
