@@ -181,16 +181,35 @@ def test_a_one_parameter_search_gets_the_pictures_that_say_something(tracked, tm
 
     journal = str(tmp_path / "optuna.journal")
     study = optuna.create_study(study_name="one-param", storage=storage(journal), direction="maximize")
+    tracked.session.warm_pictures(journal)  # as a search does: before its trials
     for lr in (1e-3, 1e-2, 1e-1):
         trial = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)})
         trial.report(lr, step=1)
         study.tell(trial, lr)
     handle, run_id = run_of(tracked, "one-param")
-    tracked.session.warm_pictures()
     tracked.session.optuna_plots(handle, journal, "one-param", ["lr"])
     tracked.session.sync()
     pictures = sorted(a.path for a in tracked.client.list_artifacts(run_id, "optuna"))
     assert pictures == ["optuna/intermediate_values.png", "optuna/optimization_history.png"]
+
+
+def test_the_journal_opened_while_a_search_trains_is_read_up_to_date_for_its_pictures(tmp_path):
+    """``warm_pictures`` opens the study's journal early (Optuna then reads only what came since); the trials
+    told after it, by the sweep's own storage, are all in the study the pictures are drawn from."""
+    import optuna
+
+    from sweeps.search.study import storage
+    from sweeps.tracking.store import Store
+
+    journal = str(tmp_path / "optuna.journal")
+    study = optuna.create_study(study_name="later", storage=storage(journal), direction="maximize")
+    store = Store()
+    store.warm_pictures(journal)
+    assert store.study(journal, "later").trials == []
+    for lr in (1e-3, 1e-2, 1e-1):
+        trial = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)})
+        study.tell(trial, lr)
+    assert [t.value for t in store.study(journal, "later").trials] == [1e-3, 1e-2, 1e-1]
 
 
 def test_kill_trial_runs_ends_the_running_runs_of_those_trials_killed(tracked):

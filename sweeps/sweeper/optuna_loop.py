@@ -96,7 +96,7 @@ def start(search: Search) -> Path:
     # Shown by optuna-dashboard and ``optuna studies`` beside the name: the command that runs (resumes) it.
     search.ref.study.set_user_attr("sweeplab.command", invocation.command(multirun=True))
     if session:
-        session.warm_pictures()  # drawn after the last trial: their imports happen now, beside training
+        session.warm_pictures(search.ref.url)  # drawn after the last trial: imports and reads now
         shown = redact_text(settings.storage_url)
         session.log(session.sweep_run, tags={"sweeplab.study": search.name, "sweeplab.storage": shown})
     return sweep_dir

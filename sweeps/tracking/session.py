@@ -157,9 +157,10 @@ class Session:
         """The study's pictures (history, importances, contour, intermediate values), on the sweep's run."""
         self._send("optuna_plots", run=run, storage=storage, study=study, params=params)
 
-    def warm_pictures(self) -> None:
-        """Let the tracking process import its drawing libraries now, while training goes on."""
-        self._send("warm_pictures")
+    def warm_pictures(self, storage: str | None = None) -> None:
+        """Let the tracking process import its drawing libraries now, while training goes on, and read the
+        study's journal (``storage``) so far: after the last trial it reads only what came since."""
+        self._send("warm_pictures", storage=storage)
 
     def end_run(self, run: str, status: str) -> None:
         """Close a run with an MLflow status (its held-back metrics are written first)."""
