@@ -13,7 +13,8 @@ The search (issue 35): the digits MLP 64-128-10, Adam, batch 32, 10 epochs, lr l
 
 The arms alternate for ``--rounds`` rounds so that machine noise hits all of them; medians and ratios to the
 floor are printed, and, for sweeplab, when the first epoch ended (seconds after the command started: import
-and set-up cost). A warm-up run of each kind comes first and is not counted.
+and set-up cost) and how long the command went on after its last trial's line (the summary, the pictures,
+the parent run, closing the tracking process). A warm-up run of each kind comes first and is not counted.
 
     .venv/bin/python bench/peers.py [--rounds 3] [--warmup 1] [--trials 12] [--epochs 10] [--tree DIR]...
                                     [--tracking both|on|off]
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import os
 import re
 import statistics
@@ -37,6 +39,7 @@ FLOOR = "--floor-search"  # this file, run as the floor's search: FLOOR N_JOBS T
 RAY = "--ray-search"  # this file, run as Ray Tune's search: RAY N_JOBS TRIALS EPOCHS
 TRACKING = {"both": ("on", "off"), "on": ("on",), "off": ("off",)}  # --tracking: sweeplab's arms
 STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
+FINISHED = re.compile(r"search: trial \d+ (finished|pruned|failed)")
 
 
 def data() -> tuple[object, object, object, object]:
@@ -124,23 +127,28 @@ def sweeplab_args(n_jobs: int, tracking: str, trials: int, epochs: int, study: s
     ]
 
 
-def timed(command: list[str], cwd: Path, tree: Path) -> tuple[float, float]:
-    """Wall time of ``python COMMAND`` in ``cwd`` with ``tree`` importable, and when its first epoch ended
-    (seconds after the start; from the first time-stamped line that says "epoch")."""
+def timed(command: list[str], cwd: Path, tree: Path) -> tuple[float, float, float]:
+    """Wall time of ``python COMMAND`` in ``cwd`` with ``tree`` importable; when its first epoch ended
+    (seconds after the start; from the first time-stamped line that says "epoch"); and how long it ran on
+    after its last time-stamped "trial N finished" line (nan where there is none)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     env.pop("OMP_NUM_THREADS", None)  # torch's defaults, as a user has them
     started, start = time.time(), time.perf_counter()
     proc = subprocess.run([sys.executable, *command], cwd=cwd, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
+    ended = started + seconds
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{proc.stderr[-2000:]}")
-    first = float("nan")
+    epochs, trials = [], []
     for line in (proc.stdout + proc.stderr).splitlines():
         found = STAMP.match(line)
-        if found and "epoch" in line:
+        if found:
             stamp = dt.datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-            first = min(first, stamp - started) if first == first else stamp - started
-    return seconds, first
+            if "epoch" in line:
+                epochs.append(stamp - started)
+            if FINISHED.search(line):
+                trials.append(ended - stamp)
+    return seconds, min(epochs, default=math.nan), min(trials, default=math.nan)
 
 
 def main() -> None:
@@ -174,15 +182,17 @@ def main() -> None:
             arms[f"Ray Tune (reuse_actors), n_jobs={n}"] = ([me, RAY, str(n), *size], ROOT)
     times: dict[str, list[float]] = {name: [] for name in arms}
     firsts: dict[str, list[float]] = {name: [] for name in arms}
+    closings: dict[str, list[float]] = {name: [] for name in arms}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for r in range(args.warmup + args.rounds):  # warm-up rounds: imports, disk caches, the stores
             for i, (name, (command, tree)) in enumerate(arms.items()):
                 command = [c.replace("{study}", f"peers-{r}-{i}") for c in command]
-                seconds, first = timed(command, folder, tree)
+                seconds, first, closing = timed(command, folder, tree)
                 if r >= args.warmup:
                     times[name].append(seconds)
                     firsts[name].append(first)
+                    closings[name].append(closing)
     print(
         f"search: digits MLP 64-128-10, Adam, batch 32, {args.epochs} epochs, lr log-uniform [1e-4, 1e-1], "
         f"{args.trials} TPE trials, no pruning; {args.rounds} alternating rounds, medians"
@@ -191,8 +201,11 @@ def main() -> None:
         floor = statistics.median(times[f"floor, n_jobs={n}"])
         for name in (a for a in arms if a.endswith(f"n_jobs={n}") or f"n_jobs={n}," in a):
             wall = statistics.median(times[name])
-            first = statistics.median(firsts[name])
-            print(f"  {name:48s} {wall:7.2f} s  / floor {wall / floor:5.2f}   first epoch at {first:5.2f} s")
+            first, closing = statistics.median(firsts[name]), statistics.median(closings[name])
+            print(
+                f"  {name:48s} {wall:7.2f} s  / floor {wall / floor:5.2f}   first epoch at {first:5.2f} s"
+                f"   exit {closing:4.2f} s after the last trial"
+            )
     for tree in trees:
         label = f" [{tree.name}]" if len(trees) > 1 else ""
         for tracking in TRACKING[args.tracking]:
