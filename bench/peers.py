@@ -17,7 +17,7 @@ and set-up cost) and how long the command went on after its last trial's line (t
 the parent run, closing the tracking process). A warm-up run of each kind comes first and is not counted.
 
     .venv/bin/python bench/peers.py [--rounds 3] [--warmup 1] [--trials 12] [--epochs 10] [--tree DIR]...
-                                    [--tracking both|on|off]
+                                    [--tracking both|on|off] [--no-floor]
 """
 
 from __future__ import annotations
@@ -159,6 +159,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="uncounted rounds first")
     parser.add_argument("--tree", action="append", type=Path, help="a sweeplab checkout (default: this one)")
     parser.add_argument("--tracking", choices=("both", "on", "off"), default="both", help="sweeplab's arms")
+    parser.add_argument(
+        "--no-floor", action="store_true", help="sweeplab's arms only (long trials: n_jobs=2 / n_jobs=1)"
+    )
     args = parser.parse_args()
     trees = [t.resolve() for t in args.tree] if args.tree else [ROOT]
     try:
@@ -171,7 +174,8 @@ def main() -> None:
     size = [str(args.trials), str(args.epochs)]
     arms: dict[str, tuple[list[str], Path]] = {}
     for n in (1, 2):
-        arms[f"floor, n_jobs={n}"] = ([me, FLOOR, str(n), *size], ROOT)
+        if not args.no_floor:
+            arms[f"floor, n_jobs={n}"] = ([me, FLOOR, str(n), *size], ROOT)
         for tree in trees:
             label = f" [{tree.name}]" if len(trees) > 1 else ""
             for tracking in TRACKING[args.tracking]:
@@ -198,7 +202,7 @@ def main() -> None:
         f"{args.trials} TPE trials, no pruning; {args.rounds} alternating rounds, medians"
     )
     for n in (1, 2):
-        floor = statistics.median(times[f"floor, n_jobs={n}"])
+        floor = math.nan if args.no_floor else statistics.median(times[f"floor, n_jobs={n}"])
         for name in (a for a in arms if a.endswith(f"n_jobs={n}") or f"n_jobs={n}," in a):
             wall = statistics.median(times[name])
             first, closing = statistics.median(firsts[name]), statistics.median(closings[name])

@@ -306,10 +306,13 @@ def _fd_capture(output: dict[str, str]) -> Iterator[None]:
             files[fd].close()
 
 
-def start_cli(args: Sequence[str], cwd: Path, module: str = "sweeps.run", **popen: Any) -> subprocess.Popen:
-    """The same command left running (output piped, as text, unless ``popen`` says otherwise)."""
+def start_cli(
+    args: Sequence[str], cwd: Path, module: str = "sweeps.run", env: dict | None = None, **popen: Any
+) -> subprocess.Popen:
+    """The same command left running (output piped, as text, unless ``popen`` says otherwise); ``env`` is
+    added to the command's environment."""
     popen = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True, **popen}
-    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=cli_env(), **popen)
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=cli_env(env), **popen)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -6,6 +6,7 @@ import gc
 import json
 import os
 import signal
+import time
 from collections.abc import Sequence
 
 import torch
@@ -75,4 +76,23 @@ class ThreadsMLP(MLP):
             }
             with open(path, "w") as out:
                 json.dump(counts, out)
+        return super().forward(x)
+
+
+class HoldingMLP(MLP):
+    """An MLP whose N-th training (counted across processes, from 1) and every later one stop at their first
+    training forward and wait to be killed, where ``SWEEPLAB_TEST_HOLD=DIR:N`` is set (DIR holds one file per
+    training started): a test kills a command at a chosen point, however fast its trainings are."""
+
+    HOLD = "SWEEPLAB_TEST_HOLD"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hold = os.environ.get(self.HOLD)
+        if self.training and hold and not getattr(self, "_counted", False):
+            self._counted = True
+            folder, nth = hold.rsplit(":", 1)
+            started = len(os.listdir(folder)) + 1
+            open(os.path.join(folder, f"{started}-{os.getpid()}"), "w").close()
+            while started >= int(nth):
+                time.sleep(1)  # until killed
         return super().forward(x)

@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from scipy import stats as scipy_stats
 
 from tests.conftest import run_cli, start_cli
+from tests.helpers import HoldingMLP
 from tests.test_search import studies
 
 pytestmark = pytest.mark.slow
@@ -118,10 +119,16 @@ def test_cv_five_on_breast_cancer_gives_five_fold_runs_and_a_mean_with_its_inter
 
 @pytest.mark.timeout(1200)  # seven processes, each paying the start-up of a sweep
 def test_benchmark_protocol_killed_midway_resumes_without_repeating_finished_work(workdir: Path):
-    """3 optimizers, 4 tuning trials each, 3 seeds: SIGKILLed while the second optimizer tunes, then rerun."""
+    """3 optimizers, 4 tuning trials each, 3 seeds: SIGKILLed while the second optimizer tunes, then rerun.
+    The first command's sixth training (the second optimizer's trial 1) waits to be killed (``HoldingMLP``):
+    a training of one epoch is over before a poll of the study could see it running."""
     args = ["--optimizers", "sgd,momentum,adam", "--trials", "4", "--seeds", "3", "--name", "b"]
     args += ["trainer.max_epochs=1", "checkpoint=false", "trainer.progress=none"]
-    proc = start_cli(args, workdir, module="sweeps.benchmark", start_new_session=True)
+    args += ["model._target_=tests.helpers.HoldingMLP"]
+    held = workdir / "trainings"
+    held.mkdir()
+    hold = {HoldingMLP.HOLD: f"{held}:6"}
+    proc = start_cli(args, workdir, module="sweeps.benchmark", start_new_session=True, env=hold)
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and proc.poll() is None:
