@@ -73,6 +73,9 @@ class Here:
     def terminate(self) -> None:
         pass
 
+    def kill(self) -> None:
+        pass
+
     def wait(self, timeout: float | None = None) -> int:
         return 0
 
