@@ -38,42 +38,47 @@ def test_a_ddp_trainer_counts_its_processes() -> None:
     assert ranks(OmegaConf.create({"devices": "auto"})) == 1
 
 
-@pytest.mark.slow
-def test_two_workers_train_with_half_the_cores_each(tmp_path: Path) -> None:
-    """A real sweep with ``n_jobs=2``, torch's defaults left alone (no OMP_NUM_THREADS): each trial trains
-    with cores // 2 intra- and inter-op threads, and the log says so once."""
-    record = tmp_path / "threads"
+def search_recording_threads(folder: Path, *overrides: str) -> tuple[str, list[dict]]:
+    """A real 2-trial search in ``folder``, torch's defaults left alone (no OMP_NUM_THREADS), whose trials
+    record their torch threads and collector state (``tests.helpers.ThreadsMLP``): its output and the
+    records, one per training process."""
+    record = folder / "threads"
     record.mkdir()
     args = [
         "-m",
         "lr=interval(1e-3, 1e-2)",
         "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.n_jobs=2",
         "hydra/sweeper/pruner=none",
-        "tracking=off",
         "model._target_=tests.helpers.ThreadsMLP",
         f"+model.record={record}",
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=2",
         "trainer.limit_val_batches=1",
         "checkpoint=false",
+        *overrides,
     ]
     env = {k: v for k, v in cli_env().items() if k not in ("OMP_NUM_THREADS", threads.ENV)}
     proc = subprocess.run(
         [sys.executable, "-m", "sweeps.run", *args],
-        cwd=tmp_path,
+        cwd=folder,
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout + proc.stderr, [json.loads(p.read_text()) for p in record.glob("*.json")]
+
+
+@pytest.mark.slow
+def test_two_workers_train_with_half_the_cores_each(tmp_path: Path) -> None:
+    """A real sweep with ``n_jobs=2``: each trial trains with cores // 2 intra- and inter-op threads, and the
+    log says so once."""
+    said, counts = search_recording_threads(tmp_path, "hydra.sweeper.n_jobs=2", "tracking=off")
     share = max(1, len(os.sched_getaffinity(0)) // 2)
-    counts = [json.loads(p.read_text()) for p in record.glob("*.json")]
     assert counts and all((c["intra"], c["inter"]) == (share, share) for c in counts), counts
     # each worker imported with the collector off, then froze what it imported and turned it back on
     assert all(c["gc"] and c["frozen"] > 100_000 for c in counts), counts
-    said = proc.stdout + proc.stderr
     assert said.count("2 trial workers on") == 1, said[-3000:]
 
 
@@ -97,32 +102,8 @@ def test_a_search_in_one_process_trains_on_all_cores_but_the_tracking_processs(t
     """A real ``n_jobs=1`` search with tracking on: its trials train with one core fewer than the machine
     has (the tracking process writes beside them), said once; start-up ran without the garbage collector,
     which the trials have back with start-up's objects frozen."""
-    record = tmp_path / "threads"
-    record.mkdir()
-    args = [
-        "-m",
-        "lr=interval(1e-3, 1e-2)",
-        "hydra.sweeper.n_trials=2",
-        "hydra/sweeper/pruner=none",
-        "model._target_=tests.helpers.ThreadsMLP",
-        f"+model.record={record}",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=2",
-        "trainer.limit_val_batches=1",
-        "checkpoint=false",
-    ]
-    env = {k: v for k, v in cli_env().items() if k not in ("OMP_NUM_THREADS", threads.ENV)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "sweeps.run", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    [count] = [json.loads(p.read_text()) for p in record.glob("*.json")]  # both trials in this process
+    said, counts = search_recording_threads(tmp_path)
+    [count] = counts  # both trials in this process
     assert count["intra"] == max(1, len(os.sched_getaffinity(0)) - 1), count
     assert count["gc"] and count["frozen"] > 100_000, count
-    said = proc.stdout + proc.stderr
     assert said.count("one left to the tracking process") == 1, said[-3000:]
