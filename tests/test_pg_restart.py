@@ -56,7 +56,7 @@ def worker(folder: Path, url: str, name: str, *extra: str) -> subprocess.Popen:
         "hydra/sweeper/pruner=none",
         "hydra.sweeper.heartbeat_interval=1",
         "hydra.sweeper.grace_period=40",  # longer than the restart: no live trial is failed as stale
-        "trainer.max_epochs=6",
+        "trainer.max_epochs=40",  # trials of about 1 s: the study is still running when the database stops
         "trainer.num_threads=1",
         "checkpoint=false",
         "early_stopping_patience=0",
