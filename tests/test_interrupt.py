@@ -159,3 +159,29 @@ def test_ctrl_c_in_a_search_with_two_workers_closes_every_run_and_the_same_comma
     (study,) = studies(workdir)
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 4
     assert running(workdir) == []
+
+
+def test_a_stop_swallowed_in_a_destructor_prints_no_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    """A signal that lands while Python runs a destructor or weakref callback raises there, and Python
+    swallows it ("Exception ignored in ..."): the hook prints nothing for it (the stop is noted and acted on
+    later) and passes anything else on."""
+    import sys
+
+    from sweeps.support import interrupt
+
+    class Raises:
+        def __init__(self, err: BaseException) -> None:
+            self.err = err
+
+        def __del__(self) -> None:
+            raise self.err
+
+    saved = sys.unraisablehook
+    try:
+        interrupt.install(())
+        Raises(interrupt.Interrupted(2))  # dropped at once: its destructor raises, Python swallows it
+        assert "Traceback" not in capsys.readouterr().err
+        Raises(ValueError("other"))
+        assert "ValueError: other" in capsys.readouterr().err
+    finally:
+        sys.unraisablehook = saved

@@ -76,6 +76,16 @@ def install(signals: tuple[int, ...] = SIGNALS) -> None:
     """This command stops on ``signals`` as the module says (main thread only)."""
     for sig in signals:
         signal.signal(sig, _handler)
+    sys.unraisablehook = _unraisable
+
+
+def _unraisable(unraisable: Any) -> None:
+    """A stop raised while Python ran a destructor or a weakref callback is swallowed there, and Python would
+    print its traceback: not printed. The signal is noted (``_State.noted``): the training running or the
+    next one stops on it (``deferred``, ``check``)."""
+    if isinstance(unraisable.exc_value, Interrupted):
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def ours(handler: Any) -> bool:
