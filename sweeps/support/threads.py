@@ -62,6 +62,14 @@ def beside_tracking(tracking_process: bool) -> int | None:
     return max(1, cores() - 1)
 
 
+def describe_beside_tracking(count: int) -> str:
+    """One log line: the threads ``beside_tracking`` gave."""
+    return (
+        f"{count} torch thread(s) on {cores()} cores, one left to the tracking process "
+        "(trainer.num_threads or OMP_NUM_THREADS to choose)"
+    )
+
+
 def apply() -> int | None:
     """In a process given a share (``environment``): torch's intra- and inter-op threads to it, before any
     parallel work starts. Returns the count, None where there is no share to apply."""

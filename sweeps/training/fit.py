@@ -104,16 +104,12 @@ def prepare(cfg: DictConfig, tracker: Any = None) -> Built:
     startup_gc.resume()  # imports done: what builds and trains a job runs with the collector back on
     quiet_lightning()
     check_config(cfg)
-    wanted = cfg.trainer.get("num_threads") or threads.beside_tracking(tracker is not None)
-    if wanted and int(wanted) != torch.get_num_threads():
-        if not cfg.trainer.get("num_threads"):  # said once: the count stays for the next job
-            logging.getLogger("sweeplab").info(
-                "training: %d torch thread(s) on %d cores, one left to the tracking process "
-                "(trainer.num_threads or OMP_NUM_THREADS to choose)",
-                int(wanted),
-                threads.cores(),
-            )
-        torch.set_num_threads(int(wanted))
+    chosen = cfg.trainer.get("num_threads")
+    wanted = int(chosen) if chosen else threads.beside_tracking(tracker is not None)
+    if wanted and wanted != torch.get_num_threads():
+        if not chosen:  # said once: the count stays for the next job
+            logging.getLogger("sweeplab").info("training: %s", threads.describe_beside_tracking(wanted))
+        torch.set_num_threads(wanted)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     built = build(cfg, tracker=tracker)
     try:  # Lightning's own checks of the trainer config (trainer=gpu without a GPU, ...), before any run
