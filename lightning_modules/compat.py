@@ -9,6 +9,9 @@
   and lists the aten calls of a forward pass.
 - ``torch._dynamo.utils.counters`` (``compiled_frames``): how many frames Dynamo has compiled in this process;
   torch has no public count, and a recompile is a frame compiled again.
+- ``Trainer._signal_connector.received_sigterm`` (``hold_sigterm``): the flag by which Lightning stops
+  itself after a SIGTERM at its next loop boundary, mid-validation included; a run checkpointed there
+  resumes without that epoch's validation, so a single-process run holds the flag until the epoch ends.
 - ``_current_fx_name`` (``FX_NAME``): Lightning assigns it about 20 times a step; on an ``nn.Module`` every
   assignment goes through ``nn.Module.__setattr__`` (about 1 us each), so ``LitModule`` sets it directly.
 
@@ -31,6 +34,15 @@ def step_with_hooks(lightning_optimizer: Any, step: Any) -> None:
     lightning_optimizer._on_before_step()
     step()
     lightning_optimizer._on_after_step()
+
+
+def hold_sigterm(trainer: Any) -> bool:
+    """Clear Lightning's "SIGTERM received" flag; True if it was set (Lightning would have stopped the run
+    at its next loop boundary)."""
+    connector = trainer._signal_connector
+    held = bool(connector.received_sigterm)
+    connector.received_sigterm = False
+    return held
 
 
 class HostReads(TorchDispatchMode):

@@ -7,6 +7,8 @@ import errno
 import inspect
 import io
 import logging
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -188,3 +190,39 @@ def test_compiled_frames_counts_what_torch_compile_compiles():
     before = compat.compiled_frames()
     torch.compile(lambda t: t * 2 + 1, backend="eager")(torch.ones(2))
     assert compat.compiled_frames() == before + 1
+
+
+class TermThenHold(pl.Callback):
+    """SIGTERM in the first batch; at its end Lightning's flag is held (``compat.hold_sigterm``)."""
+
+    def __init__(self) -> None:
+        self.held: list[bool] = []
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
+        if trainer.global_step == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        if trainer.global_step == 1:
+            self.held.append(compat.hold_sigterm(trainer))
+
+
+def test_hold_sigterm_clears_the_flag_by_which_lightning_stops_a_run(tmp_path: Path):
+    """Without the hold, Lightning raises ``SIGTERMException`` after the first batch; with it, the run
+    trains all its batches."""
+    hold = TermThenHold()
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        trainer = pl.Trainer(
+            max_epochs=1,
+            callbacks=[hold],
+            enable_model_summary=False,
+            default_root_dir=tmp_path,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+        )
+        trainer.fit(ManualSteps(), torch.utils.data.DataLoader(torch.ones(4, 1)))
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert hold.held == [True] and trainer.global_step == 4

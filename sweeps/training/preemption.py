@@ -8,11 +8,20 @@ checkpoint is written at the next batch end (a consistent state: never between b
 ``exit`` hands over to the handler that was there before (submitit's: it resubmits the same trial and
 exits), or exits with 128 + the signal number.
 
+Where the checkpoint is written: Lightning resumes a run correctly from the end of a training batch that
+validation does not follow, or from the end of an epoch, but not from the end of the batch right before
+validation, nor from inside validation: those resume in the next epoch, and the epoch's validation (its
+Optuna report, its checkpoint) never happens (seen on a real Slurm: a requeued trial without epoch 3). So
+a signal noted there is acted on at the end of the epoch (``on_train_epoch_end``), or at the next batch
+end after a validation in mid-epoch.
+
 Lightning notes SIGTERM too (its handler, installed after ``on_fit_start``, calls ours as well) and
 raises its ``SIGTERMException`` at the next loop boundary, which may come before our batch-end check (seen
 on a real Slurm: a requeued job whose run ended "SIGTERMException" with no checkpoint). ``on_exception``
-then writes the checkpoint itself (Lightning raises between batches: a consistent state), and
-``taken_over`` raises ``Preempted`` in place of Lightning's exception.
+then writes the checkpoint itself, and ``taken_over`` raises ``Preempted`` in place of Lightning's
+exception. Lightning would also raise it inside validation; a single-process run holds Lightning's flag
+back there (``compat.hold_sigterm``) so that the stop waits for the epoch's end. Under DDP Lightning's flag
+is what stops every process at the same batch, so it is left alone.
 
 Why not Lightning's SLURM auto-requeue (its SignalConnector): it acts only when Lightning detects SLURM,
 requeues with ``scontrol`` behind submitit's back (two requeues), ignores SIGTERM and knows nothing of the
@@ -33,6 +42,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from lightning_modules import compat
 from sweeps.support import interrupt
 
 LAST = "last.ckpt"
@@ -87,10 +97,25 @@ class Preemption(pl.Callback):
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: Any, outputs: Any, batch: Any, index: int
+    ) -> None:
+        if self.signum is not None and validates_after(trainer, index):
+            self._hold(trainer)  # resumed from here, this epoch's validation would never happen
+            return
         self._check(trainer)
 
     def on_validation_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if self.signum is None:
+            interrupt.check()
+        elif not trainer.sanity_checking:
+            self._hold(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.signum is not None and not trainer.sanity_checking:
+            self._hold(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._check(trainer)
 
     def _check(self, trainer: pl.Trainer) -> None:
@@ -98,6 +123,11 @@ class Preemption(pl.Callback):
             interrupt.check()  # Ctrl-C or SIGHUP (``support.interrupt``): the run stops here
             return
         raise self._stop(trainer)
+
+    def _hold(self, trainer: pl.Trainer) -> None:
+        """Keep Lightning from stopping the run before the epoch's end (one process only: see above)."""
+        if trainer.world_size == 1:
+            compat.hold_sigterm(trainer)
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
@@ -116,6 +146,15 @@ class Preemption(pl.Callback):
         self._restore()
         previous = self.previous.get(signal.Signals(self.signum))
         return Preempted(self.signum, self.path, previous)
+
+
+def validates_after(trainer: pl.Trainer, index: int) -> bool:
+    """Whether validation may run right after training batch ``index``: the epoch's last batch, or one that
+    ``val_check_interval`` (in batches) picks. Erring on yes only moves the stop one batch on."""
+    if index + 1 >= trainer.num_training_batches:
+        return True
+    every = trainer.val_check_batch
+    return isinstance(every, int) and every > 0 and (index + 1) % every == 0
 
 
 @contextlib.contextmanager
