@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -48,9 +49,10 @@ class SelfKillingMLP(MLP):
 
 
 class ThreadsMLP(MLP):
-    """An MLP that writes its process's torch thread counts (intra-op, inter-op) and the state of its garbage
-    collector (on, and how many objects start-up froze) to ``record/<pid>.json`` at its first training
-    forward: what a trial trained with."""
+    """An MLP that writes its process's torch thread counts (intra-op, inter-op), the state of its garbage
+    collector (on, and how many objects start-up froze) and how the process started (``spawned``: a fresh
+    ``python -m sweeps.launch.workers``; else the command's own process or a fork of it; ``parent``: its
+    parent's pid) to ``record/<pid>.json`` at its first training forward: what a trial trained with."""
 
     def __init__(
         self,
@@ -73,6 +75,8 @@ class ThreadsMLP(MLP):
                 "inter": torch.get_num_interop_threads(),
                 "gc": gc.isenabled(),
                 "frozen": gc.get_freeze_count(),
+                "spawned": b"sweeps.launch.workers" in Path("/proc/self/cmdline").read_bytes(),
+                "parent": os.getppid(),
             }
             with open(path, "w") as out:
                 json.dump(counts, out)

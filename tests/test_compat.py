@@ -97,6 +97,29 @@ def test_the_fast_exit_runs_the_exit_handlers_flushes_and_keeps_the_code_without
     assert words.returncode == 1 and words.stderr == "buffered errorerror: no\n"
 
 
+FORK = """
+import atexit, os, sys
+from sweeps.support.stdlib_compat import leave_fork
+
+atexit.register(print, "parent's exit handler")
+pid = os.fork()
+if pid == 0:
+    sys.stdout.write("child buffered ")
+    leave_fork(5)
+_, status = os.waitpid(pid, 0)
+print("child exit", os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_forked_child_leaves_with_its_output_and_code_and_without_its_parents_exit_handlers():
+    """``stdlib_compat.leave_fork``: what the child printed is written once, its code kept, and the exit
+    handler it inherited runs only in the parent."""
+    done = subprocess.run(
+        [sys.executable, "-c", FORK], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout == "child buffered child exit 5\nparent's exit handler\n", done.stdout
+
+
 class FullDisk(io.StringIO):
     def write(self, text: str) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -73,18 +73,26 @@ def test_a_dangling_lock_is_released_at_once_and_the_search_goes_on(workdir: Pat
 def test_a_two_worker_search_killed_four_times_finishes_with_every_trial_once(workdir: Path, round_: int):
     """Kills at random moments, some while a process holds the journal's lock: the next command still ends."""
     tracked = [a for a in ARGS if a != "tracking=off"]  # tracked, so that no MLflow run may stay RUNNING
-    args = [*tracked, "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", "trainer.max_epochs=8"]
+    # 40 epochs of small batches each (about 4 s a trial): a kill, up to 3 s after a trial began, finds work
+    args = [*tracked, "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", "trainer.max_epochs=40"]
+    args += ["early_stopping_patience=0", "data.batch_size=16"]
     rng = random.Random(round_)
     kept: dict[int, dict] = {}
+    kills = 0
     for _ in range(4):
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
         proc = start_cli(args, workdir, start_new_session=True, **quiet)
         wait_for_a_running_trial(workdir, proc)
         time.sleep(rng.uniform(0.0, 3.0))
+        if proc.poll() is not None:  # it finished the study before the kill came: no work is left
+            assert proc.returncode == 0
+            break
         os.killpg(proc.pid, signal.SIGKILL)
+        kills += 1
         proc.wait(timeout=30)
         for study in studies(workdir):
             kept.update({t.number: t.params for t in study.get_trials(states=FINISHED)})
+    assert kills >= 2  # the study outlived at least two kills
     last = run_cli(args, cwd=workdir, timeout=300)
     assert last.returncode == 0, last.stderr[-3000:]
     (study,) = studies(workdir)

@@ -80,6 +80,9 @@ def test_two_workers_train_with_half_the_cores_each(tmp_path: Path) -> None:
     # each worker imported with the collector off, then froze what it imported and turned it back on
     assert all(c["gc"] and c["frozen"] > 100_000 for c in counts), counts
     assert said.count("2 trial workers on") == 1, said[-3000:]
+    # forked from the sweep's process once it had imported torch: no worker imported it again
+    assert len(counts) == 2 and not any(c["spawned"] for c in counts), counts
+    assert len({c["parent"] for c in counts}) == 1, counts
 
 
 def test_training_beside_the_tracking_process_leaves_it_a_core(monkeypatch: pytest.MonkeyPatch) -> None:

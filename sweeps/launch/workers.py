@@ -8,6 +8,14 @@ MLflow or opens the store. Each gets its share of the machine's cores as torch t
 (``support.threads``). A worker that dies (SIGKILL, out of memory, a crash in native code) fails only its
 own trial: the sweeper is told, its open runs are closed KILLED, and a fresh worker takes its place.
 
+Forked workers: on CPU, where the sweep checks its configs (and so imports torch), the workers are forked
+from the sweep's process right after that import and before any torch op has run (``fork``): they import
+nothing again, and no thread pool of torch or OpenMP exists yet to be broken by the fork (GNU OpenMP does
+not survive a fork once it has run). Where that point never comes (no config check), and for a worker that
+replaces a dead one (by then this process has trained or checked), a fresh interpreter is started instead.
+On 2 cores with 0.3 s trials, three interpreters importing torch at once cost more than the second
+worker saves; forked, they cost nothing.
+
 Why not ``concurrent.futures.ProcessPoolExecutor``: the death of one of its workers breaks the whole pool.
 """
 
@@ -15,17 +23,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+import traceback
+from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
 from sweeps.outcome import Outcome, State
 from sweeps.support import interrupt, startup_gc, threads
 from sweeps.support.processes import spawn
-from sweeps.support.stdlib_compat import exit_now
+from sweeps.support.stdlib_compat import exit_now, leave_fork
 
 if TYPE_CHECKING:
     from sweeps.tracking.session import Session
@@ -35,15 +47,47 @@ log = logging.getLogger("sweeplab")
 STOP_SECONDS = 60  # how long a stopped worker may take to close its trial's run
 
 
+class Forked:
+    """A worker forked from this process: what ``Workers`` asks of a ``subprocess.Popen``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        end = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if end is not None and time.monotonic() >= end:
+                raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0)
+            time.sleep(0.01)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
 class Workers:
-    """``count`` worker processes, started at once (they import torch and Lightning meanwhile); ``begin``
-    sends each the set-up (tracking, study, sweep), and a worker that replaces a dead one gets it too.
+    """``count`` worker processes; ``begin`` sends each the set-up (tracking, study, sweep), and a worker
+    that replaces a dead one gets it too. Started at once as fresh interpreters (they import torch and
+    Lightning meanwhile), or, ``forked``, later by ``fork`` from this process once it has imported them.
 
     ``devices[i]``, where given, is worker i's ``CUDA_VISIBLE_DEVICES`` (see ``gpus``); a worker that
     replaces a dead one gets the same devices.
     """
 
-    def __init__(self, count: int, devices: list[str | None] | None = None) -> None:
+    def __init__(self, count: int, devices: list[str | None] | None = None, forked: bool = False) -> None:
         self.setup: dict[str, Any] | None = None
         self.tracker: Session | None = None
         self.devices = devices or [None] * count
@@ -53,14 +97,52 @@ class Workers:
         self.busy: list[bool] = [False] * count
         self.env = threads.environment(count)
         log.info("search: %s", threads.describe(count, "trial workers"))
-        for i in range(count):
-            self._start(i)
+        # Linux only (a fork after the Objective-C runtime loaded is unsafe on macOS); CUDA never crosses one
+        self.to_fork = forked and not any(self.devices) and sys.platform == "linux"
+        if not self.to_fork:
+            for i in range(count):
+                self._start(i)
+
+    def fork(self, keep_out: Sequence[int] = ()) -> None:
+        """Fork the workers now (if ``forked`` and not done yet): call right after importing torch, before
+        any torch op. ``keep_out``: file descriptors of this process that no worker may hold open (the
+        sweep's own socket to its tracking process, whose end must come when this process closes it)."""
+        if not self.to_fork:
+            return
+        self.to_fork = False
+        from sweeps.launch import job  # noqa: F401 - what ``run_worker`` imports, once for all of them
+        from sweeps.search import study  # noqa: F401
+        from sweeps.training import context  # noqa: F401
+
+        for i in range(len(self.procs)):
+            self._fork(i, keep_out)
+
+    def _fork(self, i: int, keep_out: Sequence[int]) -> None:
+        mine, theirs = socket.socketpair()  # the worker's socket to the sweep's tracking process
+        ours, its = socket.socketpair()  # the sweeper's pipe to the worker
+        sys.stdout.flush()
+        sys.stderr.flush()  # or what is buffered would be written twice
+        with interrupt.spawning():
+            pid = os.fork()
+        if pid == 0:  # the worker; it never returns from here
+            others = [c.fileno() for c in self.conns if c is not None]
+            others += [c.fileno() for c in self.channels if c is not None]
+            _forked_worker(its, theirs, [mine.fileno(), ours.fileno(), *others, *keep_out], self.env)
+        its.close()
+        theirs.close()
+        self.procs[i], self.conns[i], self.channels[i] = Forked(pid), Connection(ours.detach()), mine
+        self.busy[i] = False
 
     def begin(self, setup: dict[str, Any], tracker: Session | None) -> None:
         """Send every worker the sweep's set-up: from now on they take trials. Each writes its runs through
         ``tracker``'s process (attached on the socket it was started with), not a tracking process of its
         own: one MLflow import and store for the sweep, not one per worker."""
         self.setup, self.tracker = setup, tracker
+        if self.to_fork:  # the sweep never imported torch for a config check: fresh interpreters, which
+            self.to_fork = False  # get the set-up as they start
+            for i in range(len(self.procs)):
+                self._start(i)
+            return
         for i, conn in enumerate(self.conns):
             self._attach(i)
             conn.send(setup)
@@ -194,6 +276,28 @@ def run_worker(conn: Connection, channel: Connection) -> None:
     finally:
         if tracker is not None:
             tracker.close()
+
+
+def _forked_worker(
+    conn: socket.socket, channel: socket.socket, close: list[int], env: dict[str, str]
+) -> None:
+    """The forked worker: let go of what is the sweep's (its sockets, its log handlers, its exit
+    handlers), take the terminal's signals as a spawned worker does, run; leave without returning."""
+    code = 0
+    try:
+        for fd in close:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        os.environ.update(env)
+        logging.getLogger().handlers.clear()  # the sweep's (its log file too); ``run_worker`` sets its own
+        interrupt.helper(stoppable=True)
+        with contextlib.suppress(interrupt.Interrupted):
+            run_worker(Connection(conn.detach()), Connection(channel.detach()))
+    except BaseException:  # noqa: BLE001 - as a spawned worker would: its traceback, exit 1 (WorkerDied)
+        traceback.print_exc()
+        code = 1
+    finally:
+        leave_fork(code)  # the sweep's exit handlers and objects are not this process's to run or tear down
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ CPython 3.11, each with a test in ``tests/test_compat.py`` that fails when Pytho
   1.5 s here and does nothing useful at the end of a command, so the command leaves with ``os._exit``; the
   exit handlers still run first (log files flush, children are reaped). The standard library has no public
   call that runs them.
+- ``leave_fork``: ``os._exit`` without the exit handlers, as a forked child must leave (documented so): the
+  handlers it inherited are its parent's, not its own.
 - ``drop_logging_errors``: ``logging.Handler.handleError``, the documented hook, replaced for the whole
   process. The handlers that meet a full disk are not ours to build: Hydra makes a job's log file handler
   from its ``hydra/job_logging`` config (which a user may replace) for every job, in whichever process runs
@@ -33,6 +35,16 @@ def exit_now(code: int | str | None) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code or 0)
+
+
+def leave_fork(code: int) -> NoReturn:
+    """End a forked child (what it printed flushed): never its parent's exit handlers or objects' teardown."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # the terminal went away, or the stream was closed
+            pass
+    os._exit(code)
 
 
 def drop_logging_errors(dropped: Callable[[BaseException | None], bool]) -> None:

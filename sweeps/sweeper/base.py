@@ -38,6 +38,8 @@ from sweeps.tracking import leaderboard
 from sweeps.tracking import session as tracking
 from sweeps.training.keys import check_additions
 
+Imported = Callable[[tracking.Session | None], None]  # told once torch is imported (``Sweep.check``)
+
 log = logging.getLogger("sweeplab")
 
 
@@ -96,16 +98,23 @@ class Sweep:
         return self.loader.load_sweep_config(self.config, list(overrides))
 
     def check(
-        self, jobs: list[list[str]], tracker: tracking.Session | None = None, first: DictConfig | None = None
+        self,
+        jobs: list[list[str]],
+        tracker: tracking.Session | None = None,
+        first: DictConfig | None = None,
+        imported: Imported | None = None,
     ) -> tuple[str, str]:
         """Every job's config, checked before any trains (raises ConfigError naming the job); ``first``: the
-        first job's config, composed already.
+        first job's config, composed already. ``imported(tracker)`` runs once torch is imported, before any
+        torch op (where trial workers are forked).
 
         Returns the objective (metric, mode) of the first job.
         """
         from sweeps.training.build import validate  # torch loads here
 
         startup_gc.resume()  # imports done: the check builds data with the collector back on
+        if imported is not None:
+            imported(tracker)
 
         cache: dict[str, Any] = {}
         objectives = []
@@ -124,14 +133,16 @@ class Sweep:
         prepare: Callable[[tuple[str, str]], Any] | None = None,
         parent: Callable[..., Any] | None = None,
         shared: bool = True,
+        imported: Imported | None = None,
     ) -> tuple[tracking.Session | None, Any, Path]:
         """Open the store (in the background) while every job is checked; then the sweep folder, parent run.
 
         Bad input of any kind exits here with one line and code 2, before anything is created.
         ``parent(session, prepared, start)``, if given, joins another process's parent run or calls
         ``start()`` to create one (``shared`` by several processes: a study shared by workers).
+        ``imported``: see ``check``.
         """
-        session, prepared = self.open(jobs, prepare)
+        session, prepared = self.open(jobs, prepare, imported)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         config = redact(OmegaConf.to_container(self.config, resolve=False))
@@ -147,7 +158,10 @@ class Sweep:
         return session, prepared, sweep_dir
 
     def open(
-        self, jobs: list[list[str]], prepare: Callable[[tuple[str, str]], Any] | None
+        self,
+        jobs: list[list[str]],
+        prepare: Callable[[tuple[str, str]], Any] | None,
+        imported: Imported | None = None,
     ) -> tuple[tracking.Session | None, Any]:
         """The tracking session and ``prepare(objective)``, or one line and exit code 2 for bad input (1 if
         the tracking process died meanwhile)."""
@@ -158,7 +172,11 @@ class Sweep:
                 check_additions(jobs[0], first, self.config.hydra.runtime.choices)
             session = tracking.start(self.config.tracking) if self.ours else None
             validate = self.ours and self.settings.validate_all
-            objective = self.check(jobs, session, first) if validate else ("objective", self.settings.mode())
+            objective = (
+                self.check(jobs, session, first, imported)
+                if validate
+                else ("objective", self.settings.mode())
+            )
             prepared = prepare(objective) if prepare else None
             if session:
                 session.ready()

@@ -69,8 +69,9 @@ def plan(sweep: Sweep, arguments: list[str]) -> Search:
     return Search(sweep, space, name, devices, lr_auto=lr_auto.take(space))
 
 
-def start(search: Search) -> Path:
-    """Open the study (checking every probe config meanwhile), the parent run; returns the sweep folder."""
+def start(search: Search, workers: Workers | None = None) -> Path:
+    """Open the study (checking every probe config meanwhile), the parent run; returns the sweep folder.
+    ``workers`` waiting to be forked are forked once the check has imported torch."""
     settings = search.sweep.settings
 
     def prepare(objective: tuple[str, str]) -> tuple[StudyRef, str, str]:
@@ -90,7 +91,14 @@ def start(search: Search) -> Path:
         coordination.join_or_start(prepared[0], session, begin)
 
     chosen = parent if search.shared else None
-    session, prepared, sweep_dir = search.sweep.start(probes(search.space), prepare, chosen)
+
+    def imported(session: Session | None) -> None:
+        if workers is not None:  # not holding the sweep's socket to its tracking process
+            workers.fork(keep_out=session.pipe_fds() if session else [])
+
+    session, prepared, sweep_dir = search.sweep.start(
+        probes(search.space), prepare, chosen, imported=imported
+    )
     search.session = session
     search.ref, search.metric, search.mode = prepared
     # Shown by optuna-dashboard and ``optuna studies`` beside the name: the command that runs (resumes) it.
@@ -117,11 +125,11 @@ def ledger_for(search: Search) -> Ledger:
 
 
 def early_workers(search: Search) -> Workers | None:
-    """Worker processes for ``n_jobs`` > 1 in this machine, started before the study and the tracking store
-    open, so that their imports (seconds) overlap that set-up."""
+    """Worker processes for ``n_jobs`` > 1 in this machine: forked once the config check has imported torch
+    (``start``), or else started as fresh interpreters (see ``launch.workers``)."""
     sweep, settings = search.sweep, search.sweep.settings
     if settings.n_jobs > 1 and sweep.in_process:
-        return Workers(settings.n_jobs, search.devices)
+        return Workers(settings.n_jobs, search.devices, forked=True)
     return None
 
 
@@ -159,7 +167,7 @@ def _run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
     search = plan(sweep, arguments)
     workers = early_workers(search)
     try:
-        sweep_dir = start(search)
+        sweep_dir = start(search, workers)
     except BaseException:
         if workers:
             workers.abandon()

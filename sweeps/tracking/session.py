@@ -74,6 +74,11 @@ class Session:
         }
         self._write("open", True, opened)
 
+    def pipe_fds(self) -> list[int]:
+        """This session's end of its pipe: a process forked from this one closes it (its tracking process
+        sees the end of the pipe when this process closes it, not when the last fork exits)."""
+        return [self.conn.fileno()] if not self.conn.closed else []
+
     # -- the pipe (only sweeps/tracking/ uses it; everyone else calls the typed methods below) ---
     def _write(self, request: str, reply: bool, kwargs: dict[str, Any]) -> None:
         """One request down the pipe; a broken pipe means the tracking process died."""
