@@ -100,8 +100,7 @@ class Workers:
         # Linux only (a fork after the Objective-C runtime loaded is unsafe on macOS); CUDA never crosses one
         self.to_fork = forked and not any(self.devices) and sys.platform == "linux"
         if not self.to_fork:
-            for i in range(count):
-                self._start(i)
+            self._start_all()
 
     def fork(self, keep_out: Sequence[int] = ()) -> None:
         """Fork the workers now (if ``forked`` and not done yet): call right after importing torch, before
@@ -110,9 +109,13 @@ class Workers:
         if not self.to_fork:
             return
         self.to_fork = False
-        from sweeps.launch import job  # noqa: F401 - what ``run_worker`` imports, once for all of them
+        # What ``run_worker`` imports, once here for all of them.
+        from sweeps.launch import job  # noqa: F401
         from sweeps.search import study  # noqa: F401
+        from sweeps.support import verbosity  # noqa: F401
+        from sweeps.tracking import session  # noqa: F401
         from sweeps.training import context  # noqa: F401
+        from sweeps.training import job as training_job  # noqa: F401
 
         for i in range(len(self.procs)):
             self._fork(i, keep_out)
@@ -140,12 +143,15 @@ class Workers:
         self.setup, self.tracker = setup, tracker
         if self.to_fork:  # the sweep never imported torch for a config check: fresh interpreters, which
             self.to_fork = False  # get the set-up as they start
-            for i in range(len(self.procs)):
-                self._start(i)
+            self._start_all()
             return
         for i, conn in enumerate(self.conns):
             self._attach(i)
             conn.send(setup)
+
+    def _start_all(self) -> None:
+        for i in range(len(self.procs)):
+            self._start(i)
 
     def _start(self, i: int) -> None:
         gpus = self.devices[i]
@@ -278,6 +284,14 @@ def run_worker(conn: Connection, channel: Connection) -> None:
             tracker.close()
 
 
+def _serve(conn: Connection, channel: Connection) -> None:
+    """A worker's life, spawned or forked: the terminal's Ctrl-C is the sweeper's (it sends
+    ``stop_signal()``); a stop while it waited for a job or set up ends it quietly."""
+    interrupt.helper(stoppable=True)
+    with contextlib.suppress(interrupt.Interrupted):
+        run_worker(conn, channel)
+
+
 def _forked_worker(
     conn: socket.socket, channel: socket.socket, close: list[int], env: dict[str, str]
 ) -> None:
@@ -290,9 +304,7 @@ def _forked_worker(
                 os.close(fd)
         os.environ.update(env)
         logging.getLogger().handlers.clear()  # the sweep's (its log file too); ``run_worker`` sets its own
-        interrupt.helper(stoppable=True)
-        with contextlib.suppress(interrupt.Interrupted):
-            run_worker(Connection(conn.detach()), Connection(channel.detach()))
+        _serve(Connection(conn.detach()), Connection(channel.detach()))
     except BaseException:  # noqa: BLE001 - as a spawned worker would: its traceback, exit 1 (WorkerDied)
         traceback.print_exc()
         code = 1
@@ -302,10 +314,8 @@ def _forked_worker(
 
 if __name__ == "__main__":
     startup_gc.pause()  # resumed when its first job is built (``training.fit.prepare``)
-    interrupt.helper(stoppable=True)  # the terminal's Ctrl-C is the sweeper's; it sends stop_signal()
-    with contextlib.suppress(interrupt.Interrupted):  # stopped while it waited for a job or set up
-        # the sockets the sweeper passed (Workers._start): its own, and one to the sweep's tracking process
-        run_worker(Connection(int(sys.argv[1])), Connection(int(sys.argv[2])))
+    # the sockets the sweeper passed (Workers._start): its own, and one to the sweep's tracking process
+    _serve(Connection(int(sys.argv[1])), Connection(int(sys.argv[2])))
     # Its tracking session is closed (every write done): tearing torch and Lightning down would only make
     # the sweep wait (``Workers.close``) seconds longer.
     exit_now(0)

@@ -92,12 +92,12 @@ def start(search: Search, workers: Workers | None = None) -> Path:
 
     chosen = parent if search.shared else None
 
-    def imported(session: Session | None) -> None:
-        if workers is not None:  # not holding the sweep's socket to its tracking process
-            workers.fork(keep_out=session.pipe_fds() if session else [])
+    def fork(session: Session | None) -> None:
+        assert workers is not None  # (not holding the sweep's socket to its tracking process)
+        workers.fork(keep_out=session.pipe_fds() if session else [])
 
     session, prepared, sweep_dir = search.sweep.start(
-        probes(search.space), prepare, chosen, imported=imported
+        probes(search.space), prepare, chosen, imported=fork if workers else None
     )
     search.session = session
     search.ref, search.metric, search.mode = prepared

@@ -108,12 +108,10 @@ class Preemption(pl.Callback):
     def on_validation_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         if self.signum is None:
             interrupt.check()
-        elif not trainer.sanity_checking:
-            self._hold(trainer)
+        self._hold(trainer)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.signum is not None and not trainer.sanity_checking:
-            self._hold(trainer)
+        self._hold(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._check(trainer)
@@ -125,8 +123,9 @@ class Preemption(pl.Callback):
         raise self._stop(trainer)
 
     def _hold(self, trainer: pl.Trainer) -> None:
-        """Keep Lightning from stopping the run before the epoch's end (one process only: see above)."""
-        if trainer.world_size == 1:
+        """With a stop noted, keep Lightning from acting on it before the epoch's end (one process only, and
+        not in the sanity check: see above)."""
+        if self.signum is not None and trainer.world_size == 1 and not trainer.sanity_checking:
             compat.hold_sigterm(trainer)
 
     def on_exception(
