@@ -73,8 +73,13 @@ def train(lr: float, epochs: int, split: tuple[object, ...]) -> float:
         model.eval()
         with torch.no_grad():
             best = max(best, (model(vx).argmax(1) == vy).float().mean().item())  # type: ignore[operator]
-        print(f"[{dt.datetime.now():%Y-%m-%d %H:%M:%S,%f}"[:-3] + "] epoch", flush=True)
+        print(f"{stamp()} epoch", flush=True)
     return best
+
+
+def stamp() -> str:
+    """Now, as sweeplab's log lines start (``[2026-12-06 05:55:34,076]``)."""
+    return f"[{dt.datetime.now():%Y-%m-%d %H:%M:%S,%f}"[:-3] + "]"
 
 
 def floor_search(n_jobs: int, trials: int, epochs: int) -> None:
@@ -83,11 +88,13 @@ def floor_search(n_jobs: int, trials: int, epochs: int) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     split = data()
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
-    study.optimize(
-        lambda t: train(t.suggest_float("lr", 1e-4, 1e-1, log=True), epochs, split),
-        n_trials=trials,
-        n_jobs=n_jobs,
-    )
+
+    def objective(trial: optuna.Trial) -> float:
+        value = train(trial.suggest_float("lr", 1e-4, 1e-1, log=True), epochs, split)
+        print(f"{stamp()} search: trial {trial.number} finished", flush=True)  # as sweeplab says it
+        return value
+
+    study.optimize(objective, n_trials=trials, n_jobs=n_jobs)
 
 
 def ray_search(n_jobs: int, trials: int, epochs: int) -> None:
@@ -127,10 +134,11 @@ def sweeplab_args(n_jobs: int, tracking: str, trials: int, epochs: int, study: s
     ]
 
 
-def timed(command: list[str], cwd: Path, tree: Path) -> tuple[float, float, float]:
-    """Wall time of ``python COMMAND`` in ``cwd`` with ``tree`` importable; when its first epoch ended
-    (seconds after the start; from the first time-stamped line that says "epoch"); and how long it ran on
-    after its last time-stamped "trial N finished" line (nan where there is none)."""
+def timed(command: list[str], cwd: Path, tree: Path) -> tuple[float, float, float, float]:
+    """Wall time of ``python COMMAND`` in ``cwd`` with ``tree`` importable; when its first epoch and its
+    first trial ended (seconds after the start; from the first time-stamped line that says "epoch", and
+    "trial N finished"; a trial worker says no epochs); and how long it ran on after its last "trial N
+    finished" line (nan where there is none)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     env.pop("OMP_NUM_THREADS", None)  # torch's defaults, as a user has them
     started, start = time.time(), time.perf_counter()
@@ -139,7 +147,7 @@ def timed(command: list[str], cwd: Path, tree: Path) -> tuple[float, float, floa
     ended = started + seconds
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{proc.stderr[-2000:]}")
-    epochs, trials = [], []
+    epochs, trials, ends = [], [], []
     for line in (proc.stdout + proc.stderr).splitlines():
         found = STAMP.match(line)
         if found:
@@ -147,8 +155,10 @@ def timed(command: list[str], cwd: Path, tree: Path) -> tuple[float, float, floa
             if "epoch" in line:
                 epochs.append(stamp - started)
             if FINISHED.search(line):
-                trials.append(ended - stamp)
-    return seconds, min(epochs, default=math.nan), min(trials, default=math.nan)
+                trials.append(stamp - started)
+                ends.append(ended - stamp)
+    first_epoch, first_trial = min(epochs, default=math.nan), min(trials, default=math.nan)
+    return seconds, first_epoch, first_trial, min(ends, default=math.nan)
 
 
 def main() -> None:
@@ -186,16 +196,18 @@ def main() -> None:
             arms[f"Ray Tune (reuse_actors), n_jobs={n}"] = ([me, RAY, str(n), *size], ROOT)
     times: dict[str, list[float]] = {name: [] for name in arms}
     firsts: dict[str, list[float]] = {name: [] for name in arms}
+    first_trials: dict[str, list[float]] = {name: [] for name in arms}
     closings: dict[str, list[float]] = {name: [] for name in arms}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for r in range(args.warmup + args.rounds):  # warm-up rounds: imports, disk caches, the stores
             for i, (name, (command, tree)) in enumerate(arms.items()):
                 command = [c.replace("{study}", f"peers-{r}-{i}") for c in command]
-                seconds, first, closing = timed(command, folder, tree)
+                seconds, first, first_trial, closing = timed(command, folder, tree)
                 if r >= args.warmup:
                     times[name].append(seconds)
                     firsts[name].append(first)
+                    first_trials[name].append(first_trial)
                     closings[name].append(closing)
     print(
         f"search: digits MLP 64-128-10, Adam, batch 32, {args.epochs} epochs, lr log-uniform [1e-4, 1e-1], "
@@ -206,9 +218,10 @@ def main() -> None:
         for name in (a for a in arms if a.endswith(f"n_jobs={n}") or f"n_jobs={n}," in a):
             wall = statistics.median(times[name])
             first, closing = statistics.median(firsts[name]), statistics.median(closings[name])
+            first_trial = statistics.median(first_trials[name])
             print(
                 f"  {name:48s} {wall:7.2f} s  / floor {wall / floor:5.2f}   first epoch at {first:5.2f} s"
-                f"   exit {closing:4.2f} s after the last trial"
+                f"   first trial done at {first_trial:5.2f} s   exit {closing:4.2f} s after the last trial"
             )
     for tree in trees:
         label = f" [{tree.name}]" if len(trees) > 1 else ""

@@ -54,3 +54,9 @@ def test_torchmetrics_text_metrics_still_reach_transformers() -> None:
     )
     done = run_python(probe)
     assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_the_tracking_process_imports_no_scipy_for_a_search() -> None:
+    """Its code loads without scipy (0.55 s of its start; only a grid's heatmap needs it, then)."""
+    done = run_python("import sys, sweeps.tracking.server; print('scipy' in sys.modules)")
+    assert done.stdout.strip() == "False", done.stderr[-2000:]

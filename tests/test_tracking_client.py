@@ -274,6 +274,50 @@ def test_workers_write_through_the_sweeps_tracking_process_and_a_dead_ones_open_
     session.end_run(handle, "FINISHED")
 
 
+def test_the_sweep_knows_a_workers_run_closed_once_the_worker_reported_it_without_waiting(tracked):
+    """A worker sends its trial's outcome to the sweep without a round trip of its own: the sweep's
+    ``run_ids`` then finds the run, with all of the worker's writes done (what came before its report)."""
+    worker = attached_session(tracked)
+    handle = worker.new_run("attached, not waited for", {})
+    worker.log(handle, params={"lr": "0.1"}, metrics={"val_acc": 0.5}, step=1)
+    worker.log(handle, params={"model.hidden": "64"}, tags={"sweeplab.state": "FINISHED"})
+    worker.end_run(handle, "FINISHED")  # nothing it waits for: then it reports the handle to the sweep
+    run_id = tracked.session.run_ids([handle])[handle]
+    run = tracked.client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {"lr": "0.1", "model.hidden": "64"}
+    assert (run.data.metrics, run.data.tags["sweeplab.state"]) == ({"val_acc": 0.5}, "FINISHED")
+    assert worker.close() is None
+
+
+def test_held_writes_go_out_within_mlflows_limits_and_a_refused_param_loses_nothing_else(tracked, tmp_path):
+    """A run's params, tags and metrics wait and go out together: more than one ``log_batch`` may take
+    (100 params, 100 tags, 1000 entities), and a changed param, which MLflow refuses, is said without
+    the metrics and tags held with it."""
+    from mlflow.exceptions import MlflowException
+
+    store = Store()
+    store.open(tracked.uri, tracked.settings.experiment, None, None)
+    store.start_run("run-many", "many", {})
+    store.log("run-many", params={f"p{i}": i for i in range(250)}, tags={f"t{i}": "x" for i in range(150)})
+    for step in range(1500):
+        store.log("run-many", metrics={"loss": 1.0 / (step + 1)}, step=step)
+    store.log("run-many", params={"p0": "0"}, tags={"t0": "again"})  # the same param, a tag set again
+    store.flush()
+    run_id = store.ids["run-many"]
+    run = tracked.client.get_run(run_id)
+    assert (len(run.data.params), run.data.params["p249"]) == (250, "249")
+    assert (sum(k.startswith("t") for k in run.data.tags), run.data.tags["t0"]) == (150, "again")
+    assert len(tracked.client.get_metric_history(run_id, "loss")) == 1500
+
+    store.log("run-many", params={"p1": "changed"}, metrics={"late": 2.0}, tags={"late": "yes"}, step=1)
+    with pytest.raises(MlflowException, match="Changing param values is not allowed"):
+        store.flush()
+    run = tracked.client.get_run(run_id)
+    assert (run.data.params["p1"], run.data.metrics["late"], run.data.tags["late"]) == ("1", 2.0, "yes")
+    store.end_run("run-many", "FINISHED")
+
+
 def test_source_run_returns_a_runs_params_and_its_best_checkpoint(tracked, tmp_path):
     session = tracked.session
     handle, run_id = run_of(tracked, "source")

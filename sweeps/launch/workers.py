@@ -250,7 +250,6 @@ def run_worker(conn: Connection, channel: Connection) -> None:
     from sweeps.support.verbosity import quiet_sweep
     from sweeps.tracking import session as tracking
     from sweeps.training.context import JobContext, TrialHandle
-    from sweeps.training.job import resolved
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     try:
@@ -278,7 +277,7 @@ def run_worker(conn: Connection, channel: Connection) -> None:
                 with contextlib.suppress(OSError):
                     conn.send(Outcome.of_error(err))
                 return
-            conn.send(resolved(outcome, tracker))  # the sweeper's process knows the run by its id
+            conn.send(outcome)  # its run by our handle: the sweep's tracking process knows it by then
     finally:
         if tracker is not None:
             tracker.close()

@@ -171,6 +171,8 @@ class Sweep:
             if first is not None:  # a key nothing reads (+trainer.max_epoch=5): before the store opens
                 check_additions(jobs[0], first, self.config.hydra.runtime.choices)
             session = tracking.start(self.config.tracking) if self.ours else None
+            if session:
+                session.warm_pictures()  # once its store is open, while this process checks the configs
             validate = self.ours and self.settings.validate_all
             objective = (
                 self.check(jobs, session, first, imported)

@@ -22,7 +22,8 @@ FIRE_AND_FORGET = frozenset(
     }
 )
 # Answered: the caller waits for the value (or the store's error).
-ANSWERED = frozenset({"open", "resolve", "register", "source_run"})
+RESOLVE = "resolve"  # answered once every attached worker's requests sent so far are done
+ANSWERED = frozenset({"open", RESOLVE, "register", "source_run"})
 REQUESTS = FIRE_AND_FORGET | ANSWERED
 CLOSE = "close"  # not a Store method: the server flushes, answers and stops
 ATTACH = "attach"  # not a Store method: a trial worker's socket follows (``Session.attach``)

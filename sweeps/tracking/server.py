@@ -26,7 +26,7 @@ from typing import Any
 
 from sweeps.support import fulldisk, interrupt, startup_gc
 from sweeps.support.secrets import redact_text
-from sweeps.tracking.requests import ATTACH, CLOSE, DETACH, REQUESTS, refused
+from sweeps.tracking.requests import ATTACH, CLOSE, DETACH, REQUESTS, RESOLVE, refused
 from sweeps.tracking.store import Store
 
 
@@ -54,7 +54,7 @@ def answer_requests(conn: Connection) -> None:
             name, kwargs, reply = conn.recv()
         except (EOFError, OSError):
             if service is not None and service.client is not None:
-                service.flush()
+                _flush(service)
                 service.abandon()
             return
         if name == CLOSE:
@@ -67,6 +67,8 @@ def answer_requests(conn: Connection) -> None:
         if name == ATTACH:
             workers[Connection(recv_handle(conn))] = set()
             continue
+        if name == RESOLVE:  # a worker's runs, once it reported them to the sweep, are known to the sweep
+            full = _drain(workers, service, full)
         try:
             if service is None:
                 service = Store()
@@ -109,6 +111,17 @@ def _worker_request(
     return full
 
 
+def _drain(workers: dict[Connection, set[str]], service: Store | None, full: str) -> str:
+    """Every request the attached workers have sent so far. A worker sends its trial's outcome (with its run
+    handles) to the sweep after its writes, so once drained, the sweep's ``resolve`` knows those runs, and
+    they are closed: no worker waits for its own writes (a round trip behind every queued write of the
+    sweep) before it takes its next trial."""
+    while readable := wait(list(workers), 0):
+        for source in [c for c in workers if c in readable]:
+            full = _worker_request(source, workers, service, full)
+    return full
+
+
 def _reply(conn: Connection, answer: Any) -> None:
     """Send an answer; a caller that is gone is seen at its socket's next read (EOF), not here."""
     with contextlib.suppress(OSError):
@@ -136,7 +149,7 @@ def handle(service: Store, name: str, kwargs: dict[str, Any]) -> Any:
 
 
 def _flush(service: Store) -> str:
-    """Write the held-back metrics; a store that refuses them costs one line, not the process (which must
+    """Write the held-back writes; a store that refuses them costs one line, not the process (which must
     stay to close the runs: the next command reaps what it cannot). Returns the full disk's error, if that
     was it (then the parent's line says it, and this process says nothing)."""
     try:

@@ -130,8 +130,8 @@ class Session:
         tags: dict[str, str] | None = None,
         step: int = 0,
     ) -> None:
-        """Params and tags of a run (written at once), metrics at ``step`` (the tracking process batches
-        them)."""
+        """Params, tags, and metrics at ``step`` of a run (the tracking process holds them back and writes
+        each run's together: ``batches``)."""
         self._send("log", run=run, params=params, metrics=metrics, tags=tags, step=step)
 
     def text(self, run: str, text: str, name: str) -> None:
@@ -163,8 +163,8 @@ class Session:
         self._send("optuna_plots", run=run, storage=storage, study=study, params=params)
 
     def warm_pictures(self, storage: str | None = None) -> None:
-        """Let the tracking process import its drawing libraries now, while training goes on, and read the
-        study's journal (``storage``) so far: after the last trial it reads only what came since."""
+        """Let the tracking process import its drawing libraries now (once), and read the study's journal
+        (``storage``) so far: after the last trial it reads only what came since."""
         self._send("warm_pictures", storage=storage)
 
     def end_run(self, run: str, status: str) -> None:

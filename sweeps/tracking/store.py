@@ -9,7 +9,6 @@ import contextlib
 import logging
 import os
 import socket
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -20,22 +19,20 @@ from typing import Any
 from filelock import FileLock
 
 from sweeps.support.processes import alive
-from sweeps.support.secrets import redact_text
-from sweeps.tracking import sqlite_file
+from sweeps.tracking import optuna_pictures, sqlite_file
+from sweeps.tracking.batches import Held, write
 from sweeps.tracking.environment import environment_tags
 from sweeps.tracking.inputs import dataset_inputs
 from sweeps.tracking.models import log_model, register, system_monitor
-from sweeps.tracking.plots import heatmap
 
-MAX_PARAM_VALUE = 6000
-BATCH = 100
 FLUSH_SECONDS = 2.0
 
 
 class Store:
     """MLflow writes for one command. Runs are named by handles the caller chose (so that it never waits
-    for a run to be created); ``ids`` maps them to MLflow run ids. Metrics are held back and written in
-    batches: when the caller goes quiet, after ``FLUSH_SECONDS``, or before anything else about the run."""
+    for a run to be created); ``ids`` maps them to MLflow run ids. Metrics, params and tags are held back
+    and written together (``batches``): when the callers go quiet, after ``FLUSH_SECONDS``, when the run
+    ends, and before anything that reads the store back."""
 
     def __init__(self) -> None:
         from mlflow.tracking import MlflowClient
@@ -48,11 +45,13 @@ class Store:
         self.experiment_id = ""
         self.ids: dict[str, str] = {}
         self.open_runs: set[str] = set()
-        self.pending: dict[str, list[Any]] = {}
+        self.folders: dict[str, str] = {}  # artifact URIs of the runs this process created
+        self.pending: dict[str, Held] = {}
         self.pending_since = 0.0
         self.system_metrics = False
         self.monitors: dict[str, Any] = {}
         self._journal: tuple[str, Any] | None = None  # the sweep's journal file and its open storage
+        self._warmed = False  # the drawing libraries imported (``warm_pictures``)
 
     # -- requests ---
     def open(
@@ -147,6 +146,7 @@ class Store:
             tags = {**tags, "mlflow.parentRunId": self.ids.get(parent, parent)}  # a handle, or a run id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self.ids[handle] = run.info.run_id
+        self.folders[run.info.run_id] = run.info.artifact_uri
         self.open_runs.add(run.info.run_id)
         if self.system_metrics and tags.get("sweeplab.kind") == "run":
             self.monitors[run.info.run_id] = system_monitor(self.client, run.info.run_id)
@@ -160,6 +160,7 @@ class Store:
     def kill_trial_runs(self, study: str, trials: list[str]) -> None:
         """End as KILLED the RUNNING runs of these Optuna trials: their worker stopped, on any machine
         (a worker found their trials stale). A worker's own tracking process usually did it already."""
+        self.flush()  # (a run's held FINISHED must not land after its KILLED)
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"attributes.status = 'RUNNING' and tags.\"sweeplab.study\" = '{study}'",
@@ -171,6 +172,7 @@ class Store:
 
     def resolve(self, handles: list[str]) -> dict[str, str]:
         """Run ids of our handles; a run id (of a run another process made, e.g. a submitit job) stays."""
+        self.flush()  # "every write so far is done" (``Session.sync``)
         return {h: self._id(h) for h in handles if h in self.ids or not h.startswith("run")}
 
     def log(
@@ -181,29 +183,30 @@ class Store:
         params: dict[str, str] | None = None,
         tags: dict[str, str] | None = None,
     ) -> None:
-        from mlflow.entities import Metric, Param, RunTag
+        """Held back (``batches``), written with the run's other writes by ``flush``."""
+        from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        if metrics:
-            if not self.pending:
-                self.pending_since = time.monotonic()
-            self.pending.setdefault(run, []).extend(
-                Metric(k, float(v), now, step) for k, v in metrics.items()
-            )
-        if params or tags:
-            params_list = [Param(k, str(v)[:MAX_PARAM_VALUE]) for k, v in (params or {}).items()]
-            tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
-            for i in range(0, max(len(params_list), len(tag_list)), BATCH):
-                self.client.log_batch(
-                    self._id(run), params=params_list[i : i + BATCH], tags=tag_list[i : i + BATCH]
-                )
+        if params and run in self.pending and self.pending[run].conflicts(params):
+            self.flush(run)  # MLflow refuses the changed param, and says so, without taking the rest along
+        if not self.pending:
+            self.pending_since = time.monotonic()
+        held = self.pending.setdefault(run, Held())
+        measured = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()]
+        held.add(measured, params or {}, tags or {})
 
     def flush(self, run: str | None = None) -> None:
-        """Write the held-back metrics (of one run, or all)."""
+        """Write what is held back (of one run, or of all): a run's metrics, params and tags in one batch."""
+        errors = []
         for handle in [run] if run else list(self.pending):
-            metrics = self.pending.pop(handle, [])
-            for i in range(0, len(metrics), 1000):
-                self.client.log_batch(self._id(handle), metrics=metrics[i : i + 1000])
+            held = self.pending.pop(handle, None)
+            try:
+                if held is not None:
+                    write(self.client, self._id(handle), held)
+            except Exception as err:  # noqa: BLE001 - the other runs' writes go on; the first is raised
+                errors.append(err)
+        if errors:
+            raise errors[0]
 
     def due(self) -> bool:
         return bool(self.pending) and time.monotonic() - self.pending_since > FLUSH_SECONDS
@@ -214,10 +217,12 @@ class Store:
 
     def model(self, run: str, path: str, example: Any, output: Any) -> None:
         """The run's network as an MLflow model (``models``)."""
+        self.flush(run)
         log_model(self.client, self._id(run), path, example, output)
 
     def register(self, run: str, name: str, tags: dict[str, str]) -> str:
         """The model of run ``run`` (a run id) as a new version of the registered model ``name``."""
+        self.flush()
         return register(self.client, self.experiment_id, self._id(run), name, tags)
 
     def datasets(self, run: str, datasets: list[dict[str, Any]]) -> None:
@@ -225,15 +230,32 @@ class Store:
         self.client.log_inputs(self._id(run), datasets=dataset_inputs(datasets))
 
     def text(self, run: str, text: str, name: str) -> None:
-        self.client.log_text(self._id(run), text, name)
+        """``text`` as the run's artifact file ``name``. A run created here, with a local artifact folder, is
+        written through its artifact repository at once: ``log_text`` would load the whole run back first
+        (its params, tags, metrics) only to find that folder."""
+        import tempfile
+
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        run_id = self._id(run)
+        uri = self.folders.get(run_id, "")
+        if urllib.parse.urlsplit(uri).scheme != "file":
+            self.client.log_text(run_id, text, name)
+            return
+        folder, _, file = name.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / file).write_text(text, encoding="utf-8")
+            get_artifact_repository(uri).log_artifact(str(Path(tmp) / file), folder or None)
 
     def yaml(self, run: str, data: dict[str, Any], name: str) -> None:
         from omegaconf import OmegaConf
 
-        self.client.log_text(self._id(run), OmegaConf.to_yaml(OmegaConf.create(data)), name)
+        self.text(run, OmegaConf.to_yaml(OmegaConf.create(data)), name)
 
     def heatmap(self, run: str, rows: list[dict], metric: str, mode: str) -> None:
         import tempfile
+
+        from sweeps.tracking.plots import heatmap  # (scipy: not imported where no heatmap is drawn)
 
         with tempfile.TemporaryDirectory() as tmp:
             self.client.log_artifact(
@@ -241,12 +263,17 @@ class Store:
             )
 
     def warm_pictures(self, storage: str | None = None) -> None:
-        """Import what the pictures are drawn with (about 1 s) and open the study's journal file (``storage``)
-        while the sweep trains: drawing them after its last trial then pays for neither, and Optuna reads
-        only the journal's records since (a journal holds every study of its folder). A database URL is not
+        """Import what the pictures are drawn with (about 0.5 s of CPU), once, and open the study's journal
+        file (``storage``): drawing them after the last trial then pays for neither, and Optuna reads only
+        the journal's records since (a journal holds every study of its folder). A sweep asks for the
+        imports as its store opens (while it imports torch and checks its configs), not once it trains: on
+        2 cores with 2 trial workers they held up every write of the first trials. A database URL is not
         held open for the sweep's length: ``optuna_plots`` connects then."""
-        _plots()
-        _draw_once()
+        if self.client is None:  # the store never opened: the command is on its way out
+            return
+        if not self._warmed:
+            self._warmed = True
+            optuna_pictures.warm()
         from sweeps.search.study import storage as open_storage
 
         if storage and "://" not in storage:
@@ -254,43 +281,12 @@ class Store:
                 self._journal = (storage, open_storage(storage))
 
     def optuna_plots(self, run: str, storage: str, study: str, params: list[str]) -> None:
-        """Optimisation history, parameter importances, a contour of lr against beta1 (or the first two
-        parameters) and the intermediate values (the pruning picture), as PNG files on the run. A search of
-        one parameter gets no importances (that parameter is all of it; fANOVA's forest took 0.5-3 s to say
-        so) and no contour (it needs two)."""
+        """The study's pictures (``optuna_pictures``) as PNG files on the run, in its ``optuna`` folder."""
         import tempfile
-        import warnings
 
-        import optuna
-
-        plots = _plots()
-        import matplotlib.pyplot as plt
-
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        loaded = self.study(storage, study)
-        pair = ["lr", "optimizer.beta1"] if {"lr", "optimizer.beta1"} <= set(params) else params[:2]
-        figures: dict[str, Any] = {
-            "optimization_history.png": lambda: plots.plot_optimization_history(loaded)
-        }
-        if len(params) >= 2:  # one parameter: no importances to rank, and a contour needs two (Optuna would
-            figures["param_importances.png"] = lambda: plots.plot_param_importances(loaded)  # warn at every
-            figures["contour.png"] = lambda: plots.plot_contour(loaded, params=pair)  # such search's end)
-        figures["intermediate_values.png"] = lambda: plots.plot_intermediate_values(loaded)
         with tempfile.TemporaryDirectory() as tmp:
-            for name, draw in figures.items():
-                try:
-                    drawn: Any = draw()
-                except Exception as err:  # noqa: BLE001 - e.g. too few trials for importances
-                    print(f"tracking: no {name}: {redact_text(str(err))[:200]}", file=sys.stderr, flush=True)
-                    continue
-                figure = getattr(drawn, "figure", None) or drawn.flat[0].figure
-                figure.set_size_inches(8, 6)
-                with warnings.catch_warnings():  # "not compatible with tight_layout": drawn as it is
-                    warnings.simplefilter("ignore")
-                    figure.tight_layout()  # not savefig's bbox_inches="tight", which draws the figure twice
-                figure.savefig(Path(tmp) / name, dpi=100)
-                plt.close(figure)
-                self.client.log_artifact(self._id(run), str(Path(tmp) / name), "optuna")
+            for path in optuna_pictures.draw(self.study(storage, study), params, Path(tmp)):
+                self.client.log_artifact(self._id(run), str(path), "optuna")
 
     def study(self, storage: str, name: str) -> Any:
         """The study as its storage has it now (the journal ``warm_pictures`` opened, read up to date)."""
@@ -306,6 +302,7 @@ class Store:
         it); None when the store has no such run, ``checkpoint`` None when the run logged none."""
         from mlflow.exceptions import MlflowException
 
+        self.flush()
         try:
             run = self.client.get_run(run_id)
         except MlflowException:
@@ -362,29 +359,3 @@ def _probe(url: str) -> None:
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise ConnectionError(f"cannot reach the tracking server ({reason})") from None
-
-
-def _draw_once() -> None:
-    """A throwaway picture, drawn to memory: the fonts, the text layout and the PNG writer load now (about
-    0.05 s that the first real picture would pay after the last trial)."""
-    import io
-
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots()
-    axes.plot([0, 1], [0, 1], marker="o", label="warm")
-    axes.set_title("warm")
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(io.BytesIO(), format="png", dpi=100)
-    plt.close(figure)
-
-
-def _plots() -> Any:
-    """Optuna's matplotlib pictures, drawn off screen (the tracking process has no display)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from optuna.visualization import matplotlib as plots
-
-    return plots

@@ -36,7 +36,8 @@ ERROR_FILE = "error.txt"
 def run_job(cfg: DictConfig, ctx: JobContext) -> Outcome:
     """Train ``cfg`` and close its MLflow run; its outcome, whatever happens (see the module's docstring).
     ``run_id`` of the outcome is the tracking session's handle of the run (``resolved`` makes it MLflow's
-    run id, waiting for the run's writes: a caller in another process needs that, the sweeper does not)."""
+    run id, waiting for the run's writes: a caller with a tracking process of its own needs that; the sweeper
+    and its trial workers share one, which knows every handle)."""
     from sweeps.training import seeds
 
     record = None
