@@ -213,7 +213,7 @@ class Store:
 
     def artifact(self, run: str, path: str, folder: str | None = None) -> None:
         if Path(path).exists():
-            self.client.log_artifact(self._id(run), path, folder)
+            self._log_file(run, path, folder)
 
     def model(self, run: str, path: str, example: Any, output: Any) -> None:
         """The run's network as an MLflow model (``models``)."""
@@ -230,22 +230,26 @@ class Store:
         self.client.log_inputs(self._id(run), datasets=dataset_inputs(datasets))
 
     def text(self, run: str, text: str, name: str) -> None:
-        """``text`` as the run's artifact file ``name``. A run created here, with a local artifact folder, is
-        written through its artifact repository at once: ``log_text`` would load the whole run back first
-        (its params, tags, metrics) only to find that folder."""
+        """``text`` as the run's artifact file ``name`` (a ``folder/file`` name too)."""
         import tempfile
 
+        folder, _, file = name.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / file).write_text(text, encoding="utf-8")
+            self._log_file(run, str(Path(tmp) / file), folder or None)
+
+    def _log_file(self, run: str, path: str, folder: str | None) -> None:
+        """A file as an artifact of the run. A run created here, with a local artifact folder, gets it through
+        its artifact repository at once: ``MlflowClient.log_artifact`` loads the whole run back first (its
+        params, tags and metrics) only to find that folder."""
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         run_id = self._id(run)
         uri = self.folders.get(run_id, "")
-        if urllib.parse.urlsplit(uri).scheme != "file":
-            self.client.log_text(run_id, text, name)
-            return
-        folder, _, file = name.rpartition("/")
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / file).write_text(text, encoding="utf-8")
-            get_artifact_repository(uri).log_artifact(str(Path(tmp) / file), folder or None)
+        if urllib.parse.urlsplit(uri).scheme == "file" and Path(path).is_file():
+            get_artifact_repository(uri).log_artifact(path, folder)
+        else:
+            self.client.log_artifact(run_id, path, folder)
 
     def yaml(self, run: str, data: dict[str, Any], name: str) -> None:
         from omegaconf import OmegaConf
@@ -258,9 +262,7 @@ class Store:
         from sweeps.tracking.plots import heatmap  # (scipy: not imported where no heatmap is drawn)
 
         with tempfile.TemporaryDirectory() as tmp:
-            self.client.log_artifact(
-                self._id(run), str(heatmap(rows, metric, mode, Path(tmp) / "heatmap.png"))
-            )
+            self._log_file(run, str(heatmap(rows, metric, mode, Path(tmp) / "heatmap.png")), None)
 
     def warm_pictures(self, storage: str | None = None) -> None:
         """Import what the pictures are drawn with (about 0.5 s of CPU), once, and open the study's journal
@@ -286,7 +288,7 @@ class Store:
 
         with tempfile.TemporaryDirectory() as tmp:
             for path in optuna_pictures.draw(self.study(storage, study), params, Path(tmp)):
-                self.client.log_artifact(self._id(run), str(path), "optuna")
+                self._log_file(run, str(path), "optuna")
 
     def study(self, storage: str, name: str) -> Any:
         """The study as its storage has it now (the journal ``warm_pictures`` opened, read up to date)."""
