@@ -1,5 +1,6 @@
 """What a run has waiting to be written, and how it goes out: its metrics, params and tags in as few MLflow
-``log_batch`` calls as MLflow's limits allow (one for a whole trial, usually).
+``log_batch`` calls as MLflow's limits allow (one for a trial of a few seconds; a longer one's every
+``store.FLUSH_SECONDS`` and at its end).
 
 Why: each ``log_batch`` is a transaction that loads the run back first (its params, tags, latest metrics).
 A trial used to send five of them (its config's params, its parameter counts, what trained, its final tags,
