@@ -46,8 +46,7 @@ def answer_requests(conn: Connection) -> None:
         if service is not None and service.pending and (service.due() or not wait([conn, *workers], 0.25)):
             full = full or _flush(service)  # the callers went quiet, or metrics waited long enough
         readable = wait([conn, *workers])
-        for source in [c for c in workers if c in readable]:
-            full = _worker_request(source, workers, service, full)
+        full = _worker_requests(readable, workers, service, full)
         if conn not in readable:
             continue
         try:
@@ -117,8 +116,16 @@ def _drain(workers: dict[Connection, set[str]], service: Store | None, full: str
     they are closed: no worker waits for its own writes (a round trip behind every queued write of the
     sweep) before it takes its next trial."""
     while readable := wait(list(workers), 0):
-        for source in [c for c in workers if c in readable]:
-            full = _worker_request(source, workers, service, full)
+        full = _worker_requests(readable, workers, service, full)
+    return full
+
+
+def _worker_requests(
+    readable: list[Any], workers: dict[Connection, set[str]], service: Store | None, full: str
+) -> str:
+    """One request of each attached worker whose socket is ``readable`` (``_worker_request``)."""
+    for source in [c for c in workers if c in readable]:
+        full = _worker_request(source, workers, service, full)
     return full
 
 
