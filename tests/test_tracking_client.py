@@ -193,6 +193,65 @@ def test_a_one_parameter_search_gets_the_pictures_that_say_something(tracked, tm
     assert pictures == ["optuna/intermediate_values.png", "optuna/optimization_history.png"]
 
 
+DRAWING = """
+import os, signal, sys
+from pathlib import Path
+
+import optuna
+from optuna.visualization import matplotlib as plots
+
+from sweeps.tracking import optuna_pictures
+
+folder = Path(sys.argv[1])
+study = optuna.create_study(direction="maximize")
+for lr in (1e-3, 1e-2, 1e-1):
+    study.tell(study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}), lr)
+
+
+def dies(study):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def history(study):
+    (folder / "drawn_by").write_text(str(os.getpid()))
+    return plots.plot_optimization_history(study)
+
+
+optuna_pictures._figures = lambda params: {"dies.png": dies, "history.png": history}
+drawn = optuna_pictures.start(study, ["lr"], folder).files()
+print(os.getpid(), *[path.name for path in drawn])
+"""
+
+
+def test_each_picture_draws_in_a_process_of_its_own_and_one_whose_process_died_costs_a_line(tmp_path):
+    """The tracking process forks one process per picture (they draw side by side while it goes on with its
+    requests); a picture whose process died is said in one line, and the others are drawn all the same. (In
+    a process of its own, as the tracking process: this one runs threads, and then the pictures draw here.)"""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", DRAWING, str(tmp_path)], capture_output=True, text=True, timeout=300, check=True
+    )
+    pid, *drawn = done.stdout.split()
+    assert drawn == ["history.png"]
+    assert (tmp_path / "drawn_by").read_text() != pid  # drawn by another process
+    assert "tracking: no dies.png: its drawing process ended with -9\n" in done.stderr
+
+
+def test_the_tracking_process_is_niced_unless_a_sweeps_trial_workers_write_through_it(tracked):
+    """Training comes first where the two share a core; the workers' tracking process keeps up with them."""
+    for serves_workers, niceness in ((False, 5), (True, 0)):
+        session = tracking.start(tracked.settings, serves_workers=serves_workers)
+        assert session is not None and session.process is not None
+        try:
+            session.ready()  # (it nices itself before it answers anything)
+            ours = os.getpriority(os.PRIO_PROCESS, 0)
+            assert os.getpriority(os.PRIO_PROCESS, session.process.pid) == min(19, ours + niceness)
+        finally:
+            session.close()
+
+
 def test_the_journal_opened_while_a_search_trains_is_read_up_to_date_for_its_pictures(tmp_path):
     """``warm_pictures`` opens the study's journal early (Optuna then reads only what came since); the trials
     told after it, by the sweep's own storage, are all in the study the pictures are drawn from."""

@@ -214,9 +214,9 @@ class Workers:
                 channel.close()
 
     def close(self) -> None:
-        """Stop the workers; one still running a trial (the sweep was interrupted) is first told to stop it
-        (``interrupt.stop_signal``: at its next batch, its MLflow run closed KILLED with the sweep's cause),
-        and its answer awaited."""
+        """Let the workers go (``reap`` waits for them to end); one still running a trial (the sweep was
+        interrupted) is first told to stop it (``interrupt.stop_signal``: at its next batch, its MLflow run
+        closed KILLED with the sweep's cause), and its answer awaited."""
         busy = [i for i, busy in enumerate(self.busy) if busy and self.procs[i] is not None]
         for i in busy:
             self.procs[i].send_signal(interrupt.stop_signal())
@@ -230,6 +230,14 @@ class Workers:
         for conn in self.conns:
             if conn is not None:
                 conn.close()  # the worker sees EOF and ends (closing its tracking session)
+
+    def reap(self) -> None:
+        """Wait for the workers ``close`` let go (a minute at most each, then SIGKILL). Not in ``close``:
+        while they end (their tracking sessions detach, each leaves), the sweep reports and its pictures
+        draw."""
+        for conn in self.conns:
+            if conn is not None:
+                conn.close()  # (a no-op once ``close`` did it)
         for proc in self.procs:
             if proc is not None:
                 try:

@@ -64,6 +64,8 @@ class Sweep:
         # context. Any other launcher pickles the task function for a process of its own (``submitit``).
         target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
         self.in_process = target.endswith(".BasicLauncher")
+        # several trials at once in this machine: in worker processes (``launch.workers``)
+        self.in_workers = settings.n_jobs > 1 and self.in_process
         self.runner = JobRunner(task_function)
         # sweeplab's app (``sweeps.run``: its task function carries a mark), whose jobs are checked
         # before any trains; another app's config is that app's business, whatever keys it has.
@@ -170,7 +172,9 @@ class Sweep:
             first = self.job_config(jobs[0]) if self.ours and jobs else None
             if first is not None:  # a key nothing reads (+trainer.max_epoch=5): before the store opens
                 check_additions(jobs[0], first, self.config.hydra.runtime.choices)
-            session = tracking.start(self.config.tracking) if self.ours else None
+            session = (
+                tracking.start(self.config.tracking, serves_workers=self.in_workers) if self.ours else None
+            )
             if session:
                 session.warm_pictures()  # once its store is open, while this process checks the configs
             validate = self.ours and self.settings.validate_all

@@ -128,7 +128,7 @@ def early_workers(search: Search) -> Workers | None:
     """Worker processes for ``n_jobs`` > 1 in this machine: forked once the config check has imported torch
     (``start``), or else started as fresh interpreters (see ``launch.workers``)."""
     sweep, settings = search.sweep, search.sweep.settings
-    if settings.n_jobs > 1 and sweep.in_process:
+    if sweep.in_workers:
         return Workers(settings.n_jobs, search.devices, forked=True)
     return None
 
@@ -204,6 +204,8 @@ def _run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
     finally:
         if workers and workers.setup is None:  # they never took a trial (lr=auto refused, ...)
             workers.abandon()
+        elif workers:
+            workers.reap()  # ``close`` let them go: they ended while the search reported
         if status != "FINISHED" and search.shared and session:
             closing = _last_out_quietly(ref, session)
         if closing:

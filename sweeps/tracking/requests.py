@@ -29,6 +29,11 @@ CLOSE = "close"  # not a Store method: the server flushes, answers and stops
 ATTACH = "attach"  # not a Store method: a trial worker's socket follows (``Session.attach``)
 DETACH = "detach"  # from an attached worker: its writes are done; runs it left open are ended KILLED
 
+# The tracking process's niceness, from its parent: 5 (training comes first where the two share a core)
+# unless it serves trial workers, whose runs it must keep up with (niced beside two workers on 2 cores,
+# it ended the search 4 runs behind: 0.15 s more after the last trial).
+NICENESS = "SWEEPLAB_TRACKING_NICENESS"
+
 
 def refused(name: str) -> str:
     """The error for a name outside the list (the same words on both sides of the pipe)."""

@@ -26,7 +26,7 @@ from typing import Any
 
 from sweeps.support import fulldisk, interrupt, startup_gc
 from sweeps.support.secrets import redact_text
-from sweeps.tracking.requests import ATTACH, CLOSE, DETACH, REQUESTS, RESOLVE, refused
+from sweeps.tracking.requests import ATTACH, CLOSE, DETACH, NICENESS, REQUESTS, RESOLVE, refused
 from sweeps.tracking.store import Store
 
 
@@ -179,5 +179,5 @@ def _full(err: BaseException) -> str:
 if __name__ == "__main__":
     startup_gc.pause()  # resumed once MLflow is imported and the store open
     interrupt.helper()  # its parent closes it, after closing the runs
-    os.nice(5)  # training comes first where the two compete for a core
+    os.nice(int(os.environ.get(NICENESS, "5")))  # (``requests.NICENESS``)
     answer_requests(Connection(int(sys.argv[1])))  # the socket the parent passed (``session.Session``)

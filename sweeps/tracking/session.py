@@ -26,7 +26,7 @@ from sweeps.support import invocation
 from sweeps.support.errors import ConfigError, TrackingError
 from sweeps.support.processes import holders, pid_tags, spawn
 from sweeps.support.secrets import redact_override, redact_text
-from sweeps.tracking.requests import ATTACH, CLOSE, DETACH
+from sweeps.tracking.requests import ATTACH, CLOSE, DETACH, NICENESS
 
 OUTER = "SWEEPLAB_PARENT_RUN"  # a run id: this command's runs nest under it (``python -m sweeps.benchmark``)
 
@@ -34,9 +34,13 @@ OUTER = "SWEEPLAB_PARENT_RUN"  # a run id: this command's runs nest under it (``
 class Session:
     """The tracking process of one command, and the sweep's parent run if there is one."""
 
-    def __init__(self, tracking: DictConfig, attached: Connection | None = None) -> None:
-        """Start the tracking process and open the store; or, ``attached``, be a trial worker's session on
-        the socket its sweep's tracking process answers (``attach``): no process or store of its own."""
+    def __init__(
+        self, tracking: DictConfig, attached: Connection | None = None, serves_workers: bool = False
+    ) -> None:
+        """Start the tracking process and open the store (``serves_workers``: a sweep's trial workers will
+        write through it, so it is not niced, ``requests.NICENESS``); or, ``attached``, be a trial worker's
+        session on the socket its sweep's tracking process answers (``attach``): no process or store of its
+        own."""
         uri = str(tracking.uri)
         self.shown_uri = redact_text(uri)
         check_url = None
@@ -62,7 +66,7 @@ class Session:
         if attached is not None:
             self.conn, self._ready, self._prefix = attached, {}, f"run{uuid.uuid4().hex[:12]}."
             return
-        self.process, self.conn = spawn("sweeps.tracking.server")
+        self.process, self.conn = spawn("sweeps.tracking.server", {NICENESS: "0" if serves_workers else "5"})
         artifacts = str(tracking.artifacts) if tracking.get("artifacts") else None
         opened = {
             "uri": uri,
@@ -306,14 +310,18 @@ class Session:
 
 
 def start(
-    tracking: DictConfig, sweep_id: str | None = None, attached: Connection | None = None
+    tracking: DictConfig,
+    sweep_id: str | None = None,
+    attached: Connection | None = None,
+    serves_workers: bool = False,
 ) -> Session | None:
     """Start the tracking process for this command (None when tracking is off); with ``sweep_id``, its runs
     are children of that sweep, which another process started (a worker, a DDP rank, a submitit job);
-    ``attached``: a trial worker's socket to its sweep's tracking process (``Session.attach``)."""
+    ``attached``: a trial worker's socket to its sweep's tracking process (``Session.attach``);
+    ``serves_workers``: the sweep's trial workers will write through it (``Session``)."""
     if not tracking.get("enabled", False):
         return None
-    session = Session(tracking, attached)
+    session = Session(tracking, attached, serves_workers)
     if sweep_id:
         session.join_sweep(sweep_id)
     return session

@@ -52,6 +52,7 @@ class Store:
         self.monitors: dict[str, Any] = {}
         self._journal: tuple[str, Any] | None = None  # the sweep's journal file and its open storage
         self._warmed = False  # the drawing libraries imported (``warm_pictures``)
+        self._drawing: list[tuple[str, Any, optuna_pictures.Drawing]] = []  # run, folder, its pictures
 
     # -- requests ---
     def open(
@@ -196,8 +197,9 @@ class Store:
         held.add(measured, params or {}, tags or {})
 
     def flush(self, run: str | None = None) -> None:
-        """Write what is held back (of one run, or of all): a run's metrics, params and tags in one batch."""
-        errors = []
+        """Write what is held back (of one run, or of all): a run's metrics, params and tags in one batch, and
+        the pictures being drawn for it, once drawn."""
+        errors = self._pictures(run)
         for handle in [run] if run else list(self.pending):
             held = self.pending.pop(handle, None)
             try:
@@ -283,12 +285,28 @@ class Store:
                 self._journal = (storage, open_storage(storage))
 
     def optuna_plots(self, run: str, storage: str, study: str, params: list[str]) -> None:
-        """The study's pictures (``optuna_pictures``) as PNG files on the run, in its ``optuna`` folder."""
+        """The study's pictures (``optuna_pictures``) as PNG files on the run, in its ``optuna`` folder: drawn
+        by processes of their own while this one goes on, on the run before it ends (``flush``)."""
         import tempfile
 
-        with tempfile.TemporaryDirectory() as tmp:
-            for path in optuna_pictures.draw(self.study(storage, study), params, Path(tmp)):
-                self._log_file(run, str(path), "optuna")
+        folder = tempfile.TemporaryDirectory()
+        drawing = optuna_pictures.start(self.study(storage, study), params, Path(folder.name))
+        self._drawing.append((run, folder, drawing))
+
+    def _pictures(self, run: str | None) -> list[Exception]:
+        """The pictures being drawn for ``run`` (or for every run), on it once drawn; what the store
+        refused."""
+        errors = []
+        for entry in [e for e in self._drawing if run is None or e[0] == run]:
+            self._drawing.remove(entry)
+            handle, folder, drawing = entry
+            try:
+                with folder:
+                    for path in drawing.files():
+                        self._log_file(handle, str(path), "optuna")
+            except Exception as err:  # noqa: BLE001 - the held writes go on (``flush``)
+                errors.append(err)
+        return errors
 
     def study(self, storage: str, name: str) -> Any:
         """The study as its storage has it now (the journal ``warm_pictures`` opened, read up to date)."""
