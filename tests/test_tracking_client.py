@@ -231,7 +231,11 @@ def test_each_picture_draws_in_a_process_of_its_own_and_one_whose_process_died_c
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-c", DRAWING, str(tmp_path)], capture_output=True, text=True, timeout=300, check=True
+        [sys.executable, "-c", DRAWING, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     )
     pid, *drawn = done.stdout.split()
     assert drawn == ["history.png"]
