@@ -74,6 +74,9 @@ def test_ctrl_c_in_a_search_closes_its_runs_and_trials_and_the_same_command_fini
     assert study.trials[1].user_attrs["sweeplab.reason"] == "interrupted by the user (SIGINT)"
     again = run_cli(SEARCH, workdir)  # the interrupted trial's parameters were queued again
     assert again.returncode == 0, again.stderr[-3000:]
+    # the resumed study's leaderboard: the interrupted trial stopped, not a failure with an error.txt
+    assert "STOPPED: interrupted by the user (SIGINT)" in again.stdout, again.stdout[-3000:]
+    assert "runs failed" not in again.stdout + again.stderr
     (study,) = studies(workdir)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(complete) == 2 and complete[1].params == study.trials[1].params

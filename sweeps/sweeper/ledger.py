@@ -200,10 +200,13 @@ class Ledger:
             self.gave_up = f"the search gave up after {self.in_a_row} failed trials in a row ({budget})"
 
     def abandon(self, trials: Sequence[optuna.Trial], why: str = "") -> None:
-        """Interrupted while these trials ran: failed (``why``), queued for the next run of this command."""
+        """Interrupted while these trials ran: failed (``why``), queued for the next run of this command. A
+        resumed study's leaderboard shows them STOPPED (``outcome.of_trial``), not as failures of their own:
+        they have no ``error.txt``, and their retries are in the study beside them."""
         for trial in trials:
             if why:
                 trial.set_user_attr("sweeplab.reason", why)
+            trial.set_user_attr("sweeplab.stopped", "interrupted")
             self.ref.study.tell(trial, state=TrialState.FAIL)
             coordination.release(self.ref, trial.number)
             self.ref.study.enqueue_trial(trial.params)
