@@ -77,6 +77,11 @@ def test_ctrl_c_in_a_search_closes_its_runs_and_trials_and_the_same_command_fini
     # the resumed study's leaderboard: the interrupted trial stopped, not a failure with an error.txt
     assert "STOPPED: interrupted by the user (SIGINT)" in again.stdout, again.stdout[-3000:]
     assert "runs failed" not in again.stdout + again.stderr
+    # ... and names the run of every trial, the first command's too
+    board = max(workdir.glob("mlruns/multirun/*/*/leaderboard.csv"), key=lambda p: p.stat().st_mtime)
+    named = {row.split(",")[1]: row.split(",")[2] for row in board.read_text().splitlines()[1:]}
+    runs = {r.data.tags.get("sweeplab.trial"): r.info.run_id for r in all_runs(store(workdir))}
+    assert named == {job: runs[job] for job in named} and len(named) == 3, (named, runs)
     (study,) = studies(workdir)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(complete) == 2 and complete[1].params == study.trials[1].params

@@ -275,6 +275,23 @@ def test_the_journal_opened_while_a_search_trains_is_read_up_to_date_for_its_pic
     assert [t.value for t in store.study(journal, "later").trials] == [1e-3, 1e-2, 1e-1]
 
 
+def test_trial_runs_names_each_trials_latest_run_of_the_study_and_not_a_repeats_seeds(tracked):
+    """What a resumed study's leaderboard names for the trials of its earlier commands."""
+
+    def run(trial: str, study: str = "trials-of-s", kind: str = "run") -> str:
+        tags = {"sweeplab.study": study, "sweeplab.trial": trial, "sweeplab.kind": kind}
+        handle = tracked.session.new_run(f"trial {trial}", tags)
+        time.sleep(0.01)  # (MLflow's start times are in milliseconds)
+        return tracked.session.run_ids([handle])[handle]
+
+    run("0")
+    again, one = run("0"), run("1")  # trial 0 recorded twice (a requeued job's second run)
+    run("1", kind="seed")
+    run("0", study="another study")
+    assert tracked.session.trial_runs("trials-of-s") == {"0": again, "1": one}
+    assert tracked.session.trial_runs('it\'s "quoted"') == {}
+
+
 def test_kill_trial_runs_ends_the_running_runs_of_those_trials_killed(tracked):
     session, client = tracked.session, tracked.client
     study = "client-kill"

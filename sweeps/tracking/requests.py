@@ -23,7 +23,7 @@ FIRE_AND_FORGET = frozenset(
 )
 # Answered: the caller waits for the value (or the store's error).
 RESOLVE = "resolve"  # answered once every attached worker's requests sent so far are done
-ANSWERED = frozenset({"open", RESOLVE, "register", "source_run"})
+ANSWERED = frozenset({"open", RESOLVE, "register", "source_run", "trial_runs"})
 REQUESTS = FIRE_AND_FORGET | ANSWERED
 CLOSE = "close"  # not a Store method: the server flushes, answers and stops
 ATTACH = "attach"  # not a Store method: a trial worker's socket follows (``Session.attach``)

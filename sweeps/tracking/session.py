@@ -194,6 +194,12 @@ class Session:
         found: dict[str, Any] | None = self._call("source_run", run_id=run_id, dest=dest)
         return found
 
+    def trial_runs(self, study: str) -> dict[str, str]:
+        """The MLflow run of each trial of Optuna study ``study`` in this experiment: trial number -> run id
+        (the runs of a resumed study's earlier commands, or of the other workers on a shared one)."""
+        found: dict[str, str] = self._call("trial_runs", study=study)
+        return found
+
     def ready(self) -> dict[str, Any]:
         """Wait until the store is open: one line of ConfigError if it cannot be (a wrong or unreachable
         URI, a damaged or locked store is bad input), of TrackingError if the tracking process died."""

@@ -19,7 +19,7 @@ from typing import Any
 from filelock import FileLock
 
 from sweeps.support.processes import alive
-from sweeps.tracking import optuna_pictures, sqlite_file
+from sweeps.tracking import optuna_pictures, sqlite_file, study_runs
 from sweeps.tracking.batches import Held, write
 from sweeps.tracking.environment import environment_tags
 from sweeps.tracking.inputs import dataset_inputs
@@ -162,14 +162,20 @@ class Store:
         """End as KILLED the RUNNING runs of these Optuna trials: their worker stopped, on any machine
         (a worker found their trials stale). A worker's own tracking process usually did it already."""
         self.flush()  # (a run's held FINISHED must not land after its KILLED)
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"attributes.status = 'RUNNING' and tags.\"sweeplab.study\" = '{study}'",
-            max_results=1000,
-        )
-        for run in runs:
+        for run in study_runs.of_study(self.client, self.experiment_id, study, running=True):
             if run.data.tags.get("sweeplab.trial") in trials:
                 self._kill(run.info.run_id, "its worker stopped (stale trial)")
+
+    def trial_runs(self, study: str) -> dict[str, str]:
+        """Trial number -> run id of the runs of ``study``'s trials, the latest where a trial has several
+        (not a repeat's seeds or folds: their configuration's run is the trial's)."""
+        self.flush()
+        found: dict[str, str] = {}
+        for run in study_runs.of_study(self.client, self.experiment_id, study):  # the latest first
+            trial, kind = run.data.tags.get("sweeplab.trial"), run.data.tags.get("sweeplab.kind")
+            if trial is not None and kind not in ("seed", "fold"):
+                found.setdefault(trial, run.info.run_id)
+        return found
 
     def resolve(self, handles: list[str]) -> dict[str, str]:
         """Run ids of our handles; a run id (of a run another process made, e.g. a submitit job) stays."""
