@@ -186,8 +186,9 @@ def test_second_copy_is_refused_and_a_killed_holder_is_taken_over(workdir: Path)
     running: list = []
     while not running and time.monotonic() < limit:
         time.sleep(0.5)
-        if journal.exists():
-            running = load_study(workdir).get_trials(states=(TrialState.RUNNING,))
+        if journal.exists():  # (a trial is RUNNING a moment before its owner is written on it)
+            trials = load_study(workdir).get_trials(states=(TrialState.RUNNING,))
+            running = [t for t in trials if "sweeplab.owner" in t.user_attrs]
     assert running, "the first copy started no trial"
 
     began = time.monotonic()
