@@ -206,9 +206,7 @@ class Workers:
             if proc is not None:
                 proc.kill()
                 proc.wait()
-        for conn in self.conns:
-            if conn is not None:
-                conn.close()
+        self._hang_up()
         for channel in self.channels:
             if channel is not None:
                 channel.close()
@@ -227,23 +225,26 @@ class Workers:
                 pending.remove(conn)
                 with contextlib.suppress(EOFError, OSError):
                     conn.recv()
-        for conn in self.conns:
-            if conn is not None:
-                conn.close()  # the worker sees EOF and ends (closing its tracking session)
+        self._hang_up()
 
     def reap(self) -> None:
         """Wait for the workers ``close`` let go (a minute at most each, then SIGKILL). Not in ``close``:
         while they end (their tracking sessions detach, each leaves), the sweep reports and its pictures
         draw."""
-        for conn in self.conns:
-            if conn is not None:
-                conn.close()  # (a no-op once ``close`` did it)
+        self._hang_up()  # (a no-op once ``close`` did it)
         for proc in self.procs:
             if proc is not None:
                 try:
                     proc.wait(timeout=60)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+
+    def _hang_up(self) -> None:
+        """Close the sweep's end of each worker's connection: the worker sees EOF and ends (closing its
+        tracking session)."""
+        for conn in self.conns:
+            if conn is not None:
+                conn.close()
 
 
 def run_worker(conn: Connection, channel: Connection) -> None:

@@ -230,11 +230,9 @@ def _report(search: Search, ledger: Ledger, sweep_dir: Path, resumed: bool) -> b
     if search.shared and session:
         closing = coordination.last_out(ref, session)
     if (resumed and not search.shared) or (search.shared and session and closing):
-        rows = study_rows(ref, ledger.rows)  # a resumed study, or the last worker out: the whole study
-        if session:  # the other trials' runs (earlier commands', other workers')
-            found = session.trial_runs(ref.name)
-            for row in rows:
-                row.run_id = row.run_id or found.get(str(row.job), "")
+        # a resumed study, or the last worker out: the whole study, with the runs of the other trials
+        # (the earlier commands', the other workers')
+        rows = study_rows(ref, ledger.rows, session.trial_runs(ref.name) if session else {})
     shown = session if closing else None
     report(rows, search.metric, search.mode, sweep_dir, shown, ledger.stop_reason)
     best(ref, search.space, search.metric, sweep_dir, shown)

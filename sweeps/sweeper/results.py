@@ -43,9 +43,9 @@ def best(ref: StudyRef, space: Space, metric: str, sweep_dir: Path, session: Ses
         session.optuna_plots(session.sweep_run, ref.url, ref.name, list(space.distributions))
 
 
-def study_rows(ref: StudyRef, worker_rows: list[Row]) -> list[Row]:
-    """Leaderboard rows of every ended trial of the study: this worker's rows, and the others' from Optuna
-    (their run ids are on their MLflow runs, tagged with the trial number)."""
+def study_rows(ref: StudyRef, worker_rows: list[Row], runs: dict[str, str]) -> list[Row]:
+    """Leaderboard rows of every ended trial of the study: this worker's rows, and the others' from Optuna,
+    with their run ids from ``runs`` (trial number -> run id: ``Session.trial_runs``)."""
     mine = {row.job: row for row in worker_rows}
     rows = []
     for t in ref.study.get_trials(deepcopy=False):
@@ -61,6 +61,7 @@ def study_rows(ref: StudyRef, worker_rows: list[Row]) -> list[Row]:
                 seconds=t.duration.total_seconds() if t.duration else 0.0,
                 reason=str(t.user_attrs.get("sweeplab.reason", "")),
                 samples=dict(t.user_attrs.get("sweeplab.samples", {})),
+                run_id=runs.get(str(t.number), ""),
             )
             shown = {k: format_value(v) for k, v in t.params.items()}
             rows.append(Row.of(t.number, shown, outcome))

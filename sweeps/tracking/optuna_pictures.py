@@ -61,12 +61,12 @@ def start(study: Any, params: list[str], folder: Path) -> Drawing:
     The children get the trials in memory, never this process's storage connection (a database socket must
     not be shared across a fork); where this process runs threads (system metrics) or cannot fork, they are
     drawn here, one after the other."""
-    copy = _in_memory(study.directions, study.get_trials(deepcopy=False))  # nothing shared with the children
     figures = _figures(params)
     if not hasattr(os, "fork") or threading.active_count() > 1:
         for name, plot in figures.items():
-            _draw(name, plot, copy, folder)
+            _draw(name, plot, study, folder)
         return Drawing(folder, list(figures), {})
+    copy = _in_memory(study.directions, study.get_trials(deepcopy=False))  # nothing shared with the children
     children = {}
     for name, plot in figures.items():
         pid = os.fork()
