@@ -21,7 +21,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 LEVEL = 0.95
 METHOD = "paired t-test over the shared seeds (scipy.stats.ttest_rel), Holm-corrected, 95%"
@@ -52,6 +51,8 @@ def spread(values: Sequence[float]) -> Spread:
     if n == 1:
         return Spread(1, mean, math.nan, math.nan, math.nan)
     std = float(x.std(ddof=1))
+    from scipy import stats  # (0.5 s: imported where two or more seeds need it, not at every start)
+
     half = float(stats.t.ppf((1 + LEVEL) / 2, n - 1)) * std / math.sqrt(n)
     return Spread(n, mean, std, mean - half, mean + half)
 
@@ -114,6 +115,8 @@ def paired(
     mean = float(d.mean())
     if float(d.std()) == 0.0:  # every seed differs by the same amount (0: the same runs)
         return Comparison(*names, n, mean, mean, mean, 1.0 if mean == 0 else 0.0)
+    from scipy import stats
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # "precision loss" on nearly equal samples
         result = stats.ttest_1samp(d, 0.0)
