@@ -4,6 +4,8 @@ process has no display): the optimisation history, the parameter importances, a 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 import threading
@@ -20,9 +22,8 @@ NOT_DRAWN = 3  # a drawing process's exit code: it said why on stderr
 def warm() -> None:
     """Import what the pictures are drawn with and draw a search's pictures of a throwaway study of two
     trials: the fonts, the text layout, the PNG writer and each plot's first-use caches load now, not after
-    the last trial, and the processes forked to draw (``start``) inherit them."""
-    import tempfile
-
+    the last trial, and the processes forked to draw (``start``) inherit them. Drawn into memory: a warm-up
+    cut short by the command's end (a thread's, ``warm_aside``) leaves no file behind."""
     import optuna
 
     study = _in_memory(directions=["maximize"], trials=[])
@@ -31,9 +32,22 @@ def warm() -> None:
         trial.report(value, step=0)
         trial.report(value, step=1)
         study.tell(trial, value)
-    with tempfile.TemporaryDirectory() as folder:
-        for name, plot in _figures(["lr"]).items():
-            _draw(name, plot, study, Path(folder))
+    for name, plot in _figures(["lr"]).items():
+        _draw(name, plot, study, None)
+
+
+def warm_aside() -> threading.Thread:
+    """``warm`` in a thread of its own: the requests that come meanwhile (the sweep's parent run, which the
+    sweep waits for) are answered between its steps instead of after it. What fails here fails again, and
+    is said, when the pictures are drawn."""
+
+    def quietly() -> None:
+        with contextlib.suppress(Exception):
+            warm()
+
+    thread = threading.Thread(target=quietly, name="sweeplab-warm-pictures", daemon=True)
+    thread.start()
+    return thread
 
 
 class Drawing:
@@ -108,9 +122,9 @@ def _figures(params: list[str]) -> dict[str, Any]:
     return figures
 
 
-def _draw(name: str, plot: Any, study: Any, folder: Path) -> bool:
-    """One picture as ``folder / name``; one that cannot be drawn (too few trials for importances, say)
-    costs a line."""
+def _draw(name: str, plot: Any, study: Any, folder: Path | None) -> bool:
+    """One picture as ``folder / name`` (in memory, thrown away, without a folder); one that cannot be
+    drawn (too few trials for importances, say) costs a line."""
     import matplotlib.pyplot as plt
     import optuna
 
@@ -125,7 +139,7 @@ def _draw(name: str, plot: Any, study: Any, folder: Path) -> bool:
     with warnings.catch_warnings():  # "not compatible with tight_layout": drawn as it is
         warnings.simplefilter("ignore")
         figure.tight_layout()  # not savefig's bbox_inches="tight", which draws the figure twice
-    figure.savefig(folder / name, dpi=100)
+    figure.savefig(folder / name if folder else io.BytesIO(), format="png", dpi=100)
     plt.close(figure)
     return True
 

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -51,7 +52,7 @@ class Store:
         self.system_metrics = False
         self.monitors: dict[str, Any] = {}
         self._journal: tuple[str, Any] | None = None  # the sweep's journal file and its open storage
-        self._warmed = False  # the drawing libraries imported (``warm_pictures``)
+        self._warming: threading.Thread | None = None  # importing the drawing libraries (``warm_pictures``)
         self._drawing: list[tuple[str, Any, optuna_pictures.Drawing]] = []  # run, folder, its pictures
 
     # -- requests ---
@@ -281,12 +282,11 @@ class Store:
         held open for the sweep's length: ``optuna_plots`` connects then."""
         if self.client is None:  # the store never opened: the command is on its way out
             return
-        if not self._warmed:
-            self._warmed = True
-            optuna_pictures.warm()
-        from sweeps.search.study import storage as open_storage
-
+        if self._warming is None:
+            self._warming = optuna_pictures.warm_aside()
         if storage and "://" not in storage:
+            from sweeps.search.study import storage as open_storage
+
             with contextlib.suppress(Exception):  # optuna_plots opens it then, and says what is wrong
                 self._journal = (storage, open_storage(storage))
 
@@ -296,6 +296,8 @@ class Store:
         import tempfile
 
         folder = tempfile.TemporaryDirectory()
+        if self._warming is not None:
+            self._warming.join()  # (forks only from a process with one thread)
         drawing = optuna_pictures.start(self.study(storage, study), params, Path(folder.name))
         self._drawing.append((run, folder, drawing))
 
