@@ -12,8 +12,9 @@ The search (issue 35): the digits MLP 64-128-10, Adam, batch 32, 10 epochs, lr l
   trainable with ``OptunaSearch``, ``reuse_actors=True``, 1 and 2 trials at once.
 
 The arms alternate for ``--rounds`` rounds so that machine noise hits all of them; medians and ratios to the
-floor are printed, and, for sweeplab, when the first epoch ended (seconds after the command started: import
-and set-up cost) and how long the command went on after its last trial's line (the summary, the pictures,
+floor are printed, and when the first trial started and its first epoch ended (seconds after the command
+started: import and set-up cost; a trial's start is the line that launches it, for the floor the start of
+its objective) and how long the command went on after its last trial's line (the summary, the pictures,
 the parent run, closing the tracking process). A warm-up run of each kind comes first and is not counted.
 
     .venv/bin/python bench/peers.py [--rounds 3] [--warmup 1] [--trials 12] [--epochs 10] [--tree DIR]...
@@ -40,6 +41,8 @@ RAY = "--ray-search"  # this file, run as Ray Tune's search: RAY N_JOBS TRIALS E
 TRACKING = {"both": ("on", "off"), "on": ("on",), "off": ("off",)}  # --tracking: sweeplab's arms
 STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
 FINISHED = re.compile(r"search: trial \d+ (finished|pruned|failed)")
+STARTED = re.compile(r"\t#\d+ : |search: trial \d+ started")  # sweeplab's launch line; the floor's
+EPOCH = re.compile(r"\] epoch$")  # the floor's (sweeplab's launch line names ``max_epochs``: not one)
 
 
 def data() -> tuple[object, object, object, object]:
@@ -90,6 +93,7 @@ def floor_search(n_jobs: int, trials: int, epochs: int) -> None:
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
 
     def objective(trial: optuna.Trial) -> float:
+        print(f"{stamp()} search: trial {trial.number} started", flush=True)
         value = train(trial.suggest_float("lr", 1e-4, 1e-1, log=True), epochs, split)
         print(f"{stamp()} search: trial {trial.number} finished", flush=True)  # as sweeplab says it
         return value
@@ -134,11 +138,11 @@ def sweeplab_args(n_jobs: int, tracking: str, trials: int, epochs: int, study: s
     ]
 
 
-def timed(command: list[str], cwd: Path, tree: Path) -> tuple[float, float, float, float]:
-    """Wall time of ``python COMMAND`` in ``cwd`` with ``tree`` importable; when its first epoch and its
-    first trial ended (seconds after the start; from the first time-stamped line that says "epoch", and
-    "trial N finished"; a trial worker says no epochs); and how long it ran on after its last "trial N
-    finished" line (nan where there is none)."""
+def timed(command: list[str], cwd: Path, tree: Path) -> tuple[float, float, float, float, float]:
+    """Wall time of ``python COMMAND`` in ``cwd`` with ``tree`` importable; when its first trial started
+    and its first epoch and first trial ended (seconds after the start; from the first time-stamped line
+    that launches a trial, the floor's "epoch" lines (sweeplab says none), and "trial N finished"); and
+    how long it ran on after its last "trial N finished" line (nan where there is none)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     env.pop("OMP_NUM_THREADS", None)  # torch's defaults, as a user has them
     started, start = time.time(), time.perf_counter()
@@ -147,18 +151,20 @@ def timed(command: list[str], cwd: Path, tree: Path) -> tuple[float, float, floa
     ended = started + seconds
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{proc.stderr[-2000:]}")
-    epochs, trials, ends = [], [], []
+    starts, epochs, trials, ends = [], [], [], []
     for line in (proc.stdout + proc.stderr).splitlines():
         found = STAMP.match(line)
         if found:
             stamp = dt.datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-            if "epoch" in line:
+            if STARTED.search(line):
+                starts.append(stamp - started)
+            if EPOCH.search(line):
                 epochs.append(stamp - started)
             if FINISHED.search(line):
                 trials.append(stamp - started)
                 ends.append(ended - stamp)
     first_epoch, first_trial = min(epochs, default=math.nan), min(trials, default=math.nan)
-    return seconds, first_epoch, first_trial, min(ends, default=math.nan)
+    return seconds, min(starts, default=math.nan), first_epoch, first_trial, min(ends, default=math.nan)
 
 
 def main() -> None:
@@ -195,6 +201,7 @@ def main() -> None:
         if with_ray:
             arms[f"Ray Tune (reuse_actors), n_jobs={n}"] = ([me, RAY, str(n), *size], ROOT)
     times: dict[str, list[float]] = {name: [] for name in arms}
+    starts: dict[str, list[float]] = {name: [] for name in arms}
     firsts: dict[str, list[float]] = {name: [] for name in arms}
     first_trials: dict[str, list[float]] = {name: [] for name in arms}
     closings: dict[str, list[float]] = {name: [] for name in arms}
@@ -203,9 +210,10 @@ def main() -> None:
         for r in range(args.warmup + args.rounds):  # warm-up rounds: imports, disk caches, the stores
             for i, (name, (command, tree)) in enumerate(arms.items()):
                 command = [c.replace("{study}", f"peers-{r}-{i}") for c in command]
-                seconds, first, first_trial, closing = timed(command, folder, tree)
+                seconds, start, first, first_trial, closing = timed(command, folder, tree)
                 if r >= args.warmup:
                     times[name].append(seconds)
+                    starts[name].append(start)
                     firsts[name].append(first)
                     first_trials[name].append(first_trial)
                     closings[name].append(closing)
@@ -219,9 +227,11 @@ def main() -> None:
             wall = statistics.median(times[name])
             first, closing = statistics.median(firsts[name]), statistics.median(closings[name])
             first_trial = statistics.median(first_trials[name])
+            start = statistics.median(starts[name])
             print(
-                f"  {name:48s} {wall:7.2f} s  / floor {wall / floor:5.2f}   first epoch at {first:5.2f} s"
-                f"   first trial done at {first_trial:5.2f} s   exit {closing:4.2f} s after the last trial"
+                f"  {name:48s} {wall:7.2f} s  / floor {wall / floor:5.2f}   first trial started at"
+                f" {start:5.2f} s   first epoch at {first:5.2f} s   first trial done at {first_trial:5.2f} s"
+                f"   exit {closing:4.2f} s after the last trial"
             )
     for tree in trees:
         label = f" [{tree.name}]" if len(trees) > 1 else ""
