@@ -48,7 +48,8 @@ IMPORTERS: dict[str, tuple[tuple[str, ...], ...]] = {
 
 
 class StandIn(types.ModuleType):
-    """What ``from transformers import X`` finds while torchmetrics imports: a deferred ``X``."""
+    """What ``from transformers import X`` (or ``import pandas as pd``) finds while its importer executes:
+    deferred names."""
 
     def __init__(self, name: str, family: dict[str, StandIn]) -> None:
         super().__init__(name)
@@ -61,12 +62,15 @@ class StandIn(types.ModuleType):
                 del sys.modules[name]
         return importlib.import_module(self.__name__)
 
+    def importing(self) -> bool:
+        """Its importer still executes (the stand-in is in ``sys.modules``)."""
+        return sys.modules.get(self.__name__) is self
+
     def __getattr__(self, name: str) -> Any:
-        if name == "__version__":
-            return self.real().__version__
-        if name.startswith("__"):  # the import system's probes (``__path__``: a package?): not a use
+        # Meanwhile, the import system and typing probe dunders (``__path__``: a package?): not a use.
+        if name.startswith("__") and name != "__version__" and self.importing():
             raise AttributeError(name)
-        return Deferred(self, name)
+        return getattr(self.real(), name) if name.startswith("__") else Deferred(self, name)
 
 
 class Deferred:
@@ -81,7 +85,7 @@ class Deferred:
         return getattr(self._module.real(), self._name)
 
     def __getattr__(self, attr: str) -> Any:
-        if attr.startswith("__"):  # typing and copy probe these on whatever they are given: not a use
+        if attr.startswith("__") and self._module.importing():  # typing's probes (``Union[...]``)
             raise AttributeError(attr)
         return getattr(self.resolve(), attr)
 

@@ -274,12 +274,13 @@ class Store:
             self._log_file(run, str(heatmap(rows, metric, mode, Path(tmp) / "heatmap.png")), None)
 
     def warm_pictures(self, storage: str | None = None) -> None:
-        """Import what the pictures are drawn with (about 0.5 s of CPU), once, and open the study's journal
-        file (``storage``): drawing them after the last trial then pays for neither, and Optuna reads only
-        the journal's records since (a journal holds every study of its folder). A sweep asks for the
-        imports as its store opens (while it imports torch and checks its configs), not once it trains: on
-        2 cores with 2 trial workers they held up every write of the first trials. A database URL is not
-        held open for the sweep's length: ``optuna_plots`` connects then."""
+        """Import what the pictures are drawn with (about 0.5 s of CPU), once, in a thread that answers
+        nothing (``optuna_pictures.warm_aside``: the requests meanwhile are not held up), and open the
+        study's journal file (``storage``): drawing them after the last trial then pays for neither, and
+        Optuna reads only the journal's records since (a journal holds every study of its folder). A sweep
+        asks for the imports as its store opens (while it imports torch and checks its configs), not once it
+        trains: on 2 cores with 2 trial workers they held up every write of the first trials. A database URL
+        is not held open for the sweep's length: ``optuna_plots`` connects then."""
         if self.client is None:  # the store never opened: the command is on its way out
             return
         if self._warming is None:
