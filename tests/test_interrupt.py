@@ -89,6 +89,21 @@ def test_ctrl_c_in_a_search_closes_its_runs_and_trials_and_the_same_command_fini
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_a_search_stopped_in_its_first_trial_shows_that_trial_stopped_when_resumed(workdir: Path):
+    """With no trial finished before the Ctrl-C, the resumed study's leaderboard still has the interrupted
+    trial (STOPPED, beside its retry), not only the trials of the command that resumed it."""
+    code, out = signalled(SEARCH, workdir, r"\[job 0\] epoch 2/", signal.SIGINT)
+    assert code == 130, out[-3000:]
+    assert out.strip().splitlines()[-1].startswith("error: stopped by Ctrl-C: 0 finished trials of study")
+    again = run_cli(SEARCH, workdir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "STOPPED: interrupted by the user (SIGINT)" in again.stdout, again.stdout[-3000:]
+    board = max(workdir.glob("mlruns/multirun/*/*/leaderboard.csv"), key=lambda p: p.stat().st_mtime)
+    assert len(board.read_text().splitlines()) == 1 + 3  # the stopped trial, its retry, the second trial
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_hang_up_during_a_single_run_closes_it_killed_without_a_traceback(workdir: Path):
     args = ["trainer.max_epochs=200", "early_stopping_patience=0", "checkpoint=false"]

@@ -32,6 +32,7 @@ from sweeps.support.errors import ConfigError
 from sweeps.support.secrets import redact_text
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+ENDED = (*FINISHED, TrialState.FAIL)  # and failed or stopped (interrupted): each has a leaderboard row
 log = logging.getLogger("sweeplab")
 
 
@@ -98,6 +99,9 @@ class StudyRef:
 
     def finished(self) -> int:
         return len(self.trials(FINISHED))
+
+    def ended(self) -> int:
+        return len(self.trials(ENDED))
 
 
 def storage(

@@ -175,6 +175,7 @@ def _run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
     ref, session, settings = search.ref, search.session, sweep.settings
     assert ref is not None
     already = ref.finished()
+    earlier = ref.ended()  # an earlier command's trials, interrupted ones too: the leaderboard shows them
     log.info(
         "search: study %s (%s, %s), %d of %d trials finished before -> %s",
         *(ref.name, type(ref.study.sampler).__name__, type(ref.study.pruner).__name__),
@@ -193,7 +194,7 @@ def _run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
             status = "KILLED"
         results = trials.run(ledger, search.space, executor(search, ledger, workers))
         record_stop(search, ledger)
-        closing = _report(search, ledger, sweep_dir, resumed=already > 0)
+        closing = _report(search, ledger, sweep_dir, resumed=earlier > 0)
         status = "FINISHED"
     except Interrupted as err:
         err.kept = (
