@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOOR = "--floor-search"  # this file, run as the floor's search: FLOOR N_JOBS TRIALS EPOCHS
@@ -138,7 +139,17 @@ def sweeplab_args(n_jobs: int, tracking: str, trials: int, epochs: int, study: s
     ]
 
 
-def timed(command: list[str], cwd: Path, tree: Path) -> tuple[float, float, float, float, float]:
+class Timing(NamedTuple):
+    """One command's figures, in seconds (nan where its output has no such line)."""
+
+    seconds: float  # wall time
+    started: float  # the first trial's start, after the command's
+    first_epoch: float  # the first epoch's end (the floor's: sweeplab prints no epoch lines)
+    first_trial: float  # the first trial's end
+    closing: float  # from the last trial's end to the command's
+
+
+def timed(command: list[str], cwd: Path, tree: Path) -> Timing:
     """Wall time of ``python COMMAND`` in ``cwd`` with ``tree`` importable; when its first trial started
     and its first epoch and first trial ended (seconds after the start; from the first time-stamped line
     that launches a trial, the floor's "epoch" lines (sweeplab says none), and "trial N finished"); and
@@ -163,8 +174,8 @@ def timed(command: list[str], cwd: Path, tree: Path) -> tuple[float, float, floa
             if FINISHED.search(line):
                 trials.append(stamp - started)
                 ends.append(ended - stamp)
-    first_epoch, first_trial = min(epochs, default=math.nan), min(trials, default=math.nan)
-    return seconds, min(starts, default=math.nan), first_epoch, first_trial, min(ends, default=math.nan)
+    first = [min(found, default=math.nan) for found in (starts, epochs, trials, ends)]
+    return Timing(seconds, *first)
 
 
 def main() -> None:
@@ -200,23 +211,16 @@ def main() -> None:
                 arms[name] = (sweeplab_args(n, store, args.trials, args.epochs, "{study}"), tree)
         if with_ray:
             arms[f"Ray Tune (reuse_actors), n_jobs={n}"] = ([me, RAY, str(n), *size], ROOT)
-    times: dict[str, list[float]] = {name: [] for name in arms}
-    starts: dict[str, list[float]] = {name: [] for name in arms}
-    firsts: dict[str, list[float]] = {name: [] for name in arms}
-    first_trials: dict[str, list[float]] = {name: [] for name in arms}
-    closings: dict[str, list[float]] = {name: [] for name in arms}
+    rounds: dict[str, list[Timing]] = {name: [] for name in arms}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for r in range(args.warmup + args.rounds):  # warm-up rounds: imports, disk caches, the stores
             for i, (name, (command, tree)) in enumerate(arms.items()):
                 command = [c.replace("{study}", f"peers-{r}-{i}") for c in command]
-                seconds, start, first, first_trial, closing = timed(command, folder, tree)
+                timing = timed(command, folder, tree)
                 if r >= args.warmup:
-                    times[name].append(seconds)
-                    starts[name].append(start)
-                    firsts[name].append(first)
-                    first_trials[name].append(first_trial)
-                    closings[name].append(closing)
+                    rounds[name].append(timing)
+    times = {name: [t.seconds for t in timings] for name, timings in rounds.items()}
     print(
         f"search: digits MLP 64-128-10, Adam, batch 32, {args.epochs} epochs, lr log-uniform [1e-4, 1e-1], "
         f"{args.trials} TPE trials, no pruning; {args.rounds} alternating rounds, medians"
@@ -224,14 +228,11 @@ def main() -> None:
     for n in (1, 2):
         floor = math.nan if args.no_floor else statistics.median(times[f"floor, n_jobs={n}"])
         for name in (a for a in arms if a.endswith(f"n_jobs={n}") or f"n_jobs={n}," in a):
-            wall = statistics.median(times[name])
-            first, closing = statistics.median(firsts[name]), statistics.median(closings[name])
-            first_trial = statistics.median(first_trials[name])
-            start = statistics.median(starts[name])
+            m = Timing(*(statistics.median(column) for column in zip(*rounds[name], strict=True)))
             print(
-                f"  {name:48s} {wall:7.2f} s  / floor {wall / floor:5.2f}   first trial started at"
-                f" {start:5.2f} s   first epoch at {first:5.2f} s   first trial done at {first_trial:5.2f} s"
-                f"   exit {closing:4.2f} s after the last trial"
+                f"  {name:48s} {m.seconds:7.2f} s  / floor {m.seconds / floor:5.2f}   first trial started at"
+                f" {m.started:5.2f} s   first epoch at {m.first_epoch:5.2f} s   first trial done at"
+                f" {m.first_trial:5.2f} s   exit {m.closing:4.2f} s after the last trial"
             )
     for tree in trees:
         label = f" [{tree.name}]" if len(trees) > 1 else ""

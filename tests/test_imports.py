@@ -33,10 +33,15 @@ print(json.dumps(sorted(m for m in {HEAVY_AND_UNUSED!r} if m in sys.modules)))
 """
 
 
-def run_python(code: str) -> subprocess.CompletedProcess[str]:
-    """``python -c code`` in a fresh process, from this checkout."""
+def run_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -c code args...`` in a fresh process, from this checkout."""
     return subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=180
+        [sys.executable, "-c", code, *args],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
 
 
@@ -125,7 +130,7 @@ def test_a_stood_in_module_read_while_its_importer_runs_gives_way_to_the_real_on
     (tmp_path / "reads_it.py").write_text(
         "import pandas as pd\n\nVERSION = pd.__version__\nFRAME = pd.DataFrame({'a': [1]})\n"
     )
-    done = run_python(IMPORTER.replace("sys.argv[1]", repr(str(tmp_path))))
+    done = run_python(IMPORTER, str(tmp_path))
     assert done.stdout.strip() == "ok", done.stderr[-2000:]
 
 

@@ -100,9 +100,6 @@ class StudyRef:
     def finished(self) -> int:
         return len(self.trials(FINISHED))
 
-    def ended(self) -> int:
-        return len(self.trials(ENDED))
-
 
 def storage(
     url: str | None, heartbeat: int | None = None, grace: int | None = None, retry: float = DEFAULT_SECONDS

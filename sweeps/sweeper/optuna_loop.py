@@ -18,7 +18,7 @@ from sweeps.launch.workers import Workers
 from sweeps.search import coordination
 from sweeps.search.retry import DatabaseAway
 from sweeps.search.space import Space, parse_space, probes, study_name
-from sweeps.search.study import StudyRef, continue_seeded, make, open_study
+from sweeps.search.study import ENDED, FINISHED, StudyRef, continue_seeded, make, open_study
 from sweeps.support import invocation
 from sweeps.support.errors import ConfigError, TrainingError
 from sweeps.support.interrupt import Interrupted
@@ -174,8 +174,10 @@ def _run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
         raise
     ref, session, settings = search.ref, search.session, sweep.settings
     assert ref is not None
-    already = ref.finished()
-    earlier = ref.ended()  # an earlier command's trials, interrupted ones too: the leaderboard shows them
+    earlier = ref.trials(
+        ENDED
+    )  # an earlier command's trials, interrupted ones too: the leaderboard shows them
+    already = sum(t.state in FINISHED for t in earlier)
     log.info(
         "search: study %s (%s, %s), %d of %d trials finished before -> %s",
         *(ref.name, type(ref.study.sampler).__name__, type(ref.study.pruner).__name__),
@@ -194,7 +196,7 @@ def _run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
             status = "KILLED"
         results = trials.run(ledger, search.space, executor(search, ledger, workers))
         record_stop(search, ledger)
-        closing = _report(search, ledger, sweep_dir, resumed=earlier > 0)
+        closing = _report(search, ledger, sweep_dir, resumed=bool(earlier))
         status = "FINISHED"
     except Interrupted as err:
         err.kept = (
