@@ -174,9 +174,8 @@ def _run_search(sweep: Sweep, arguments: list[str]) -> list[list[JobReturn]]:
         raise
     ref, session, settings = search.ref, search.session, sweep.settings
     assert ref is not None
-    earlier = ref.trials(
-        ENDED
-    )  # an earlier command's trials, interrupted ones too: the leaderboard shows them
+    # an earlier command's trials, interrupted ones too: a resumed study's leaderboard shows them
+    earlier = ref.trials(ENDED)
     already = sum(t.state in FINISHED for t in earlier)
     log.info(
         "search: study %s (%s, %s), %d of %d trials finished before -> %s",
